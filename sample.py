@@ -1,0 +1,119 @@
+"""Sample videos from a checkpoint and write them the way every evaluation here reads them.
+
+A teacher checkpoint samples with 50-step DDIM and classifier-free guidance (turbo.py, Part 1). Each video is seeded
+on its own (seed + index), so the same seed gives the same video whatever the batch.
+
+Writes DIR/{prompt-slug}-{i}.gif (and .mp4 with --mp4), DIR/prompts.jsonl (one {"file", "prompt", "seed",
+"steps"} a line, as ../shared/toy/SPEC.md asks) and DIR/grid.gif, every video side by side for a quick look.
+
+    python sample.py --ckpt runs/toy/teacher.safetensors --prompt "a red circle moving left" --num-per-prompt 4
+    python sample.py --ckpt runs/toy/teacher.safetensors --prompts ../shared/toy/prompts_heldout.txt --out samples
+"""
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import turbo
+from checkpoint import load_models
+from toy import read_prompts, to_uint8
+
+
+def slug(text):
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:80]
+
+
+def save_video(frames, path, fps=8):
+    """frames: uint8 (t, h, w, 3) -> GIF or MP4 by suffix."""
+    path = Path(path)
+    if path.suffix == ".gif":
+        iio.imwrite(path, frames, extension=".gif", duration=int(1000 / fps), loop=0)
+    else:
+        iio.imwrite(path, frames, extension=path.suffix, fps=fps, codec="libx264", macro_block_size=1)
+
+
+def save_grid(clips, path, ncol=8, scale=2, fps=8):
+    """clips: uint8 (n, t, h, w, 3) -> one GIF with the n videos tiled (n / ncol rows), each upscaled x scale."""
+    clips = np.asarray(clips)
+    n, t, h, w, _ = clips.shape
+    nrow = -(-n // ncol)
+    pad = np.full((nrow * ncol, t, h + 2, w + 2, 3), 64, np.uint8)  # a grey 1-px border around each video
+    pad[:n, :, 1:-1, 1:-1] = clips
+    grid = pad.reshape(nrow, ncol, t, h + 2, w + 2, 3).transpose(2, 0, 3, 1, 4, 5)
+    grid = grid.reshape(t, nrow * (h + 2), ncol * (w + 2), 3).repeat(scale, 1).repeat(scale, 2)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_video(grid, path, fps)
+
+
+@torch.no_grad()
+def generate(models, prompts, seeds, steps=50, guidance=None, device="cpu", batch_size=16, progress=True):
+    """-> uint8 (n, t, h, w, 3) videos, one per (prompt, seed)."""
+    unet, text, ae, meta = models["unet"], models["text"], models["ae"], models["meta"]
+    frames, size = meta["train"]["frames"], meta["train"]["size"]
+    latent_hw = size // 2 ** (len(ae.config.ch_mult) - 1)  # the first stage's f
+    abar = turbo.vc2_alphas_cumprod().to(device)
+    fps = meta["train"].get("fps", 16)
+    guidance = meta["train"].get("guidance", 5.0) if guidance is None else guidance
+    out = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc=f"sampling ({steps} steps)", disable=not progress):
+        ps, ss = prompts[i:i + batch_size], seeds[i:i + batch_size]
+        noise = torch.stack([torch.randn(unet.config.in_channels, frames, latent_hw, latent_hw,
+                                         generator=torch.Generator().manual_seed(s)) for s in ss]).to(device)
+        context = text.encode_text(ps)                     # (b, L, d)
+        uncond = text.encode_text([""] * len(ps))          # the empty caption, VC2's unconditional embedding
+        z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps=steps, guidance=guidance)
+        out.append(to_uint8(ae.decode(z0)))                # (b, c, t, h, w) latents -> uint8 (b, t, h, w, 3)
+    return np.concatenate(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default="runs/toy/teacher.safetensors", help="a checkpoint written by train.py")
+    p.add_argument("--prompt", action="append", help="a caption (repeatable)")
+    p.add_argument("--prompts", help="a file with one caption a line")
+    p.add_argument("--num-per-prompt", type=int, default=1)
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps for a teacher")
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (VC2 convention); default from ckpt")
+    p.add_argument("--seed", type=int, default=0, help="video i of the run uses seed + i")
+    p.add_argument("--out", default="samples")
+    p.add_argument("--mp4", action="store_true", help="also write MP4 (needs imageio-ffmpeg)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    prompts = list(args.prompt or [])
+    if args.prompts:
+        prompts += read_prompts(args.prompts)
+    if not prompts:
+        p.error("give --prompt TEXT or --prompts FILE")
+    if args.num_per_prompt < 1 or args.steps < 1:
+        p.error("--num-per-prompt and --steps must be >= 1")
+    models = load_models(args.ckpt, args.device)
+    jobs = [(pr, k) for pr in prompts for k in range(args.num_per_prompt)]
+    seeds = [args.seed + i for i in range(len(jobs))]
+    t0 = time.time()
+    videos = generate(models, [j[0] for j in jobs], seeds, args.steps, args.guidance, args.device,
+                      args.batch_size)
+    dt = time.time() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "prompts.jsonl", "w") as f:
+        for (prompt, k), seed, video in zip(jobs, seeds, videos):
+            name = f"{slug(prompt)}-{k}.gif"
+            save_video(video, out / name)
+            if args.mp4:
+                save_video(video, out / f"{slug(prompt)}-{k}.mp4")
+            f.write(json.dumps({"file": name, "prompt": prompt, "seed": seed, "steps": args.steps}) + "\n")
+    save_grid(videos[:64], out / "grid.gif", ncol=min(8, len(videos)))
+    print(f"wrote {len(videos)} videos to {out}/ ({dt / len(videos):.3f} s per video), grid at {out}/grid.gif")
+
+
+if __name__ == "__main__":
+    main()
