@@ -28,7 +28,8 @@ def test_shapes_follow_spec():
     assert abs(circle.sum() - np.pi * 5.5 ** 2) < 0.1 * np.pi * 5.5 ** 2  # a disc of radius s/2 + 0.5
     tri = shape_mask("triangle", 16, 16, 10, 32)
     rows = np.where(tri.any(1))[0]
-    assert rows[-1] - rows[0] + 1 == 12 and tri[rows[0]].sum() < tri[rows[-1]].sum()  # height 12, apex up
+    # height and base s + 2 = 12 (the apex row's pixel centres fall just outside), apex up
+    assert rows[-1] - rows[0] + 1 == 11 and tri[rows[-1]].sum() == 12 and tri[rows[0]].sum() == 2
 
 
 def test_clip_motion_and_bounds():
