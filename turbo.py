@@ -2,6 +2,10 @@
 
     Part 0  the teacher's diffusion: VideoCrafter2's noise schedule, eps-prediction, its training loss
     Part 1  the teacher's sampler: DDIM (eta = 0) with classifier-free guidance, 50 steps
+    Part 2  consistency distillation (Algorithm 1): the consistency function f_theta with its boundary condition
+            (eq. 5), the augmented PF-ODE solver with guidance w (eq. 7, App. A eq. 11), the CD loss with the
+            skipped-step target and a pseudo-Huber distance (eq. 6)
+    Part 3  the multistep consistency sampler (4 steps, no CFG: w enters through the student's embedding)
 
 The UNet lives in tiny_unet3d.py, the autoencoder and text encoder in encoders.py; this file only holds math.
 Notation follows the paper: z_t = alpha_t z_0 + sigma_t eps with alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)
@@ -93,7 +97,119 @@ def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0,
     return x0
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Part 2. Consistency distillation (paper Sec. 3 "video consistency model", Algorithm 1, App. A)
+
+K_SKIP = 20  # skipping step k, in 1000-step units: one step of the 50-step DDIM grid (paper Sec. 4, App. A)
+
+
+def boundary_scalings(t, sigma_data=0.5, timestep_scaling=10.0):
+    """c_skip(t), c_out(t) of eq. 5, as LCM / T2V-Turbo compute them: on the integer t scaled by 10, sigma_data 0.5.
+    c_skip(0) = 1 and c_out(0) = 0, so f(x, 0) = x (the boundary condition); by t = 19 c_skip is already ~7e-6."""
+    st = t.double() * timestep_scaling
+    c_skip = sigma_data ** 2 / (st ** 2 + sigma_data ** 2)
+    c_out = st / (st ** 2 + sigma_data ** 2).sqrt()
+    return c_skip.float(), c_out.float()
+
+
+def consistency_fn(student, z_t, t, context, fps, w, abar):
+    """Eq. 5: f_theta(z_t, w, c, t) = c_skip(t) z_t + c_out(t) x0_hat(z_t, eps_theta(z_t, w, c, t)).
+    z_t: (b, c, t, h, w); t, w: (b,). This is the student's single-step prediction of the clean video, both the
+    CD prediction and (Part 4, rewards) what gets decoded and scored."""
+    eps = student(z_t, t, context, fps, w=w)
+    c_skip, c_out = (c.view(-1, 1, 1, 1, 1).to(z_t) for c in boundary_scalings(t))
+    return c_skip * z_t + c_out * predicted_x0(z_t, eps, t, abar)
+
+
+@torch.no_grad()
+def guided_ode_step(teacher, z, t_from, t_to, context, uncond, fps, w, abar):
+    """The augmented PF-ODE solver Psi of eq. 7: one DDIM step (eta 0) of the teacher from t_{n+k} to t_n, with
+    classifier-free guidance in LCM's convention applied to BOTH the x0 and eps estimates before the step:
+        x0_hat = x0_c + w (x0_c - x0_u),  eps_hat = eps_c + w (eps_c - eps_u)       ((1 + w) cond - w uncond)
+        z_{t_n} = alpha_{t_n} x0_hat + sigma_{t_n} eps_hat                          (App. A eq. 11, DDIM form)
+    The unconditional branch sees the empty caption's embedding. t_to may be 0 (the last grid step lands there)."""
+    b = z.shape[0]
+    eps_c, eps_u = teacher(torch.cat([z, z]), torch.cat([t_from, t_from]), torch.cat([context, uncond]),
+                           fps).chunk(2)
+    x0_c, x0_u = predicted_x0(z, eps_c, t_from, abar), predicted_x0(z, eps_u, t_from, abar)
+    wv = w.view(-1, 1, 1, 1, 1).to(z)
+    x0 = x0_c + wv * (x0_c - x0_u)
+    eps = eps_c + wv * (eps_c - eps_u)
+    return _at(abar, t_to, z).sqrt() * x0 + (1 - _at(abar, t_to, z)).sqrt() * eps
+
+
+def pseudo_huber(a, b, c=0.001):
+    """d(x, y) = sqrt(||x - y||^2 + c^2) - c per element, averaged (T2V-Turbo's `huber`, c = 0.001)."""
+    return ((a.float() - b.float()) ** 2 + c * c).sqrt().sub(c).mean()
+
+
+def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0, w_max=15.0, huber_c=0.001,
+            num_ddim_steps=50, generator=None):
+    """One CD step of Algorithm 1 on a batch of clean latents z0: (b, c, t, h, w). Returns (loss, f_theta, info).
+
+        n ~ U{0..49},  t_{n+k} = grid[n] in {19, ..., 999},  t_n = max(t_{n+k} - 20, 0)        (skipped-step pair)
+        w ~ U[w_min, w_max] per sample                                                         (paper Sec. 4)
+        z_{t_{n+k}} = alpha z0 + sigma eps                                                      (forward process)
+        f_theta     = f(z_{t_{n+k}}, w, c, t_{n+k})                 student, with gradient       (eq. 5)
+        z_{t_n}     = Psi(z_{t_{n+k}}, t_{n+k}, t_n, c, w)          teacher + CFG, no gradient   (eq. 7)
+        target      = f_{theta^-}(z_{t_n}, w, c, t_n)               target network, no gradient
+        L_CD        = d(f_theta, target)                            pseudo-Huber                (eq. 6)
+    `target` is the EMA copy theta^- (the paper) or the student itself (the released code); the caller decides.
+    """
+    b, dev = z0.shape[0], z0.device
+    grid = torch.tensor(ddim_timesteps(num_ddim_steps), device=dev)
+    n = torch.randint(0, num_ddim_steps, (b,), device=dev, generator=generator)
+    t_nk = grid[n]
+    t_n = (t_nk - K_SKIP).clamp(min=0)
+    w = w_min + (w_max - w_min) * torch.rand(b, device=dev, generator=generator)
+    noise = torch.randn(z0.shape, device=dev, generator=generator)
+    z_nk = add_noise(z0, noise, t_nk, abar)
+
+    f_theta = consistency_fn(student, z_nk, t_nk, context, fps, w, abar)
+    z_n = guided_ode_step(teacher, z_nk, t_nk, t_n, context, uncond, fps, w, abar)
+    with torch.no_grad():
+        tgt = consistency_fn(target, z_n, t_n, context, fps, w, abar)
+    loss = pseudo_huber(f_theta, tgt, huber_c)
+    return loss, f_theta, {"t": t_nk, "w": w}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Part 3. Multistep consistency sampling (paper Sec. 3, LCM's Algorithm; digest 4)
+
+
+def consistency_timesteps(num_steps=4, origin_steps=50, num_train_timesteps=NUM_TRAIN_TIMESTEPS):
+    """Timesteps picked from the same 50-step origin grid the student was distilled on:
+    4 -> [999, 759, 519, 279], 8 -> [999, 879, ..., 159], 2 -> [999, 499], 1 -> [999]."""
+    origin = ddim_timesteps(origin_steps, num_train_timesteps)
+    if not 1 <= num_steps <= origin_steps:
+        raise ValueError(f"steps must be in 1..{origin_steps}, got {num_steps}")
+    skip = origin_steps // num_steps
+    return origin[::-skip][:num_steps]
+
+
+@torch.no_grad()
+def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, generator=None, progress=False):
+    """z_T ~ N(0, I); for each t_i: x_i = f_theta(z, w, c, t_i); then re-noise x_i to t_{i+1} with FRESH noise,
+    z = alpha_{t_{i+1}} x_i + sigma_{t_{i+1}} eps. Returns the last x_i, (b, c, t, h, w). One UNet call per
+    step and no CFG: guidance was distilled into the student and enters only through its w-embedding."""
+    b, dev = noise.shape[0], noise.device
+    ts = consistency_timesteps(steps)
+    z, wv = noise, torch.full((b,), float(w), device=dev)
+    for i, t in enumerate(tqdm(ts, desc="consistency", leave=False, disable=not progress)):
+        tt = torch.full((b,), t, device=dev, dtype=torch.long)
+        x0 = consistency_fn(student, z, tt, context, fps, wv, abar)
+        if i + 1 < len(ts):
+            t_next = torch.full((b,), ts[i + 1], device=dev, dtype=torch.long)
+            fresh = torch.randn(z.shape, device=dev, generator=generator)
+            z = add_noise(x0, fresh, t_next, abar)
+    return x0
+
+
 if __name__ == "__main__":
     ab = vc2_alphas_cumprod()
     print("alphas_cumprod[0, 19, 499, 999] =", [round(ab[i].item(), 6) for i in (0, 19, 499, 999)])
     print("50-step DDIM grid:", ddim_timesteps(50)[:3], "...", ddim_timesteps(50)[-2:])
+    for n in (1, 2, 4, 8):
+        print(f"{n}-step consistency timesteps:", consistency_timesteps(n))
+    cs, co = boundary_scalings(torch.tensor([0, 1, 19, 999]))
+    print("c_skip(0, 1, 19, 999) =", cs.tolist(), " c_out =", co.tolist())
