@@ -1,6 +1,7 @@
 """Checkpoints: one safetensors file per trained model, carrying every config needed to rebuild it.
 
-A checkpoint holds the weights of the UNet (`unet.*`), the text encoder (`text.*`) and the first stage (`ae.*`),
+A checkpoint holds the weights of the UNet (`unet.*`), the text encoder (`text.*`) and the first stage (`ae.*`; none
+for the toy's pixel-space first stage),
 and in its safetensors metadata the configs of all three plus the training config that made it, as JSON. So
 `sample.py --ckpt runs/toy/teacher.safetensors` needs nothing else, and nothing is unpickled: safetensors stores
 plain tensors, so a checkpoint cannot run code when it is opened.
@@ -18,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from encoders import AEConfig, AutoencoderKL, TextConfig, TextEncoder
+from encoders import TextConfig, TextEncoder, first_stage_from_config
 from tiny_unet3d import UNet3D, UNetConfig
 
 META_KEY = "t2v_turbo"
@@ -63,7 +64,7 @@ def load_models(path, device="cpu"):
     tensors, meta = read_checkpoint(path)
     models = {"unet": UNet3D(UNetConfig(**meta["unet"])),
               "text": TextEncoder(TextConfig(**meta["text"])),
-              "ae": AutoencoderKL(AEConfig(**meta["ae"]))}
+              "ae": first_stage_from_config(meta["ae"])}
     for name, m in models.items():
         missing, unexpected = m.load_state_dict(_part(tensors, name), strict=False)
         if missing or unexpected:

@@ -1,13 +1,14 @@
 """Train everything on the toy world, on a CPU, in minutes:  python train.py
 
 The default run has these stages, each skipped when its checkpoint already exists (--fresh redoes them):
-    1. first stage   a tiny KL autoencoder (same class as VC2's SD KL-f8, f4 here): 32 x 32 frames -> 8 x 8 latents
-    2. teacher       a tiny VC2-structured 3D UNet + a tiny OpenCLIP-style text tower, trained jointly with the
+    1. teacher       a tiny VC2-structured 3D UNet + a tiny OpenCLIP-style text tower, trained jointly with the
                      eps-prediction loss (turbo.py Part 0) and 10% caption dropout for classifier-free guidance
-The teacher plays VideoCrafter2's role: T2V-Turbo starts from a trained teacher and never updates it.
+The teacher plays VideoCrafter2's role: T2V-Turbo starts from a trained teacher and never updates it. The toy's
+first stage is pixel space behind the autoencoder's interface (encoders.py: 32 x 32 frames -> 48 x 8 x 8 latents
+by 4 x 4 space-to-depth), so nothing needs training there; VC2's is the SD KL-f8 autoencoder.
 
     python train.py                                  # all stages into runs/toy/
-    python train.py --out runs/quick --teacher-steps 200 --ae-steps 200   # a smoke run
+    python train.py --out runs/quick --teacher-steps 200      # a smoke run
     python train.py --help                           # every config field is a flag
 """
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 import turbo
 from checkpoint import load_models, model_meta, read_checkpoint, save_checkpoint
-from encoders import AutoencoderKL, TextEncoder, toy_ae, toy_text
+from encoders import PixelFirstStage, TextEncoder, toy_pixels, toy_text
 from tiny_unet3d import UNet3D
 from tiny_unet3d import toy as toy_unet
 from toy import ToyWorld, split_captions
@@ -44,12 +45,7 @@ class Config:
     size: int = 32                 # frame side, pixels
     frames: int = 8
     fps: int = 16                  # fps condition fed to the UNet; VC2 and T2V-Turbo always use 16
-    # stage 1: first stage (autoencoder)
-    ae_steps: int = 1200
-    ae_batch: int = 64             # frames per step (the autoencoder is 2-D, as in VC2)
-    ae_lr: float = 2e-3
-    ae_kl: float = 1e-6            # KL weight, as SD's KL-f8 (keeps latents near N(0, I) without blurring them)
-    # stage 2: teacher
+    # stage 1: teacher
     teacher_steps: int = 3000
     teacher_batch: int = 32        # clips per step
     teacher_lr: float = 1e-3
@@ -80,7 +76,7 @@ def parse_config(argv=None):
     args = vars(p.parse_args(argv))
     cfg = PRESETS[args.pop("preset")]()
     cfg = dataclasses.replace(cfg, **{k: v for k, v in args.items() if v is not None})
-    for name in ("ae_steps", "teacher_steps", "ae_batch", "teacher_batch", "size", "frames"):
+    for name in ("teacher_steps", "teacher_batch", "size", "frames"):
         if getattr(cfg, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= cfg.caption_dropout < 1:
@@ -102,46 +98,7 @@ def ema_update(ema, model, decay):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Stage 1: the first stage. VC2 encodes every frame with SD's KL-f8 autoencoder and multiplies latents by 0.18215
-# so they have roughly unit variance; our toy autoencoder is the same class at f4, and its scale is measured.
-
-
-def train_autoencoder(cfg):
-    torch.manual_seed(cfg.seed)
-    world = ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed)
-    ae = AutoencoderKL(toy_ae()).to(cfg.device).train()
-    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=0.0)
-    per_clip = cfg.frames
-    bar = tqdm(range(cfg.ae_steps), desc="stage 1/2: autoencoder")
-    for step in bar:
-        video, _ = world.batch(max(1, cfg.ae_batch // per_clip))              # (b, 3, t, h, w)
-        x = video.transpose(1, 2).flatten(0, 1).to(cfg.device)                  # frames: (b t, 3, h, w)
-        mean, logvar = ae.encode_moments(x)
-        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()                # posterior sample
-        rec = ae.decode_frames(z)
-        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum() / x.shape[0]
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.ae_kl * kl
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.ae_steps, cfg.ae_lr, cfg.warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", kl=f"{kl.item():.1f}")
-    ae.eval()
-    # scale_factor: 1 / std of the (unscaled) latents, as SD's "scale_by_std" (VC2 hard-codes SD's 0.18215)
-    with torch.no_grad():
-        video, _ = world.batch(64)
-        z = ae.encode_moments(video.transpose(1, 2).flatten(0, 1).to(cfg.device))[0]
-        ae.config.scale_factor = float(1 / z.std())
-        rec = ae.decode(ae.encode(video.to(cfg.device), sample=False))
-        err = (rec - video.to(cfg.device)).abs().mean().item()
-    print(f"autoencoder: latent scale_factor {ae.config.scale_factor:.4f}, reconstruction L1 {err:.4f} (in [-1, 1])")
-    return ae, {"recon_l1": err}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Stage 2: the teacher (plays VideoCrafter2)
+# Stage 1: the teacher (plays VideoCrafter2)
 
 
 def train_teacher(cfg, ae):
@@ -160,13 +117,13 @@ def train_teacher(cfg, ae):
     n_unet = sum(p.numel() for p in unet.parameters())
     n_text = sum(p.numel() for p in text.parameters())
     print(f"teacher: UNet {n_unet:,} params, text tower {n_text:,} params")
-    bar = tqdm(range(cfg.teacher_steps), desc="stage 2/2: teacher")
+    bar = tqdm(range(cfg.teacher_steps), desc="stage 1/1: teacher")
     losses = []
     for step in bar:
         video, caps = world.batch(cfg.teacher_batch)
         caps = [("" if r < cfg.caption_dropout else c) for c, r in zip(caps, np.random.rand(len(caps)))]
         with torch.no_grad():
-            z0 = ae.encode(video.to(cfg.device))                               # (b, 4, t, h/4, w/4)
+            z0 = ae.encode(video.to(cfg.device))                               # (b, 48, t, h/4, w/4)
         context = text.encode_text(caps)                                      # (b, L, d), trained jointly
         loss = turbo.diffusion_loss(unet, z0, context, cfg.fps, abar, generator=gen)
         for g in opt.param_groups:
@@ -193,25 +150,11 @@ def main(argv=None):
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     train_meta = dataclasses.asdict(cfg)
 
-    ae_path = out / "ae.safetensors"
-    if ae_path.exists() and not cfg.fresh:
-        print(f"stage 1/2: reusing {ae_path}")
-        ae = AutoencoderKL(toy_ae())
-        tensors, meta = read_checkpoint(ae_path)
-        ae = AutoencoderKL(type(ae.config)(**meta["ae"]))
-        ae.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("ae.")})
-        ae = ae.to(cfg.device).eval()
-    else:
-        t0 = time.time()
-        ae, stats = train_autoencoder(cfg)
-        save_checkpoint(ae_path, {"ae": ae}, {"kind": "ae", "ae": dataclasses.asdict(ae.config), "train": train_meta,
-                                              "stats": stats, "seconds": time.time() - t0})
-        print(f"wrote {ae_path} ({time.time() - t0:.0f} s)")
-    ae.requires_grad_(False)
+    ae = PixelFirstStage(toy_pixels())                 # the first stage: frozen, no weights
 
     teacher_path = out / "teacher.safetensors"
     if teacher_path.exists() and not cfg.fresh:
-        print(f"stage 2/2: reusing {teacher_path}")
+        print(f"stage 1/1: reusing {teacher_path}")
     else:
         t0 = time.time()
         unet, text, stats = train_teacher(cfg, ae)

@@ -1,0 +1,207 @@
+"""tiny_unet3d.py against the ORIGINAL VideoCrafter2 UNet (a parity fixture made by running its code), the real
+checkpoint's key manifest (on the meta device), and the T2V-Turbo student's w-conditioning."""
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_unet3d import (UNet3D, check_state_dict, config_from_vc2, convert_vc2_unet, guidance_embedding,
+                         load_vc2_unet, ours_key_to_vc2, timestep_embedding, toy, vc2, vc2_key_to_ours)
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / 'shared' / 'reference'
+TOL = 1e-4  # fp32; the fixture's own README quotes ~1e-5
+
+
+def ref(*parts):
+    path = REFERENCE.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared/reference beside the repo root holds the VC2 fixtures)")
+    return path
+
+
+def load(*parts):
+    return torch.load(ref(*parts), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def parity():
+    """The tiny original-code fixture: (config, converted-and-loaded UNet3D in eval mode, io, intermediates)."""
+    cfg = json.loads(ref('vc2_tiny_parity', 'config.json').read_text())
+    model = load_vc2_unet(UNet3D(config_from_vc2(cfg['unet_kwargs'])), load('vc2_tiny_parity', 'unet_sd.pt'))
+    return cfg, model.eval(), load('vc2_tiny_parity', 'io.pt'), load('vc2_tiny_parity', 'intermediates.pt')
+
+
+def run(model, io, **kw):
+    with torch.no_grad():
+        return model(io['x'], io['timesteps'], io['context'], io['fps'], **kw)
+
+
+def manifest_state_dict():
+    """The real VC2 UNet's 1484 keys as meta tensors of the real shapes, original names with their prefix."""
+    sd = {}
+    for line in ref('vc2_keys', 'vc2_unet_keys.tsv').read_text().splitlines():
+        key, shape = line.split('\t')
+        sd[key] = torch.empty(*map(int, shape.split('x')), device='meta')
+    return sd
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parity with the original code
+
+
+def test_parity_output(parity):
+    cfg, model, io, _ = parity
+    assert sum(p.numel() for p in model.parameters()) == cfg['num_params']
+    assert len(model.state_dict()) == cfg['num_state_dict_keys']
+    err = (run(model, io) - io['y']).abs().max().item()
+    print(f"parity: max |y - y_ref| = {err:.2e}")
+    assert err <= TOL
+
+
+def test_parity_intermediates(parity):
+    """Every module output the fixture recorded: time_embed, fps_embedding, each input block, init_attn,
+    middle_block, each output block, out. Our module names are VC2's, so the names hook directly."""
+    _, model, io, inter = parity
+    got = {}
+    hooks = [model.get_submodule(name).register_forward_hook(
+        lambda m, i, o, name=name: got.__setitem__(name, o.detach().clone())) for name in inter]
+    try:
+        run(model, io)
+    finally:
+        for h in hooks:
+            h.remove()
+    errs = {name: (got[name] - want).abs().max().item() for name, want in inter.items()}
+    print("intermediates max abs err:", {k: f"{v:.1e}" for k, v in errs.items()})
+    assert len(errs) == 17 and max(errs.values()) <= TOL, errs
+
+
+def test_parity_batch_and_int_conditioning(parity):
+    """A batch of 2 equals two single calls; python ints for t and fps work like (b,) tensors."""
+    _, model, io, _ = parity
+    x2, ctx2 = torch.cat([io['x'], io['x'].flip(2)]), io['context'].repeat(2, 1, 1)
+    with torch.no_grad():
+        y2 = model(x2, int(io['timesteps']), ctx2, int(io['fps']))
+        y_flip = model(x2[1:], io['timesteps'], ctx2[1:], io['fps'])
+    assert (y2[:1] - io['y']).abs().max() <= TOL and (y2[1:] - y_flip).abs().max() <= TOL
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The real VC2 layout, on the meta device
+
+
+def test_vc2_manifest_loads_on_meta():
+    sd = manifest_state_dict()
+    assert len(sd) == 1484
+    with torch.device('meta'):
+        teacher, student = UNet3D(vc2()), UNet3D(replace(vc2(), guidance_embed_dim=256))
+    converted = convert_vc2_unet(sd, expected=teacher.state_dict())  # raises on any mismatch
+    assert set(converted) == set(teacher.state_dict())
+    assert sum(p.numel() for p in teacher.parameters()) == 1_413_284_420
+    assert sum(p.numel() for p in student.parameters()) == 1_413_284_420 + 320 * 256
+    load_vc2_unet(student, sd)  # a teacher checkpoint fits a student: only w_proj is absent
+    # T2V-Turbo's student checkpoint key `time_cond_proj.weight` passes through as w_proj
+    sd['model.diffusion_model.time_cond_proj.weight'] = torch.empty(320, 256, device='meta')
+    assert set(convert_vc2_unet(sd, expected=student.state_dict())) == set(student.state_dict())
+
+
+def test_key_maps_round_trip():
+    for key in manifest_state_dict():
+        ours = vc2_key_to_ours(key)
+        assert 'temopral' not in ours and ours_key_to_vc2(ours) == key.removeprefix('model.diffusion_model.')
+    assert vc2_key_to_ours('input_blocks.1.0.temopral_conv.conv1.2') == 'input_blocks.1.0.temporal_conv.conv1.2'
+    assert vc2_key_to_ours('time_cond_proj') == 'w_proj'
+
+
+def test_bad_state_dict_lists_every_problem():
+    with torch.device('meta'):
+        expected = UNet3D(vc2()).state_dict()
+    sd = manifest_state_dict()
+    del sd['model.diffusion_model.out.2.bias']
+    sd['model.diffusion_model.input_blocks.1.0.bogus.weight'] = torch.empty(3, device='meta')
+    sd['model.diffusion_model.input_blocks.1.1.proj_in.weight'] = torch.empty(320, 321, device='meta')
+    with pytest.raises(ValueError) as e:
+        convert_vc2_unet(sd, expected=expected)
+    msg = str(e.value)
+    assert 'out.2.bias' in msg and 'input_blocks.1.0.bogus.weight' in msg
+    assert 'input_blocks.1.1.proj_in.weight' in msg and '(320, 321)' in msg
+    assert '1 missing, 1 unexpected, 1 with a wrong shape' in msg
+    with pytest.raises(ValueError):  # a missing w_proj is only tolerated by the loaders, not by the checker
+        check_state_dict({}, {'w_proj.weight': torch.empty(1)})
+
+
+def test_config_from_vc2_rejects_unsupported_flags():
+    base = json.loads(ref('vc2_tiny_parity', 'config.json').read_text())['unet_kwargs']
+    assert config_from_vc2({**base, 'time_cond_proj_dim': 256}).guidance_embed_dim == 256
+    for bad in [dict(use_relative_position=True), dict(use_linear=False), dict(use_scale_shift_norm=True),
+                dict(use_causal_attention=True), dict(temporal_conv=False), dict(whatever=1)]:
+        with pytest.raises(ValueError):
+            config_from_vc2({**base, **bad})
+    no_rel = {k: v for k, v in base.items() if k != 'use_relative_position'}  # UNetModel's default is True
+    with pytest.raises(ValueError, match='use_relative_position'):
+        config_from_vc2(no_rel)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The T2V-Turbo student: w-conditioning
+
+
+def test_student_starts_as_teacher(parity):
+    cfg, teacher, io, _ = parity
+    student_cfg = replace(config_from_vc2(cfg['unet_kwargs']), guidance_embed_dim=256)
+    student = UNet3D(student_cfg).eval()
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    assert missing == ['w_proj.weight'] and not unexpected
+    y_teacher = run(teacher, io)
+    for w in (torch.tensor([0.0]), torch.tensor([7.5]), 15.0):
+        assert torch.equal(run(student, io, w=w), y_teacher)  # zero w_proj: bit-identical
+    torch.nn.init.normal_(student.w_proj.weight, std=0.02)
+    y5, y10 = run(student, io, w=torch.tensor([5.0])), run(student, io, w=torch.tensor([10.0]))
+    assert (y5 - y10).abs().max() > 1e-3 and (y5 - y_teacher).abs().max() > 1e-3
+    with pytest.raises(ValueError, match='guidance'):
+        run(student, io)          # a student needs w
+    with pytest.raises(ValueError, match='w was given'):
+        run(teacher, io, w=5.0)   # a teacher has no w input
+
+
+def test_guidance_embedding_layout():
+    """Golden values from the formula: [sin(1000 w f_j), cos(1000 w f_j)], f_j = 1e4^(-j/(half-1))."""
+    e = guidance_embedding(torch.tensor([0.0, 1.0, 7.5]), 256)
+    assert e.shape == (3, 256)
+    assert torch.all(e[0, :128] == 0) and torch.all(e[0, 128:] == 1)   # w = 0: sin half 0, cos half 1
+    # j = 0: f = 1; j = 127 (= half-1): f = 1e-4 exactly, which pins the (half-1) divisor
+    assert e[1, 0].item() == pytest.approx(math.sin(1000.0), abs=1e-4)
+    assert e[1, 128].item() == pytest.approx(math.cos(1000.0), abs=1e-4)
+    assert e[2, 127].item() == pytest.approx(math.sin(7500 * 1e-4), abs=1e-5)
+    assert e[2, 255].item() == pytest.approx(math.cos(7500 * 1e-4), abs=1e-5)
+    # VC2's own t-embedding is the other way round: cos first, divisor half
+    t = timestep_embedding(torch.tensor([10.0]), 320)
+    assert t[0, 0].item() == pytest.approx(math.cos(10.0), abs=1e-5)
+    assert t[0, 160 + 159].item() == pytest.approx(math.sin(10.0 * 1e4 ** (-159 / 160)), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The toy preset trains
+
+
+def test_toy_forward_backward_and_checkpointing():
+    """A fresh UNet outputs 0 (zero-init out conv); every weight gets a finite gradient; gradient checkpointing
+    gives the same gradients, dropout included (the recomputation replays the RNG state)."""
+    torch.manual_seed(0)
+    model = UNet3D(replace(toy(), guidance_embed_dim=256)).train()
+    x, t, ctx, w = torch.randn(2, 4, 4, 8, 8), torch.tensor([3, 900]), torch.randn(2, 5, 64), torch.tensor([5., 15.])
+    assert torch.all(model(x, t, ctx, 8, w=w) == 0)
+    with torch.no_grad():  # un-zero the zero-init layers so that every weight gets a gradient
+        for p in model.parameters():
+            p.normal_(0, 0.05) if p.ndim > 1 else None
+    ckpt_model = UNet3D(replace(model.config, use_checkpoint=True)).train()
+    ckpt_model.load_state_dict(model.state_dict())
+    grads = []
+    for m in (model, ckpt_model):
+        torch.manual_seed(1)  # same dropout masks in both runs
+        m(x, t, ctx, 8, w=w).square().mean().backward()
+        grads.append({k: p.grad for k, p in m.named_parameters()})
+    assert all(g is not None and torch.isfinite(g).all() for g in grads[0].values())
+    assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0])
