@@ -52,23 +52,37 @@ def save_grid(clips, path, ncol=8, scale=2, fps=8):
     save_video(grid, path, fps)
 
 
+def sampler_settings(meta, steps=None, guidance=None):
+    """-> (is_student, steps, guidance) with a checkpoint's defaults filled in."""
+    if meta.get("kind") == "turbo":
+        return True, steps or meta["train"].get("turbo_sample_steps", 4), \
+            meta["train"].get("turbo_w", 7.5) if guidance is None else guidance
+    return False, steps or 50, meta["train"].get("guidance", 5.0) if guidance is None else guidance
+
+
 @torch.no_grad()
-def generate(models, prompts, seeds, steps=50, guidance=None, device="cpu", batch_size=16, progress=True):
-    """-> uint8 (n, t, h, w, 3) videos, one per (prompt, seed)."""
+def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", batch_size=16, progress=True):
+    """-> uint8 (n, t, h, w, 3) videos, one per (prompt, seed). A teacher samples with DDIM + CFG (default 50
+    steps, `guidance` = CFG scale); a T2V-Turbo student with the multistep consistency sampler (default 4 steps,
+    `guidance` = the w fed to its embedding, no CFG)."""
     unet, text, ae, meta = models["unet"], models["text"], models["ae"], models["meta"]
     frames, size = meta["train"]["frames"], meta["train"]["size"]
     latent_hw = size // 2 ** (len(ae.config.ch_mult) - 1)  # the first stage's f
     abar = turbo.vc2_alphas_cumprod().to(device)
     fps = meta["train"].get("fps", 16)
-    guidance = meta["train"].get("guidance", 5.0) if guidance is None else guidance
+    student, steps, guidance = sampler_settings(meta, steps, guidance)
     out = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=f"sampling ({steps} steps)", disable=not progress):
         ps, ss = prompts[i:i + batch_size], seeds[i:i + batch_size]
         noise = torch.stack([torch.randn(unet.config.in_channels, frames, latent_hw, latent_hw,
                                          generator=torch.Generator().manual_seed(s)) for s in ss]).to(device)
         context = text.encode_text(ps)                     # (b, L, d)
-        uncond = text.encode_text([""] * len(ps))          # the empty caption, VC2's unconditional embedding
-        z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps=steps, guidance=guidance)
+        if student:
+            gen = torch.Generator(device).manual_seed(ss[0])  # the re-injected noise between steps
+            z0 = turbo.consistency_sample(unet, noise, context, fps, abar, steps=steps, w=guidance, generator=gen)
+        else:
+            uncond = text.encode_text([""] * len(ps))      # the empty caption, VC2's unconditional embedding
+            z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps=steps, guidance=guidance)
         out.append(to_uint8(ae.decode(z0)))                # (b, c, t, h, w) latents -> uint8 (b, t, h, w, 3)
     return np.concatenate(out)
 
@@ -79,13 +93,15 @@ def main(argv=None):
     p.add_argument("--prompt", action="append", help="a caption (repeatable)")
     p.add_argument("--prompts", help="a file with one caption a line")
     p.add_argument("--num-per-prompt", type=int, default=1)
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps for a teacher")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (VC2 convention); default from ckpt")
+    p.add_argument("--steps", type=int, default=None, help="default: 50 (teacher, DDIM) or 4 (student)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="teacher: CFG scale (VC2 convention); student: w of its embedding; default from ckpt")
     p.add_argument("--seed", type=int, default=0, help="video i of the run uses seed + i")
     p.add_argument("--out", default="samples")
     p.add_argument("--mp4", action="store_true", help="also write MP4 (needs imageio-ffmpeg)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
     prompts = list(args.prompt or [])
@@ -93,14 +109,15 @@ def main(argv=None):
         prompts += read_prompts(args.prompts)
     if not prompts:
         p.error("give --prompt TEXT or --prompts FILE")
-    if args.num_per_prompt < 1 or args.steps < 1:
+    if args.num_per_prompt < 1 or (args.steps is not None and args.steps < 1):
         p.error("--num-per-prompt and --steps must be >= 1")
     models = load_models(args.ckpt, args.device)
+    _, steps, _ = sampler_settings(models["meta"], args.steps, args.guidance)
     jobs = [(pr, k) for pr in prompts for k in range(args.num_per_prompt)]
     seeds = [args.seed + i for i in range(len(jobs))]
     t0 = time.time()
     videos = generate(models, [j[0] for j in jobs], seeds, args.steps, args.guidance, args.device,
-                      args.batch_size)
+                      args.batch_size, progress=not args.quiet)
     dt = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +127,7 @@ def main(argv=None):
             save_video(video, out / name)
             if args.mp4:
                 save_video(video, out / f"{slug(prompt)}-{k}.mp4")
-            f.write(json.dumps({"file": name, "prompt": prompt, "seed": seed, "steps": args.steps}) + "\n")
+            f.write(json.dumps({"file": name, "prompt": prompt, "seed": seed, "steps": steps}) + "\n")
     save_grid(videos[:64], out / "grid.gif", ncol=min(8, len(videos)))
     print(f"wrote {len(videos)} videos to {out}/ ({dt / len(videos):.3f} s per video), grid at {out}/grid.gif")
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import turbo
 from checkpoint import load_models, model_meta, read_checkpoint, save_checkpoint
+from lora import add_lora, merge_lora
 from encoders import PixelFirstStage, TextEncoder, toy_pixels, toy_text
 from tiny_unet3d import UNet3D
 from tiny_unet3d import toy as toy_unet
@@ -46,13 +47,25 @@ class Config:
     frames: int = 8
     fps: int = 16                  # fps condition fed to the UNet; VC2 and T2V-Turbo always use 16
     # stage 1: teacher
-    teacher_steps: int = 3000
-    teacher_batch: int = 32        # clips per step
+    teacher_steps: int = 1500
+    teacher_batch: int = 16        # clips per step
     teacher_lr: float = 1e-3
     warmup: int = 100              # linear lr warm-up steps, then cosine decay to 10%
     caption_dropout: float = 0.1   # share of captions replaced by "" (classifier-free guidance training)
     ema_decay: float = 0.995       # the saved teacher is the EMA of its weights
     guidance: float = 5.0          # default CFG scale for sampling the teacher (VC2 convention, 1 = none)
+    # stage 2: the T2V-Turbo student, consistency distillation (turbo.py Part 2, Algorithm 1)
+    turbo_steps: int = 600
+    turbo_batch: int = 8           # clips per step (the release: 1 video per GPU, 8 GPUs)
+    turbo_lr: float = 1e-4         # the release uses 1e-5 on VC2; the toy is 1000x smaller and trains 15x shorter
+    lora_rank: int = 0             # 0: fine-tune the whole student; the release trains rank-64 LoRA (lora.py)
+    target: str = "ema"            # "ema": the paper's target network theta^- (eq. 6); "online": the released code's
+    target_decay: float = 0.95     # mu, the EMA rate of theta^- (paper / LCM: 0.95)
+    w_min: float = 5.0             # guidance scale w ~ U[w_min, w_max] per sample (paper Sec. 4)
+    w_max: float = 15.0
+    huber_c: float = 0.001         # pseudo-Huber c of the CD distance (release default)
+    turbo_w: float = 7.5           # w used when sampling the student (release default)
+    turbo_sample_steps: int = 4
 
 
 def toy():
@@ -81,6 +94,10 @@ def parse_config(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= cfg.caption_dropout < 1:
         p.error("--caption-dropout must be in [0, 1)")
+    if cfg.target not in ("ema", "online"):
+        p.error("--target must be 'ema' (paper) or 'online' (released code)")
+    if not 0 < cfg.w_min <= cfg.w_max:
+        p.error("need 0 < --w-min <= --w-max")
     return cfg
 
 
@@ -117,11 +134,11 @@ def train_teacher(cfg, ae):
     n_unet = sum(p.numel() for p in unet.parameters())
     n_text = sum(p.numel() for p in text.parameters())
     print(f"teacher: UNet {n_unet:,} params, text tower {n_text:,} params")
-    bar = tqdm(range(cfg.teacher_steps), desc="stage 1/1: teacher")
+    bar = tqdm(range(cfg.teacher_steps), desc="stage 1/2: teacher")
     losses = []
     for step in bar:
         video, caps = world.batch(cfg.teacher_batch)
-        caps = [("" if r < cfg.caption_dropout else c) for c, r in zip(caps, np.random.rand(len(caps)))]
+        caps = [("" if r < cfg.caption_dropout else c) for c, r in zip(caps, world.rng.random(len(caps)))]
         with torch.no_grad():
             z0 = ae.encode(video.to(cfg.device))                               # (b, 48, t, h/4, w/4)
         context = text.encode_text(caps)                                      # (b, L, d), trained jointly
@@ -141,6 +158,82 @@ def train_teacher(cfg, ae):
     return ema_unet, ema_text, {"final_loss": float(np.mean(losses[-100:]))}
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 2: the T2V-Turbo student, distilled from the frozen teacher
+
+
+def make_student(teacher_unet, lora_rank):
+    """Student = teacher + the w-embedding projection (zero-initialised: at step 0 it predicts exactly what the
+    teacher predicts), optionally with LoRA on every Linear/Conv. Returns (student, trainable parameters)."""
+    student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256))
+    missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
+    assert missing == ["w_proj.weight"] and not unexpected, (missing, unexpected)
+    if lora_rank:
+        loras = add_lora(student, lora_rank)
+        # w_proj is new, so it is trained in full (the release wraps a frozen *random* w_proj in LoRA and never
+        # saves its base weight; ours starts at zero and is saved with the rest)
+        student.w_proj.base.weight.requires_grad_(True)
+        params = [p for l in loras for p in (l.down.weight, l.up.weight)] + [student.w_proj.base.weight]
+    else:
+        params = list(student.parameters())
+    return student, params
+
+
+def train_turbo(cfg, teacher_path):
+    torch.manual_seed(cfg.seed)
+    models = load_models(teacher_path, cfg.device)                  # frozen, eval mode
+    teacher, text, ae = models["unet"], models["text"], models["ae"]
+    student, params = make_student(teacher, cfg.lora_rank)
+    student.to(cfg.device).train()
+    # the target network theta^-: an EMA copy (paper eq. 6), or the online student itself under no_grad (release)
+    target = copy.deepcopy(student).eval().requires_grad_(False) if cfg.target == "ema" else student
+    opt = torch.optim.AdamW(params, lr=cfg.turbo_lr, weight_decay=0.0)
+    world = ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 2)
+    abar = turbo.vc2_alphas_cumprod().to(cfg.device)
+    gen = torch.Generator(cfg.device).manual_seed(cfg.seed + 2)
+    with torch.no_grad():
+        uncond1 = text.encode_text([""])                             # (1, L, d): the empty caption
+    n_train = sum(p.numel() for p in params)
+    print(f"student: {n_train:,} trainable parameters ({'LoRA rank %d' % cfg.lora_rank if cfg.lora_rank else 'full'}),"
+          f" target network: {cfg.target}")
+    bar = tqdm(range(cfg.turbo_steps), desc="stage 2/2: T2V-Turbo student")
+    logs = []
+    for step in bar:
+        video, caps = world.batch(cfg.turbo_batch)
+        with torch.no_grad():
+            z0 = ae.encode(video.to(cfg.device))                     # (b, c, t, h, w)
+            context = text.encode_text(caps)                         # (b, L, d)
+        uncond = uncond1.expand_as(context)
+        loss_cd, f_theta, info = turbo.cd_loss(student, target, teacher, z0, context, uncond, cfg.fps, abar,
+                                               cfg.w_min, cfg.w_max, cfg.huber_c, generator=gen)
+        loss = loss_cd
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.turbo_steps, cfg.turbo_lr, min(cfg.warmup, cfg.turbo_steps // 10))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if target is not student:
+            ema_update(target, student, cfg.target_decay)           # theta^- <- mu theta^- + (1 - mu) theta
+        logs.append({"loss": loss.item(), "cd": loss_cd.item()})
+        if step % 10 == 0:
+            bar.set_postfix(cd=f"{np.mean([l['cd'] for l in logs[-50:]]):.4f}")
+    student.eval()
+    if cfg.lora_rank:
+        merge_lora(student)
+    return student, text, ae, {"final_cd": float(np.mean([l["cd"] for l in logs[-100:]])), "log": logs}
+
+
+def quick_look(ckpt, out_gif, device):
+    """A GIF grid for a person: 4 training captions (top row) and 4 held-out ones (bottom row)."""
+    from sample import generate, save_grid
+    models = load_models(ckpt, device)
+    prompts = split_captions("train")[:4] + split_captions("heldout")[:4]
+    videos = generate(models, prompts, list(range(len(prompts))), device=device, progress=False)
+    save_grid(videos, out_gif, ncol=4, scale=3)
+    print(f"wrote {out_gif} (top row: training captions, bottom row: held-out captions)")
+
+
 def main(argv=None):
     cfg = parse_config(argv)
     if cfg.threads:
@@ -154,7 +247,7 @@ def main(argv=None):
 
     teacher_path = out / "teacher.safetensors"
     if teacher_path.exists() and not cfg.fresh:
-        print(f"stage 1/1: reusing {teacher_path}")
+        print(f"stage 1/2: reusing {teacher_path}")
     else:
         t0 = time.time()
         unet, text, stats = train_teacher(cfg, ae)
@@ -162,12 +255,18 @@ def main(argv=None):
                           seconds=time.time() - t0)
         save_checkpoint(teacher_path, {"unet": unet, "text": text, "ae": ae}, meta)
         print(f"wrote {teacher_path} ({time.time() - t0:.0f} s)")
-        from sample import generate, save_grid
-        models = load_models(teacher_path, cfg.device)
-        prompts = split_captions("train")[:4] + split_captions("heldout")[:4]
-        videos = generate(models, prompts, list(range(len(prompts))), steps=50, device=cfg.device)
-        save_grid(videos, out / "teacher_samples.gif", ncol=4, scale=3)
-        print(f"wrote {out / 'teacher_samples.gif'} (top row: training captions, bottom row: held-out captions)")
+        quick_look(teacher_path, out / "teacher_samples.gif", cfg.device)
+
+    turbo_path = out / "turbo.safetensors"
+    if turbo_path.exists() and not cfg.fresh:
+        print(f"stage 2/2: reusing {turbo_path}")
+    else:
+        t0 = time.time()
+        student, text, ae, stats = train_turbo(cfg, teacher_path)
+        meta = model_meta(student, text, ae, kind="turbo", train=train_meta, stats=stats, seconds=time.time() - t0)
+        save_checkpoint(turbo_path, {"unet": student, "text": text, "ae": ae}, meta)
+        print(f"wrote {turbo_path} ({time.time() - t0:.0f} s)")
+        quick_look(turbo_path, out / "turbo_samples.gif", cfg.device)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""Benchmarks (not tests): figures measured in one run on this machine, printed as a table and as `name: value` lines.
+
+    python bench.py            # every section
+    python bench.py sample     # 50-step CFG teacher vs 4-step T2V-Turbo student, end to end (text -> pixels)
+
+Sections are functions named bench_<section>; each returns {name: value}. Ratios are measured in the same run on
+the same model size, so they travel between machines better than the absolute seconds do.
+"""
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+import turbo
+from encoders import PixelFirstStage, TextEncoder, toy_pixels, toy_text
+from tiny_unet3d import UNet3D, toy
+
+
+def _timed(fn, repeats):
+    fn()  # warm-up: first calls pay for allocation and kernel selection
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+@torch.no_grad()
+def bench_sample(batch=8, repeats=3):
+    """End-to-end sampling of `batch` toy videos: text encoding, the sampler's UNet calls, decoding to pixels.
+    The teacher makes 2 x 50 UNet evaluations per video (CFG doubles them), the student 4: the limit is 25x."""
+    torch.manual_seed(0)
+    ae, text = PixelFirstStage(toy_pixels()), TextEncoder(toy_text()).eval()
+    teacher = UNet3D(toy()).eval()
+    student = UNet3D(dataclasses.replace(toy(), guidance_embed_dim=256)).eval()
+    abar = turbo.vc2_alphas_cumprod()
+    prompts = ["a red circle moving left"] * batch
+    noise = torch.randn(batch, toy().in_channels, 8, 8, 8)
+
+    def teacher50():
+        ctx, unc = text.encode_text(prompts), text.encode_text([""] * batch)
+        return ae.decode(turbo.ddim_sample(teacher, noise, ctx, unc, 16, abar, steps=50, guidance=5.0))
+
+    def turbo4():
+        ctx = text.encode_text(prompts)
+        return ae.decode(turbo.consistency_sample(student, noise, ctx, 16, abar, steps=4, w=7.5))
+
+    t_teacher, t_turbo = _timed(teacher50, repeats), _timed(turbo4, repeats)
+    return {"sample_teacher50_s_per_video": t_teacher / batch, "sample_turbo4_s_per_video": t_turbo / batch,
+            "sample_unet_evals_teacher50": 100, "sample_unet_evals_turbo4": 4,
+            "sample_speedup_teacher50_over_turbo4": t_teacher / t_turbo}
+
+
+SECTIONS = {"sample": bench_sample}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sections", nargs="*", help=f"any of {sorted(SECTIONS)}; default: all")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown section(s) {sorted(unknown)}; choose from {sorted(SECTIONS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {}
+    for name in args.sections or sorted(SECTIONS):
+        results.update(SECTIONS[name]())
+    print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| figure | value |\n|---|---|")
+    for k, v in results.items():
+        print(f"| {k} | {v:.4g} |")
+    for k, v in results.items():
+        print(f"{k}: {v:.6g}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

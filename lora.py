@@ -1,0 +1,89 @@
+"""LoRA on every Linear / Conv2d / Conv3d of the UNet, as T2V-Turbo's release trains its VC2 student.
+
+W x  ->  W x + up(down(x)) * scale, with `down` drawn N(0, 1/r) and `up` zero, so a fresh LoRA changes nothing
+(the student starts as exactly the teacher). For a conv, `down` is a conv with the layer's own kernel and
+stride to r channels and `up` a 1x1 (x1x1) conv back, so up @ down is again a kernel of the layer's shape and the
+LoRA merges into W exactly (`merge_lora`). The rank is clipped to min(in, out) per layer (the release does the
+same, which is why its conv_in / out conv get rank 4).
+
+Why hand-written and not `peft`: the release's unet_lora.pt is an unnamed list of (up, down) tensors in module
+order, and loading it needs exactly this module order and rank rule; 60 lines here are easier to read and to
+match than peft's wrappers, and keep the dependency list at the design card's.
+
+    python lora.py     # wraps the toy UNet, prints trainable / total parameters, checks merged == unmerged
+"""
+
+import torch
+import torch.nn as nn
+
+LORA_TYPES = (nn.Linear, nn.Conv2d, nn.Conv3d)
+
+
+class LoRA(nn.Module):
+    """Wraps one layer: base (frozen) + up(down(x)) * scale."""
+
+    def __init__(self, base, rank, scale=1.0):
+        super().__init__()
+        self.base, self.scale = base, scale
+        if isinstance(base, nn.Linear):
+            fan_in, fan_out = base.in_features, base.out_features
+            r = min(rank, fan_in, fan_out)
+            self.down, self.up = nn.Linear(fan_in, r, bias=False), nn.Linear(r, fan_out, bias=False)
+        else:  # a conv: down keeps the kernel, stride, padding; up is pointwise
+            conv = type(base)
+            r = min(rank, base.in_channels, base.out_channels)
+            self.down = conv(base.in_channels, r, base.kernel_size, base.stride, base.padding, bias=False)
+            self.up = conv(r, base.out_channels, 1, bias=False)
+        nn.init.normal_(self.down.weight, std=1.0 / r)  # the release: N(0, 1/r) down, zero up
+        nn.init.zeros_(self.up.weight)
+        self.rank = r
+
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x)) * self.scale
+
+    def delta(self):
+        """The weight change up @ down, in the base weight's shape."""
+        up, down = self.up.weight.flatten(1), self.down.weight.flatten(1)  # (out, r), (r, in * kernel)
+        return (up @ down).view_as(self.base.weight) * self.scale
+
+
+def add_lora(model, rank, scale=1.0):
+    """Replaces every Linear/Conv2d/Conv3d in `model` by a LoRA wrapper, in named_modules() order (the release's
+    order). Freezes the base weights; returns the list of LoRA modules (their down/up are the trainable ones)."""
+    model.requires_grad_(False)
+    wrapped = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, LORA_TYPES):
+                lora = LoRA(child, rank, scale).to(child.weight.device, child.weight.dtype)
+                setattr(module, child_name, lora)
+                wrapped.append(lora)
+    return wrapped
+
+
+@torch.no_grad()
+def merge_lora(model):
+    """Folds every LoRA into its base weight and puts the plain layer back: W <- W + up @ down."""
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, LoRA):
+                child.base.weight += child.delta()
+                setattr(module, child_name, child.base)
+    return model
+
+
+if __name__ == "__main__":
+    import copy
+    from tiny_unet3d import UNet3D, toy
+    torch.manual_seed(0)
+    unet = UNet3D(toy()).eval()
+    loras = add_lora(unet, rank=16)
+    for l in loras:
+        nn.init.normal_(l.up.weight, std=0.02)
+    n_train = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in unet.parameters())
+    x, ctx = torch.randn(2, 48, 8, 8, 8), torch.randn(2, 16, 64)
+    y = unet(x, torch.tensor([10, 500]), ctx)
+    merged = merge_lora(copy.deepcopy(unet))
+    print(f"{len(loras)} LoRA layers, {n_train:,} trainable of {n_all:,}; merged vs unmerged max diff "
+          f"{(merged(x, torch.tensor([10, 500]), ctx) - y).abs().max():.2e}")

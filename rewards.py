@@ -1,0 +1,652 @@
+"""The two differentiable reward models of T2V-Turbo, at full size (to load the real checkpoints) and toy size.
+
+T2V-Turbo (arXiv 2405.18750, section 4) decodes the student's one-step prediction x̂₀ to pixels and adds two reward
+terms to the consistency-distillation loss (eq. 10: L = L_CD - β_img J_img - β_vid J_vid):
+  J_img (eq. 8)  an image-text reward R_img on M random frames of x̂₀: HPSv2.1, an OpenCLIP ViT-H-14 fine-tuned on
+                 human preferences (paper M = 6; the released code uses 5 frames and the *mean*, not the sum);
+  J_vid (eq. 9)  a video-text reward R_vid on 8 evenly strided frames: ViCLIP-L/14 trained on InternVid
+                 (the paper's ModelScope variant; the VideoCrafter2 release uses InternVideo2-S2, see below).
+Both scores are the plain cosine of the L2-normalised video/image and text features (no logit scale, no x100);
+the text branch runs under no_grad and the reward models are frozen, so gradients reach only the pixels.
+
+The SAME classes build the real models (`ImageTextReward.hpsv21(path)`, `ViCLIP(viclip_l14())` + `load_viclip`) and
+the toy ones (`toy_image_reward()`, `toy_video_reward()`), which `train_toy_reward` trains contrastively (CLIP's
+InfoNCE) on the moving-shapes clips of toy.py, so the CPU demo runs the code path the real rewards use.
+Everything follows shared/reference/REWARDS.md (key names, preprocessing, scores); nothing is downloaded.
+InternVideo2-S2 (the video reward of the VideoCrafter2 release, `vi_clip2`) is NOT implemented here.
+
+    python rewards.py                   # parameter counts (toy and full size) and one toy score with random weights
+    python rewards.py --train           # trains both toy reward models and prints their discrimination
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from torch.utils.checkpoint import checkpoint as grad_checkpoint
+
+from encoders import SelfAttention, _load_strict, causal_mask
+from toy import COLOURS, DIRECTIONS, SHAPES, caption, parse_caption, render_clip, split_captions, to_tensor
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)     # CLIP's normalisation, used by HPSv2 (open_clip constants)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)                 # what T2V-Turbo's reward_fn.py feeds ViCLIP
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Differentiable preprocessing. Both originals are torchvision transforms on float tensors, i.e. F.interpolate
+# (bicubic, align_corners=False, antialias=True: the torchvision default since 0.17; T2V-Turbo's install line pins
+# torchdata 0.8 = torch 2.4 / torchvision 0.19) with no clamping, so writing them with torch ops keeps the autograd
+# path and matches torchvision bit for bit (tests/test_rewards.py checks it).
+
+
+def resize(images, size_hw, antialias=True):
+    """(n, c, h, w) -> (n, c, *size_hw), bicubic, as torchvision's F.resize on a float tensor (may overshoot [0, 1])."""
+    return F.interpolate(images, size=size_hw, mode="bicubic", align_corners=False, antialias=antialias)
+
+
+def letterbox(images, size, antialias=True):
+    """HPSv2's ResizeMaxSize(size, fill=0): the LONGEST side becomes `size` (aspect kept), then zero padding centres
+    the image in size x size (extra odd pixel on the right/bottom), e.g. 320x512 -> 140x224 + 42 px black bands.
+    Padding happens before normalisation, so the bands are black (0 in [0, 1]), not the mean colour.
+    One deviation: HPS skips the padding too when the longest side is already `size`, which only works for square
+    inputs (ViT-H-14 needs 224x224); here a non-square image is always padded."""
+    n, c, h, w = images.shape
+    scale = size / max(h, w)
+    if scale != 1.0:
+        # Python's round, as the original (`round(dim * scale)`), so sizes agree even at .5
+        images = resize(images, (round(h * scale), round(w * scale)), antialias)
+    pad_h, pad_w = size - images.shape[-2], size - images.shape[-1]
+    # torch's pad order is (left, right, top, bottom); torchvision's [l, t, r, b] = [pw//2, ph//2, pw-pw//2, ph-ph//2]
+    return F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=0.0)
+
+
+def crop_params(h, w, size, generator=None):
+    """torchvision RandomCrop.get_params: top ~ U{0..h-size}, then left ~ U{0..w-size}, drawn in that order from
+    the generator (or the global RNG when None); no draw at all when the image is already size x size."""
+    if h < size or w < size:
+        raise ValueError(f"cannot crop {size}x{size} out of {h}x{w}")
+    if h == size and w == size:
+        return 0, 0
+    top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+    return top, left
+
+
+def resize_crop_min_size(images, size, generator=None, antialias=True):
+    """T2V-Turbo's ResizeCropMinSize(size) for ViCLIP: the SHORTEST side becomes `size` (bicubic; 320x512 -> 224x358),
+    then ONE random size x size window is cut from every image of the call (all frames share the crop).
+    Deviation: the original skips the crop as well as the resize when the short side is already `size`, which
+    would hand a non-square video to ViCLIP; here the crop always happens (a no-op for square inputs)."""
+    n, c, h, w = images.shape
+    scale = size / min(h, w)
+    if scale != 1.0:
+        images = resize(images, (round(h * scale), round(w * scale)), antialias)
+    top, left = crop_params(images.shape[-2], images.shape[-1], size, generator)
+    return images[..., top:top + size, left:left + size]
+
+
+def normalize(images, mean, std):
+    """(n, c, h, w) -> (x - mean) / std per channel, torchvision's Normalize (same order of operations)."""
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+    return (images - mean) / std
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Which frames of x̂₀ get scored (T2V_TURBO_DIGEST.md 2.2; train_t2v_turbo_v1_lora.py:1043-1098)
+
+
+def image_reward_frames(num_frames, m=5, generator=None):
+    """-> LongTensor (m,) of distinct random frame indices for R_img: `randperm(num_frames)[:m]`.
+    m = 5 is the released code's `reward_frame_bsz`; the paper (section 4.1) says M = 6."""
+    if not 1 <= m <= num_frames:
+        raise ValueError(f"cannot pick {m} distinct frames out of {num_frames}")
+    return torch.randperm(num_frames, generator=generator)[:m]
+
+
+def video_reward_frames(num_frames, n=8, generator=None):
+    """-> LongTensor (n,) of evenly strided frames for R_vid: stride = num_frames // n, start ~ U{0..stride-1},
+    `arange(start, num_frames, stride)[:n]`. VC2's 16 frames give {s, s+2, ..., s+14}; the toy's 8 give all 8."""
+    stride = num_frames // n
+    if stride < 1:
+        raise ValueError(f"a video reward on {n} frames needs at least {n} frames, got {num_frames}")
+    start = int(torch.randint(0, stride, (1,), generator=generator))
+    return torch.arange(start, num_frames, stride)[:n]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Image-text reward: HPSv2.1 = an open_clip ViT-H-14 CLIP with fine-tuned weights (REWARDS.md section 2)
+
+
+def _as_texts(texts, n):
+    """str | list of str -> a list of n texts: one per image, or one per group of n // len(texts) CONSECUTIVE images
+    (clip-major order: every scored frame of clip 0, then of clip 1, ...). T2V-Turbo's `text.repeat(k, 1)` tiles
+    instead, which mis-pairs prompts whenever more than one clip is scored (REWARDS.md section 1); this does not."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts or n % len(texts):
+        raise ValueError(f"{len(texts)} texts for {n} images: need one per image or one per equal group")
+    k = n // len(texts)
+    return [t for t in texts for _ in range(k)]
+
+
+class ImageTextReward(nn.Module):
+    """R_img(image, text) = cos(f_img(preprocess(image)), f_txt(text)) for any open_clip `CLIP` (eq. 8's reward).
+
+    forward(images (n, 3, H, W) in [0, 1], texts) -> (n,) scores; gradients flow to the pixels only.
+    Preprocessing is HPSv2's val transform minus its PIL steps: letterbox to image_size, then normalise."""
+
+    def __init__(self, clip, image_size=224, mean=OPENAI_MEAN, std=OPENAI_STD, antialias=True, clip_cfg=None):
+        super().__init__()
+        self.clip = clip.eval().requires_grad_(False)          # a reward model is frozen (T2V: requires_grad_(False))
+        self.image_size, self.antialias = image_size, antialias
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.clip_cfg = clip_cfg                               # open_clip.CLIP kwargs, kept for reward_state()
+
+    def preprocess(self, images):                              # (n, 3, H, W) in [0, 1]
+        x = letterbox(images, self.image_size, self.antialias)  # (n, 3, S, S), black bands
+        return normalize(x, self.mean, self.std)
+
+    def encode_images(self, images):
+        """(n, 3, H, W) in [0, 1] -> L2-normalised image features (n, embed_dim), differentiable."""
+        return self.clip.encode_image(self.preprocess(images), normalize=True)
+
+    def encode_texts(self, texts):
+        """list of n str -> L2-normalised text features (n, embed_dim). The CLIP BPE with the model's context
+        (77 for ViT-H-14), [SOT] + bpe + [EOT], zero padded; no no_grad here, so toy training can use it."""
+        device = self.clip.logit_scale.device
+        tokens = open_clip.tokenize(list(texts), context_length=self.clip.context_length).to(device)
+        return self.clip.encode_text(tokens, normalize=True)
+
+    def forward(self, images, texts):
+        """images (n, 3, H, W) in [0, 1]; texts: n strings, or one per group of consecutive images -> (n,) cosine."""
+        image_features = self.encode_images(images)           # (n, d)
+        with torch.no_grad():                                  # the reward's gradient goes to the pixels only
+            text_features = self.encode_texts(_as_texts(texts, images.shape[0]))
+        return (image_features * text_features).sum(-1)       # (n,) in [-1, 1]
+
+    @classmethod
+    def hpsv21(cls, path, image_size=224):
+        """The real HPSv2.1 reward from the user's HPS_v2.1_compressed.pt ({'state_dict': fp16 open_clip keys}).
+        Builds ViT-H-14 with random weights (open_clip, pretrained=None: no download; ~10 s, 4 GB), then loads
+        strictly; weights are cast to fp32 (autocast can bring bf16 back, as T2V-Turbo's default precision)."""
+        ckpt = _torch_load(path, "HPSv2.1 (xswu/HPSv2 on Hugging Face: HPS_v2.1_compressed.pt)")
+        clip = open_clip.create_model("ViT-H-14", pretrained=None)
+        load_hps_state(clip, ckpt)
+        return cls(clip, image_size=image_size, clip_cfg=open_clip.get_model_config("ViT-H-14"))
+
+
+def _torch_load(path, what):
+    """torch.load(weights_only=True) with one clear error for a missing or unreadable file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:                                     # truncated zip, pickle with code objects, ...
+        raise ValueError(f"{what}: cannot read {path} as a weights-only torch checkpoint ({e})") from e
+
+
+def _unwrap(ckpt, wrappers, what):
+    """Takes the state dict out of {'state_dict' | 'model' | 'module': {...}} and strips DDP's 'module.' prefix."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{what}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    for key in wrappers:
+        if key in ckpt and isinstance(ckpt[key], dict):
+            ckpt = ckpt[key]
+            break
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in ckpt.items()}
+
+
+def load_hps_state(clip, ckpt):
+    """open_clip CLIP <- an HPS checkpoint dict (or a bare state dict). One ValueError lists every missing,
+    unexpected and mis-shaped key; floating tensors are cast to fp32 (the release is fp16)."""
+    sd = _unwrap(ckpt, ["state_dict"], "HPSv2.1")
+    sd = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in sd.items()}
+    return _load_strict(clip, sd, "HPSv2.1 (open_clip ViT-H-14)")
+
+
+def toy_clip_cfg():
+    # 3.4M parameters, 3.2M of them the 49408 x 64 token table: keeping the whole CLIP vocabulary lets the real
+    # tokenizer run unchanged. 32 px frames, 8 px patches -> 16 patch tokens + class token.
+    return dict(embed_dim=64,
+                vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=2, head_width=32),
+                text_cfg=dict(context_length=16, vocab_size=49408, width=64, heads=4, layers=2))
+
+
+def toy_image_reward():
+    """The toy R_img: a tiny open_clip CLIP (random weights until trained) on 32 x 32 frames, so preprocessing
+    is an identity letterbox plus normalisation."""
+    cfg = toy_clip_cfg()
+    return ImageTextReward(open_clip.CLIP(**cfg), image_size=32, clip_cfg=cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Video-text reward: ViCLIP-L/14 (InternVid, arXiv 2307.06942; REWARDS.md section 4), written compactly with the
+# original key names so ViClip-InternVid-10M-FLT.pth (447 keys) loads strictly.
+
+
+@dataclass
+class ViCLIPConfig:
+    image_size: int = 224                    # input_resolution; frames are image_size x image_size
+    patch_size: int = 14                     # Conv3d kernel (1, p, p): no temporal tubelet (kernel_size=1)
+    num_frames: int = 8                      # temporal_positional_embedding length; the reward asserts 8 frames
+    vision_width: int = 1024
+    vision_layers: int = 24
+    vision_heads: int = 16                   # head dim 64
+    text_width: int = 768
+    text_layers: int = 12
+    text_heads: int = 12
+    context_length: int = 32                 # ViCLIP's max_txt_l (CLIP uses 77)
+    vocab_size: int = 49408                  # the CLIP BPE
+    embed_dim: int = 768                     # joint space: vision proj (1024 -> 768) and text_projection (768 -> 768)
+    init_temp: float = 0.01                  # `temp` (logits = sim / temp); ViCLIP starts at 1/100
+    grad_checkpoint: bool = False            # checkpoint every vision block (ViCLIP's checkpoint_num=24) to save memory
+
+
+def viclip_l14():
+    # 427,590,145 parameters: vision 303,974,400 + text 123,615,744 + temp
+    return ViCLIPConfig()
+
+
+def toy_viclip():
+    # 32 px, 8 px patches -> 16 patches x 8 frames = 128 tokens + class token; text context as ViCLIP's (32)
+    return ViCLIPConfig(image_size=32, patch_size=8, num_frames=8, vision_width=64, vision_layers=2, vision_heads=4,
+                        text_width=64, text_layers=2, text_heads=4, context_length=32, embed_dim=64, init_temp=0.07)
+
+
+class QuickGELUMLP(nn.Module):
+    # width -> 4 width -> width; ViCLIP (both towers, from OpenAI CLIP) uses QuickGELU x·σ(1.702x), not exact GELU
+    def __init__(self, width):
+        super().__init__()
+        self.c_fc = nn.Linear(width, 4 * width)
+        self.c_proj = nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        return self.c_proj(h * torch.sigmoid(1.702 * h))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block with nn.MultiheadAttention's key names (attn.in_proj_weight, attn.out_proj.*),
+    computed batch-first: x += attn(ln_1 x); x += mlp(ln_2 x). Drop-path (0.1 in training) is the identity here."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)                        # eps 1e-5
+        self.attn = SelfAttention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = QuickGELUMLP(width)
+
+    def forward(self, x, mask=None):                           # (n, L, width); mask (L, L) additive or None
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+def _tower(width, layers, heads):
+    # an nn.Module holding `resblocks`, for the key names `*.transformer.resblocks.N.*`
+    tower = nn.Module()
+    tower.resblocks = nn.ModuleList([Block(width, heads) for _ in range(layers)])
+    return tower
+
+
+def _init_blocks(blocks, width):
+    # CLIP's init: attention in_proj std w^-0.5, residual outputs scaled down by sqrt(2 layers), biases zero
+    attn_std, proj_std, fc_std = width ** -0.5, width ** -0.5 * (2 * len(blocks)) ** -0.5, (2 * width) ** -0.5
+    for b in blocks:
+        nn.init.normal_(b.attn.in_proj_weight, std=attn_std)
+        nn.init.zeros_(b.attn.in_proj_bias)
+        nn.init.normal_(b.attn.out_proj.weight, std=proj_std)
+        nn.init.normal_(b.mlp.c_fc.weight, std=fc_std)
+        nn.init.normal_(b.mlp.c_proj.weight, std=proj_std)
+        for lin in (b.attn.out_proj, b.mlp.c_fc, b.mlp.c_proj):
+            nn.init.zeros_(lin.bias)
+        for ln in (b.ln_1, b.ln_2):
+            nn.init.ones_(ln.weight), nn.init.zeros_(ln.bias)
+
+
+class ViCLIPVision(nn.Module):
+    """Joint space-time ViT: every patch of every frame attends to every other (1 + 256 x 8 = 2049 tokens at 224 px)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        w, p = cfg.vision_width, cfg.patch_size
+        self.cfg = cfg
+        self.conv1 = nn.Conv3d(3, w, (1, p, p), (1, p, p), bias=False)   # weight (w, 3, 1, p, p)
+        self.class_embedding = nn.Parameter(torch.empty(w))
+        self.positional_embedding = nn.Parameter(torch.empty((cfg.image_size // p) ** 2 + 1, w))  # spatial, per frame
+        self.temporal_positional_embedding = nn.Parameter(torch.empty(1, cfg.num_frames, w))      # per frame index
+        self.ln_pre = nn.LayerNorm(w)
+        self.transformer = _tower(w, cfg.vision_layers, cfg.vision_heads)
+        self.ln_post = nn.LayerNorm(w)
+        self.proj = nn.Parameter(torch.empty(w, cfg.embed_dim))          # x @ proj
+
+    def forward(self, video):                                  # (b, 3, t, h, w), normalised pixels
+        b, c, t, h, w = video.shape
+        assert t == self.cfg.num_frames and h == w == self.cfg.image_size, \
+            f"ViCLIP expects (b, 3, {self.cfg.num_frames}, {self.cfg.image_size}, {self.cfg.image_size}), got {tuple(video.shape)}"
+        x = self.conv1(video)                                  # (b, m, t, gh, gw): one patch embedding per frame
+        x = rearrange(x, "b m t gh gw -> b (gh gw) t m")       # (b, n, t, m), n = gh*gw patches
+        x = x + self.positional_embedding[1:, None]            # the same spatial embedding in every frame
+        x = x + self.temporal_positional_embedding[0]          # (t, m): the same temporal embedding for every patch
+        # token order is patch-major, time-minor, as the original's '(b n) t m -> b (n t) m'
+        x = rearrange(x, "b n t m -> b (n t) m")               # (b, n*t, m)
+        # ONE class token for the whole clip: class_embedding + pos[0] (the original takes frame 0's, all identical)
+        cls = (self.class_embedding + self.positional_embedding[0]).expand(b, 1, -1)   # (b, 1, m)
+        x = self.ln_pre(torch.cat([cls, x], dim=1))            # (b, 1 + n*t, m)
+        for block in self.transformer.resblocks:
+            if self.cfg.grad_checkpoint and torch.is_grad_enabled():
+                x = grad_checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.ln_post(x[:, 0]) @ self.proj               # class token -> (b, embed_dim)
+
+
+class ViCLIPText(nn.Module):
+    """CLIP text tower (OpenAI layout, QuickGELU, causal mask), context 32: the EOT token's feature @ text_projection."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        w = cfg.text_width
+        self.token_embedding = nn.Embedding(cfg.vocab_size, w)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, w))
+        self.transformer = _tower(w, cfg.text_layers, cfg.text_heads)
+        self.ln_final = nn.LayerNorm(w)
+        self.text_projection = nn.Parameter(torch.empty(w, cfg.embed_dim))
+
+    def forward(self, tokens):                                 # (n, L) int
+        n, L = tokens.shape
+        x = self.token_embedding(tokens) + self.positional_embedding[:L]           # (n, L, w)
+        mask = causal_mask(L, x.device, x.dtype)               # token i sees 0..i; no padding mask (as CLIP)
+        for block in self.transformer.resblocks:
+            x = block(x, mask)
+        x = self.ln_final(x)
+        # EOT (49407) is the largest id, so argmax finds it
+        return x[torch.arange(n, device=x.device), tokens.argmax(dim=-1)] @ self.text_projection   # (n, embed_dim)
+
+
+class ViCLIP(nn.Module):
+    """ViCLIP: `vision_encoder`, `text_encoder` and the contrastive temperature `temp` (logits = cos / temp)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.vision_encoder = ViCLIPVision(config)
+        self.text_encoder = ViCLIPText(config)
+        self.temp = nn.Parameter(torch.tensor(float(config.init_temp)))
+        self._init_weights()
+
+    def _init_weights(self):
+        # Every parameter explicitly: the original leaves proj, text_projection and the text positional embedding
+        # as torch.empty (denormals, zeros, even NaN, REWARDS.md section 6), harmless only because it always loads
+        # weights. CLIP's init otherwise; the temporal embedding starts at zero as in ViCLIP.
+        v, t, cfg = self.vision_encoder, self.text_encoder, self.config
+        vw, tw = cfg.vision_width, cfg.text_width
+        nn.init.normal_(v.conv1.weight, std=(3 * cfg.patch_size ** 2) ** -0.5)
+        nn.init.normal_(v.class_embedding, std=vw ** -0.5)
+        nn.init.normal_(v.positional_embedding, std=vw ** -0.5)
+        nn.init.zeros_(v.temporal_positional_embedding)
+        nn.init.normal_(v.proj, std=vw ** -0.5)
+        nn.init.normal_(t.token_embedding.weight, std=0.02)
+        nn.init.normal_(t.positional_embedding, std=0.01)
+        nn.init.normal_(t.text_projection, std=tw ** -0.5)
+        for ln in (v.ln_pre, v.ln_post, t.ln_final):
+            nn.init.ones_(ln.weight), nn.init.zeros_(ln.bias)
+        _init_blocks(v.transformer.resblocks, vw)
+        _init_blocks(t.transformer.resblocks, tw)
+
+    def tokenize(self, texts):
+        """list of str -> LongTensor (n, context_length): the CLIP BPE as ViCLIP's own tokenizer (which returns int32;
+        the ids are identical), [SOT] + bpe + [EOT] cut to the context with EOT kept last, zero padded."""
+        return open_clip.tokenize(list(texts), context_length=self.config.context_length)
+
+    def encode_video(self, video):
+        """(b, 3, t, h, w) normalised pixels -> (b, embed_dim), unnormalised."""
+        return self.vision_encoder(video)
+
+    def encode_text(self, texts):
+        """list of str -> (n, embed_dim), unnormalised."""
+        return self.text_encoder(self.tokenize(texts).to(self.temp.device))
+
+
+def load_viclip(model, path_or_state_dict):
+    """ViCLIP <- ViClip-InternVid-10M-FLT.pth (a path) or a dict. The release is {'model': state_dict} in fp32
+    (ViCLIP itself loads `torch.load(path)['model']`, strict); bare state dicts, {'state_dict': ...} and 'module.'
+    prefixes are accepted too. One ValueError lists every missing, unexpected and mis-shaped key."""
+    ckpt = path_or_state_dict
+    if isinstance(ckpt, (str, Path)):
+        ckpt = _torch_load(ckpt, "ViCLIP (OpenGVLab/ViCLIP on Hugging Face: ViClip-InternVid-10M-FLT.pth)")
+    sd = _unwrap(ckpt, ["model", "state_dict", "module"], "ViCLIP")
+    return _load_strict(model, sd, "ViCLIP")
+
+
+class VideoTextReward(nn.Module):
+    """R_vid(video, text) = cos(ViCLIP video feature, ViCLIP text feature) (eq. 9's reward).
+
+    forward(video (b, 3, t, H, W) in [0, 1], texts, generator=None) -> (b,) scores, t = 8. Preprocessing as
+    T2V-Turbo's reward_fn.py: short side -> image_size (bicubic), one random crop shared by the whole call
+    (seed it with `generator` for a deterministic reward), ImageNet mean/std."""
+
+    def __init__(self, viclip, image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, antialias=True):
+        super().__init__()
+        self.viclip = viclip.eval().requires_grad_(False)
+        self.image_size, self.antialias = image_size, antialias
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def preprocess(self, video, generator=None):               # (b, 3, t, H, W) in [0, 1]
+        b, c, t, h, w = video.shape
+        x = rearrange(video, "b c t h w -> (b t) c h w")       # the original crops the stacked (b*t) frames at once
+        x = resize_crop_min_size(x, self.image_size, generator, self.antialias)   # (b*t, 3, S, S)
+        x = normalize(x, self.mean, self.std)
+        return rearrange(x, "(b t) c h w -> b c t h w", b=b)   # (b, 3, t, S, S)
+
+    def encode_videos(self, video, generator=None):
+        """(b, 3, t, H, W) in [0, 1] -> L2-normalised (b, embed_dim), differentiable."""
+        n = self.viclip.config.num_frames
+        assert video.shape[2] == n, f"ViCLIP scores exactly {n} frames, got {video.shape[2]} (see video_reward_frames)"
+        return F.normalize(self.viclip.encode_video(self.preprocess(video, generator)).float(), dim=-1)
+
+    def encode_texts(self, texts):
+        return F.normalize(self.viclip.encode_text(texts).float(), dim=-1)
+
+    def forward(self, video, texts, generator=None):
+        """video (b, 3, t, H, W) in [0, 1]; texts: b strings (or one per group of consecutive videos) -> (b,)."""
+        video_features = self.encode_videos(video, generator)  # (b, d)
+        with torch.no_grad():
+            text_features = self.encode_texts(_as_texts(texts, video.shape[0]))
+        return (video_features * text_features).sum(-1)       # (b,) cosine
+
+
+def toy_video_reward():
+    """The toy R_vid: a tiny ViCLIP on 32 x 32 x 8 clips (crop and resize are identities; ImageNet normalisation)."""
+    return VideoTextReward(ViCLIP(toy_viclip()), image_size=32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving the toy reward models: tensors for safetensors plus a JSON-able config that rebuilds the exact module
+
+
+def reward_state(module):
+    """ImageTextReward | VideoTextReward -> (tensors dict, config dict)."""
+    if isinstance(module, ImageTextReward):
+        if module.clip_cfg is None:
+            raise ValueError("this ImageTextReward was built without clip_cfg, so it cannot be rebuilt from a config")
+        inner, config = module.clip, {"kind": "image", "clip": module.clip_cfg}
+    elif isinstance(module, VideoTextReward):
+        inner, config = module.viclip, {"kind": "video", "viclip": asdict(module.viclip.config)}
+    else:
+        raise TypeError(f"not a reward module: {type(module).__name__}")
+    config.update(image_size=module.image_size, mean=list(module.mean), std=list(module.std),
+                  antialias=module.antialias)
+    # contiguous, unshared tensors: what safetensors' save_file wants
+    return {k: v.detach().contiguous() for k, v in inner.state_dict().items()}, config
+
+
+def reward_from_state(tensors, config):
+    """Inverse of reward_state: rebuilds the module and loads the tensors strictly; returns it frozen, in eval."""
+    kw = dict(image_size=config["image_size"], mean=config["mean"], std=config["std"], antialias=config["antialias"])
+    if config["kind"] == "image":
+        clip = open_clip.CLIP(**config["clip"])
+        _load_strict(clip, dict(tensors), "toy image reward")
+        return ImageTextReward(clip, clip_cfg=config["clip"], **kw)
+    if config["kind"] == "video":
+        return VideoTextReward(load_viclip(ViCLIP(ViCLIPConfig(**config["viclip"])), dict(tensors)), **kw)
+    raise ValueError(f"unknown reward kind {config['kind']!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Toy reward models: CLIP-style contrastive training on toy clips (the training captions only)
+
+
+def contrastive_loss(features, text_features, logit_scale, ids=None):
+    """CLIP's symmetric InfoNCE: mean of the image->text and text->image cross-entropies of
+    logit_scale · cos(features_i, text_j). `ids` (n,) marks which rows share a caption: all pairs with equal ids
+    are positives (soft targets spread evenly over them), so duplicate captions in a batch are not negatives."""
+    a, t = F.normalize(features, dim=-1), F.normalize(text_features, dim=-1)
+    logits = logit_scale * a @ t.T                             # (n, n)
+    if ids is None:
+        ids = torch.arange(a.shape[0], device=a.device)
+    pos = (ids[:, None] == ids[None, :]).float()               # (n, n), symmetric, diagonal is 1
+    targets = pos / pos.sum(1, keepdim=True)
+    loss_a = -(targets * logits.log_softmax(dim=1)).sum(1).mean()      # each clip picks its caption(s)
+    loss_t = -(targets * logits.T.log_softmax(dim=1)).sum(1).mean()    # each caption picks its clip(s)
+    return (loss_a + loss_t) / 2
+
+
+def _render(captions, rng):
+    """list of captions -> video (n, 3, 8, 32, 32) in [0, 1]."""
+    return (to_tensor([render_clip(*parse_caption(c), rng) for c in captions]) + 1) / 2
+
+
+def train_toy_reward(model_kind, steps=None, batch=None, lr=2e-3, seed=0, captions=None, log_every=0):
+    """Trains toy_image_reward() ('image') or toy_video_reward() ('video') with contrastive_loss on freshly rendered
+    clips of `captions` (default: the 76 training captions; held-out ones are refused). A batch holds distinct
+    captions while there are enough, so every caption's one-attribute neighbours are usually in-batch negatives.
+    The image model sees ONE random frame per clip. -> (frozen reward module, stats dict)."""
+    captions = list(captions if captions is not None else split_captions("train"))
+    try:
+        leaked = sorted(set(captions) & set(split_captions("heldout")))
+    except FileNotFoundError:                                  # no ../shared/toy: nothing to check against
+        leaked = []
+    if leaked:
+        raise ValueError(f"held-out captions must never train a reward model: {leaked}")
+    defaults = {"image": (400, 64), "video": (400, 64)}[model_kind]
+    steps, batch = steps or defaults[0], batch or defaults[1]
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    reward = toy_image_reward() if model_kind == "image" else toy_video_reward()
+    reward.requires_grad_(True).train()
+    params = [p for p in reward.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(            # linear warm-up, then cosine decay to 0
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    losses, t0 = [], time.time()
+    for step in range(steps):
+        replace = batch > len(captions)
+        idx = rng.choice(len(captions), size=batch, replace=replace)
+        caps = [captions[i] for i in idx]
+        video = _render(caps, rng)                             # (b, 3, 8, 32, 32) in [0, 1]
+        if model_kind == "image":
+            frames = video[torch.arange(batch), :, torch.from_numpy(rng.integers(0, video.shape[2], batch))]
+            feats = reward.encode_images(frames)               # (b, d), frames (b, 3, 32, 32)
+            scale = reward.clip.logit_scale.exp().clamp(max=100)
+        else:
+            feats = reward.encode_videos(video)                # (b, d)
+            scale = 1 / reward.viclip.temp.clamp(min=0.01)     # ViCLIP's temp, clamped as its temp_min
+        loss = contrastive_loss(feats, reward.encode_texts(caps), scale, torch.from_numpy(idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == steps - 1):
+            print(f"{model_kind} step {step:4d} loss {loss.item():.3f} scale {scale.item():.1f} "
+                  f"{time.time() - t0:.0f}s")
+    reward.requires_grad_(False).eval()
+    stats = {"kind": model_kind, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
+             "n_captions": len(captions), "first_loss": losses[0], "final_loss": float(np.mean(losses[-20:])),
+             "losses": losses, "seconds": time.time() - t0, "threads": torch.get_num_threads(),
+             "params": sum(p.numel() for p in reward.parameters())}
+    return reward, stats
+
+
+def one_attribute_neighbours(text):
+    """caption -> {'colour': [...], 'shape': [...], 'direction': [...]}: every caption differing in exactly that."""
+    c, s, d = parse_caption(text)
+    return {"colour": [caption(x, s, d) for x in COLOURS if x != c],
+            "shape": [caption(c, x, d) for x in SHAPES if x != s],
+            "direction": [caption(c, s, x) for x in DIRECTIONS if x != d]}
+
+
+@torch.no_grad()
+def discrimination(reward, kind, captions, n_clips=256, seed=0):
+    """For n_clips clips of `captions` (cycled evenly), the share whose own caption scores above EVERY caption that
+    differs from it in exactly one attribute: per attribute and 'all' (any neighbour). Neighbours range over all
+    84 captions. The image reward scores each clip as the mean over its 8 frames; it cannot see motion, so its
+    'direction' is None and its 'all' covers colour and shape only."""
+    rng = np.random.default_rng(seed)
+    caps = [captions[i % len(captions)] for i in range(n_clips)]
+    attrs = ["colour", "shape"] + (["direction"] if kind == "video" else [])
+    vocab = sorted({n for c in set(caps) for a in attrs for n in one_attribute_neighbours(c)[a]} | set(caps))
+    col = {c: i for i, c in enumerate(vocab)}
+    wins = {a: 0 for a in attrs + ["all"]}
+    for i in range(0, n_clips, 64):                            # chunks of 64 clips
+        chunk = caps[i:i + 64]
+        video = _render(chunk, rng)                            # (b, 3, 8, 32, 32)
+        if kind == "image":
+            b, c, t, h, w = video.shape
+            f = reward.encode_images(rearrange(video, "b c t h w -> (b t) c h w"))   # (b*t, d)
+            txt = reward.encode_texts(vocab)                   # (V, d)
+            s = (f @ txt.T).view(b, t, -1).mean(1)             # (b, V): mean cosine over frames
+        else:
+            s = reward.encode_videos(video) @ reward.encode_texts(vocab).T           # (b, V)
+        for row, cap in zip(s, chunk):
+            own, nb = row[col[cap]], one_attribute_neighbours(cap)
+            beats = {a: bool((own > row[[col[x] for x in nb[a]]]).all()) for a in attrs}
+            for a in attrs:
+                wins[a] += beats[a]
+            wins["all"] += all(beats.values())
+    out = {a: wins[a] / n_clips for a in wins}
+    out.setdefault("direction", None)
+    return {"n": n_clips, **out}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", action="store_true", help="train both toy reward models and report discrimination")
+    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: train_toy_reward's)")
+    args = p.parse_args()
+
+    def count(m):
+        return sum(x.numel() for x in m.parameters())
+
+    with torch.device("meta"):                                 # shapes only: full-size models build instantly
+        print(f"{'ViCLIP-L/14':22s} {count(ViCLIP(viclip_l14())):>12,d} parameters")
+        print(f"{'HPSv2.1 (ViT-H-14)':22s} {count(open_clip.create_model('ViT-H-14', pretrained=None, device='meta')):>12,d} parameters")
+    img, vid = toy_image_reward(), toy_video_reward()
+    print(f"{'toy image reward':22s} {count(img):>12,d} parameters")
+    print(f"{'toy video reward':22s} {count(vid):>12,d} parameters")
+    video = _render(["a red circle moving left"], np.random.default_rng(0))          # (1, 3, 8, 32, 32)
+    print("random-weight toy scores: image", img(video[:, :, 0], ["a red circle moving left"]).item(),
+          "video", vid(video, ["a red circle moving left"]).item())
+    if args.train:
+        for kind in ("image", "video"):
+            reward, stats = train_toy_reward(kind, steps=args.steps, log_every=50)
+            seen = discrimination(reward, kind, split_captions("train"), 304, seed=1)
+            held = discrimination(reward, kind, split_captions("heldout"), 256, seed=2)
+            print(kind, json.dumps({k: v for k, v in stats.items() if k != "losses"}))
+            print(f"{kind} seen     {json.dumps(seen)}")
+            print(f"{kind} held-out {json.dumps(held)}")

@@ -1,0 +1,128 @@
+"""Consistency distillation (turbo.py Parts 2-3) and LoRA: the properties the paper's method rests on."""
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+
+import turbo
+from lora import add_lora, merge_lora
+from tiny_unet3d import UNet3D, toy
+
+AB = turbo.vc2_alphas_cumprod()
+
+
+def tiny_unet(**kw):
+    torch.manual_seed(0)
+    cfg = replace(toy(), in_channels=4, out_channels=4, **kw)
+    m = UNet3D(cfg).eval()
+    for p in m.parameters():                      # VC2 zero-inits its output layers; make every layer matter
+        if p.dim() > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.02)
+    return m
+
+
+def test_boundary_condition():
+    c_skip, c_out = turbo.boundary_scalings(torch.tensor([0, 1, 19, 999]))
+    assert c_skip[0] == 1 and c_out[0] == 0
+    assert abs(c_skip[1].item() - 0.25 / (100 + 0.25)) < 1e-7 and c_skip[2] < 1e-5
+    student = tiny_unet(guidance_embed_dim=256)
+    z = torch.randn(2, 4, 4, 8, 8)
+    f = turbo.consistency_fn(student, z, torch.tensor([0, 0]), torch.randn(2, 16, 64), 16, torch.tensor([5.0, 9.0]), AB)
+    assert torch.equal(f, z)                      # f(x, 0) = x exactly
+
+
+def test_consistency_timesteps_golden():
+    assert turbo.consistency_timesteps(4) == [999, 759, 519, 279]
+    assert turbo.consistency_timesteps(8) == [999, 879, 759, 639, 519, 399, 279, 159]
+    assert turbo.consistency_timesteps(2) == [999, 499] and turbo.consistency_timesteps(1) == [999]
+    with pytest.raises(ValueError):
+        turbo.consistency_timesteps(0)
+
+
+def test_guided_ode_step_is_cfg_then_ddim():
+    """With the LCM convention, w = 0 is the conditional DDIM step, and the step is linear in w."""
+    teacher = tiny_unet()
+    z, ctx, unc = torch.randn(2, 4, 4, 8, 8), torch.randn(2, 16, 64), torch.randn(2, 16, 64)
+    t1, t0 = torch.tensor([999, 39]), torch.tensor([979, 19])
+    out0 = turbo.guided_ode_step(teacher, z, t1, t0, ctx, unc, 16, torch.zeros(2), AB)
+    with torch.no_grad():
+        eps = teacher(z, t1, ctx, 16)
+    x0 = turbo.predicted_x0(z, eps, t1, AB)
+    ab0 = AB[t0].float().view(-1, 1, 1, 1, 1)
+    assert torch.allclose(out0, ab0.sqrt() * x0 + (1 - ab0).sqrt() * eps, atol=1e-5)
+    out1 = turbo.guided_ode_step(teacher, z, t1, t0, ctx, unc, 16, torch.ones(2), AB)
+    out2 = turbo.guided_ode_step(teacher, z, t1, t0, ctx, unc, 16, 2 * torch.ones(2), AB)
+    assert torch.allclose(out2 - out1, out1 - out0, atol=1e-4)
+    assert not torch.allclose(out1, out0, atol=1e-3)
+
+
+def test_student_starts_as_teacher():
+    teacher = tiny_unet()
+    student = UNet3D(replace(teacher.config, guidance_embed_dim=256)).eval()
+    missing, _ = student.load_state_dict(teacher.state_dict(), strict=False)
+    assert missing == ["w_proj.weight"]
+    x, t, ctx = torch.randn(2, 4, 4, 8, 8), torch.tensor([10, 700]), torch.randn(2, 16, 64)
+    with torch.no_grad():
+        assert torch.equal(student(x, t, ctx, 16, w=torch.tensor([5.0, 15.0])), teacher(x, t, ctx, 16))
+
+
+def test_lora_starts_at_zero_and_merges_exactly():
+    unet = tiny_unet(guidance_embed_dim=256)
+    x, t, ctx, w = torch.randn(2, 4, 4, 8, 8), torch.tensor([10, 700]), torch.randn(2, 16, 64), torch.tensor([6.0, 8.0])
+    with torch.no_grad():
+        y0 = unet(x, t, ctx, 16, w=w)
+    loras = add_lora(unet, rank=4)
+    n_layers = sum(isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d)) for m in tiny_unet().modules())
+    assert len(loras) == n_layers + 1                  # every Linear/Conv, plus w_proj
+    with torch.no_grad():
+        assert torch.equal(unet(x, t, ctx, 16, w=w), y0)  # up = 0: LoRA starts as a no-op
+        for l in loras:
+            torch.nn.init.normal_(l.up.weight, std=0.05)
+        y1 = unet(x, t, ctx, 16, w=w)
+    assert not torch.allclose(y1, y0, atol=1e-4)
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in trainable) == sum(l.up.weight.numel() + l.down.weight.numel() for l in loras)
+    merged = merge_lora(copy.deepcopy(unet))
+    assert not any("down" in k for k in merged.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(merged(x, t, ctx, 16, w=w), y1, atol=1e-5)
+
+
+def test_cd_loss_decreases_on_a_fixed_batch():
+    """A few CD steps on one batch of latents reduce the loss (the student can fit its target)."""
+    torch.manual_seed(0)
+    teacher = tiny_unet()
+    student = UNet3D(replace(teacher.config, guidance_embed_dim=256)).train()
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    target = copy.deepcopy(student).eval()
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    z0, ctx, unc = torch.randn(4, 4, 4, 8, 8) * 0.5, torch.randn(4, 16, 64), torch.randn(4, 16, 64)
+
+    def loss_at(seed):
+        return turbo.cd_loss(student, target, teacher, z0, ctx, unc, 16, AB, generator=torch.Generator().manual_seed(seed))
+
+    with torch.no_grad():
+        before = sum(loss_at(s)[0].item() for s in range(4))
+    for i in range(30):
+        loss, f, info = loss_at(i % 4)
+        assert f.shape == z0.shape and f.requires_grad and (info["w"] >= 5).all() and (info["w"] <= 15).all()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = sum(loss_at(s)[0].item() for s in range(4))
+    assert after < 0.8 * before, (before, after)
+
+
+def test_consistency_sampler_recovers_a_point_mass():
+    """A student that is an exact consistency function of a one-point data set returns that point in any steps."""
+    target = torch.randn(1, 4, 3, 4, 4)
+
+    def exact(z, t, ctx, fps, w=None):
+        a = AB[t].float().view(-1, 1, 1, 1, 1)
+        return (z - a.sqrt() * target) / (1 - a).sqrt()
+
+    for steps in (1, 2, 4, 8):
+        out = turbo.consistency_sample(exact, torch.randn(1, 4, 3, 4, 4), torch.zeros(1, 2, 8), 16, AB, steps=steps)
+        assert torch.allclose(out, target, atol=1e-3)
