@@ -14,7 +14,7 @@ import time
 import torch
 
 import turbo
-from encoders import PixelFirstStage, TextEncoder, toy_pixels, toy_text
+from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
 from tiny_unet3d import UNet3D, toy
 
 
@@ -31,7 +31,7 @@ def bench_sample(batch=8, repeats=3):
     """End-to-end sampling of `batch` toy videos: text encoding, the sampler's UNet calls, decoding to pixels.
     The teacher makes 2 x 50 UNet evaluations per video (CFG doubles them), the student 4: the limit is 25x."""
     torch.manual_seed(0)
-    ae, text = PixelFirstStage(toy_pixels()), TextEncoder(toy_text()).eval()
+    ae, text = LinearAutoencoder(toy_linear_ae()), TextEncoder(toy_text()).eval()
     teacher = UNet3D(toy()).eval()
     student = UNet3D(dataclasses.replace(toy(), guidance_embed_dim=256)).eval()
     abar = turbo.vc2_alphas_cumprod()

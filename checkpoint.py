@@ -1,76 +1,161 @@
 """Checkpoints: one safetensors file per trained model, carrying every config needed to rebuild it.
 
-A checkpoint holds the weights of the UNet (`unet.*`), the text encoder (`text.*`) and the first stage (`ae.*`; none
-for the toy's pixel-space first stage),
+A checkpoint holds the weights of the UNet (`unet.*`), the text encoder (`text.*`) and the first stage (`ae.*`),
 and in its safetensors metadata the configs of all three plus the training config that made it, as JSON. So
 `sample.py --ckpt runs/toy/teacher.safetensors` needs nothing else, and nothing is unpickled: safetensors stores
 plain tensors, so a checkpoint cannot run code when it is opened.
+
+Memory. A VideoCrafter2-size checkpoint is 7.4 GB (fp32), so neither direction ever holds two copies:
+  - save_tensors streams the file one tensor at a time (a tensor may even be computed only when it is written,
+    e.g. a LoRA merged into its base weight by convert.py);
+  - load_models builds the models on the meta device (no memory, no init), reads one tensor at a time and hands it
+    to the module as it is (load_state_dict(assign=True)): peak RSS is about the checkpoint's size (bench_load in
+    convert.py measures it).
 
     python checkpoint.py runs/toy/teacher.safetensors     # prints what a checkpoint holds
 """
 
 import json
 import os
+import struct
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from encoders import TextConfig, TextEncoder, first_stage_from_config
 from tiny_unet3d import UNet3D, UNetConfig
 
 META_KEY = "t2v_turbo"
+PARTS = ("unet", "text", "ae")
+# safetensors' dtype names (its format spec); the file stores raw little-endian bytes
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
 
 
-def save_checkpoint(path, modules, meta):
-    """modules: {'unet': nn.Module, 'text': ..., 'ae': ...}; meta: JSON-able dict (configs, kind, stats).
-    Written to a temporary file first and renamed, so a killed run never leaves a half-written checkpoint."""
+def save_tensors(path, tensors, metadata, materialize=None):
+    """Writes {name: tensor} as a safetensors file, one tensor at a time, with string metadata.
+    A tensor on the meta device is a placeholder (shape, dtype): its data is `materialize(name)`, computed only when
+    it is written and freed right after. Written to a temporary file first and renamed, so a killed run never
+    leaves a half-written file.
+    The format: u64 header length, the JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {...}}
+    padded with spaces to 8 bytes, then every tensor's bytes back to back in header order."""
+    assert sys.byteorder == "little", "safetensors stores little-endian bytes"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
-               for k, v in m.state_dict().items()}
+    header, offset = {}, 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # keeps the data 8-byte aligned, as safetensors' own writer does
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    with torch.no_grad(), open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for name, t in tensors.items():
+            data = materialize(name) if t.is_meta else t
+            if data.shape != t.shape or data.dtype != t.dtype:
+                raise ValueError(f"{name}: materialized {data.dtype} {tuple(data.shape)}, the header says "
+                                 f"{t.dtype} {tuple(t.shape)}")
+            # the bytes of a contiguous CPU tensor, written without another copy (reshape first: a 0-dim
+            # tensor cannot be viewed as bytes)
+            f.write(data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     os.replace(tmp, path)
     return path
 
 
-def read_checkpoint(path):
-    """-> (tensors by name, meta dict); a clear error for a missing, corrupt or foreign file."""
+def save_checkpoint(path, modules, meta):
+    """modules: {'unet': nn.Module, 'text': ..., 'ae': ...}; meta: JSON-able dict (configs, kind, stats)."""
+    tensors = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
+    return save_tensors(path, tensors, {META_KEY: json.dumps(meta)})
+
+
+def _open(path):
+    """safe_open that reads each tensor into memory of its own (pread) where this safetensors has that backend:
+    the tensors then outlive the file and no file-backed pages stay mapped. Older versions memory-map the file,
+    which costs the same memory once the weights are used."""
+    try:
+        return safe_open(str(path), "pt", backend="pread")
+    except TypeError:
+        return safe_open(str(path), "pt")
+
+
+def read_meta(path):
+    """-> the meta dict of a checkpoint, without reading any tensor; a clear error for a missing, corrupt or
+    foreign file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as f:
+        with _open(path) as f:
             raw = (f.metadata() or {}).get(META_KEY)
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable safetensors checkpoint ({e})") from None
     if raw is None:
         raise ValueError(f"{path} has no '{META_KEY}' metadata: not a checkpoint written by this project")
-    return tensors, json.loads(raw)
+    return json.loads(raw)
+
+
+def read_checkpoint(path):
+    """-> (tensors by name, meta dict); every tensor in memory (fine for the toy; load_models streams)."""
+    meta = read_meta(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors checkpoint ({e})") from None
+    return tensors, meta
 
 
 def _part(tensors, prefix):
     return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
-def load_models(path, device="cpu"):
-    """Rebuilds {'unet', 'text', 'ae', 'meta'} from a checkpoint, in eval mode, strict key checks."""
-    tensors, meta = read_checkpoint(path)
-    models = {"unet": UNet3D(UNetConfig(**meta["unet"])),
-              "text": TextEncoder(TextConfig(**meta["text"])),
-              "ae": first_stage_from_config(meta["ae"])}
+def build_models(meta):
+    """{'unet', 'text', 'ae'} of a checkpoint's configs on the meta device: shapes only, no memory, no init."""
+    with torch.device("meta"):
+        return {"unet": UNet3D(UNetConfig(**meta["unet"])), "text": TextEncoder(TextConfig(**meta["text"])),
+                "ae": first_stage_from_config(meta["ae"])}
+
+
+def load_models(path, device="cpu", dtype=None):
+    """Rebuilds {'unet', 'text', 'ae', 'meta'} from a checkpoint, in eval mode, frozen.
+    Strict: every key and shape is checked against the configs before any data is read, and ONE ValueError
+    lists every missing, unexpected and misshapen tensor. dtype (e.g. torch.float16) casts floating tensors as
+    they are read; None keeps the stored dtype. Peak memory is one copy of the weights (see the docstring)."""
+    meta = read_meta(path)
+    models = build_models(meta)
+    expected = {f"{name}.{k}": v for name, m in models.items() for k, v in m.state_dict().items()}
+    try:
+        with _open(path) as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            problems = [f"  missing: {k}" for k in expected if k not in stored]
+            problems += [f"  unexpected: {k}" for k in stored if k not in expected]
+            problems += [f"  wrong shape: {k}: checkpoint {stored[k]}, config {tuple(expected[k].shape)}"
+                         for k in expected if k in stored and stored[k] != tuple(expected[k].shape)]
+            if problems:
+                raise ValueError(f"{path}: weights do not match the configs in its metadata "
+                                 f"({len(problems)} problem{'s' * (len(problems) != 1)})\n" + "\n".join(problems))
+            for name, m in models.items():
+                sd = {}
+                for k in m.state_dict():
+                    t = f.get_tensor(f"{name}.{k}")
+                    if dtype is not None and t.is_floating_point():
+                        t = t.to(dtype)
+                    sd[k] = t.to(device)  # one tensor at a time: a GPU load never holds the model in RAM
+                # assign=True: the module adopts these tensors (a meta module has nothing to copy into)
+                m.load_state_dict(sd, strict=True, assign=True)
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a readable safetensors checkpoint ({e})") from None
     for name, m in models.items():
-        missing, unexpected = m.load_state_dict(_part(tensors, name), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: {name} weights do not match its config: missing {missing[:5]}..., "
-                             f"unexpected {unexpected[:5]}...")
-        m.to(device).eval().requires_grad_(False)
+        left = [k for k, v in [*m.named_parameters(), *m.named_buffers()] if v.is_meta]
+        assert not left, f"{name}: still on the meta device after loading: {left[:5]}"
+        m.eval().requires_grad_(False)
     return {**models, "meta": meta}
 
 
@@ -81,7 +166,8 @@ def model_meta(unet, text, ae, **extra):
 
 if __name__ == "__main__":
     for p in sys.argv[1:]:
-        tensors, meta = read_checkpoint(p)
-        n = sum(v.numel() for v in tensors.values())
-        print(f"{p}: {len(tensors)} tensors, {n:,} numbers, kind={meta.get('kind')}")
+        meta = read_meta(p)
+        with _open(p) as f:
+            n = sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys())
+            print(f"{p}: {len(list(f.keys()))} tensors, {n:,} numbers, kind={meta.get('kind')}")
         print(json.dumps(meta, indent=1)[:3000])

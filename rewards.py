@@ -1,11 +1,11 @@
 """The two differentiable reward models of T2V-Turbo, at full size (to load the real checkpoints) and toy size.
 
-T2V-Turbo (arXiv 2405.18750, section 4) decodes the student's one-step prediction x̂₀ to pixels and adds two reward
-terms to the consistency-distillation loss (eq. 10: L = L_CD - β_img J_img - β_vid J_vid):
-  J_img (eq. 8)  an image-text reward R_img on M random frames of x̂₀: HPSv2.1, an OpenCLIP ViT-H-14 fine-tuned on
-                 human preferences (paper M = 6; the released code uses 5 frames and the *mean*, not the sum);
-  J_vid (eq. 9)  a video-text reward R_vid on 8 evenly strided frames: ViCLIP-L/14 trained on InternVid
-                 (the paper's ModelScope variant; the VideoCrafter2 release uses InternVideo2-S2, see below).
+T2V-Turbo (arXiv 2405.18750) decodes the student's one-step prediction x̂₀ to pixels and adds two reward terms to
+the consistency-distillation loss (eqs. 8-10: J_img, J_vid and L = L_CD - β_img J_img - β_vid J_vid):
+  J_img  an image-text reward R_img on M random frames of x̂₀: HPSv2.1, an OpenCLIP ViT-H-14 fine-tuned on human
+         preferences (paper: M = 6 and a sum over frames; the released code: 5 frames and the mean);
+  J_vid  a video-text reward R_vid on 8 evenly strided frames: ViCLIP-L/14 trained on InternVid (the paper's
+         ModelScope variant; the VideoCrafter2 release uses InternVideo2-S2, see below).
 Both scores are the plain cosine of the L2-normalised video/image and text features (no logit scale, no x100);
 the text branch runs under no_grad and the reward models are frozen, so gradients reach only the pixels.
 
@@ -19,6 +19,7 @@ InternVideo2-S2 (the video reward of the VideoCrafter2 release, `vi_clip2`) is N
     python rewards.py --train           # trains both toy reward models and prints their discrimination
 """
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -95,6 +96,7 @@ def resize_crop_min_size(images, size, generator=None, antialias=True):
 
 def normalize(images, mean, std):
     """(n, c, h, w) -> (x - mean) / std per channel, torchvision's Normalize (same order of operations)."""
+    # (c, 1, 1) constants broadcast over (n, c, h, w); a subtract then a divide, exactly Normalize's arithmetic
     mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
     std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
     return (images - mean) / std
@@ -109,6 +111,7 @@ def image_reward_frames(num_frames, m=5, generator=None):
     m = 5 is the released code's `reward_frame_bsz`; the paper (section 4.1) says M = 6."""
     if not 1 <= m <= num_frames:
         raise ValueError(f"cannot pick {m} distinct frames out of {num_frames}")
+    # each frame is decoded through the VAE with gradients, so M trades reward signal against memory
     return torch.randperm(num_frames, generator=generator)[:m]
 
 
@@ -118,6 +121,7 @@ def video_reward_frames(num_frames, n=8, generator=None):
     stride = num_frames // n
     if stride < 1:
         raise ValueError(f"a video reward on {n} frames needs at least {n} frames, got {num_frames}")
+    # the random phase means every frame of the clip gets reward gradients over training, not only the even ones
     start = int(torch.randint(0, stride, (1,), generator=generator))
     return torch.arange(start, num_frames, stride)[:n]
 
@@ -138,14 +142,16 @@ def _as_texts(texts, n):
 
 
 class ImageTextReward(nn.Module):
-    """R_img(image, text) = cos(f_img(preprocess(image)), f_txt(text)) for any open_clip `CLIP` (eq. 8's reward).
+    """R_img(image, text) = cos(f_img(preprocess(image)), f_txt(text)), the reward inside J_img, for an open_clip CLIP.
 
     forward(images (n, 3, H, W) in [0, 1], texts) -> (n,) scores; gradients flow to the pixels only.
     Preprocessing is HPSv2's val transform minus its PIL steps: letterbox to image_size, then normalise."""
 
     def __init__(self, clip, image_size=224, mean=OPENAI_MEAN, std=OPENAI_STD, antialias=True, clip_cfg=None):
         super().__init__()
-        self.clip = clip.eval().requires_grad_(False)          # a reward model is frozen (T2V: requires_grad_(False))
+        # a reward model is frozen (T2V-Turbo: requires_grad_(False)) and in eval mode (no dropout); gradients
+        # still flow THROUGH it to the input pixels, which is the whole point of a differentiable reward
+        self.clip = clip.eval().requires_grad_(False)
         self.image_size, self.antialias = image_size, antialias
         self.mean, self.std = tuple(mean), tuple(std)
         self.clip_cfg = clip_cfg                               # open_clip.CLIP kwargs, kept for reward_state()
@@ -161,26 +167,33 @@ class ImageTextReward(nn.Module):
     def encode_texts(self, texts):
         """list of n str -> L2-normalised text features (n, embed_dim). The CLIP BPE with the model's context
         (77 for ViT-H-14), [SOT] + bpe + [EOT], zero padded; no no_grad here, so toy training can use it."""
-        device = self.clip.logit_scale.device
+        device = self.clip.logit_scale.device                  # wherever the model lives (cpu / cuda)
+        # open_clip.tokenize = SimpleTokenizer; its BPE merges ship inside the package, so this works offline
         tokens = open_clip.tokenize(list(texts), context_length=self.clip.context_length).to(device)
         return self.clip.encode_text(tokens, normalize=True)
 
     def forward(self, images, texts):
         """images (n, 3, H, W) in [0, 1]; texts: n strings, or one per group of consecutive images -> (n,) cosine."""
         image_features = self.encode_images(images)           # (n, d)
-        with torch.no_grad():                                  # the reward's gradient goes to the pixels only
+        # the prompt is a constant of the reward: no graph for it (T2V-Turbo encodes text under no_grad too)
+        with torch.no_grad():
             text_features = self.encode_texts(_as_texts(texts, images.shape[0]))
         return (image_features * text_features).sum(-1)       # (n,) in [-1, 1]
 
     @classmethod
-    def hpsv21(cls, path, image_size=224):
+    def hpsv21(cls, path, image_size=224, clip_cfg=None):
         """The real HPSv2.1 reward from the user's HPS_v2.1_compressed.pt ({'state_dict': fp16 open_clip keys}).
         Builds ViT-H-14 with random weights (open_clip, pretrained=None: no download; ~10 s, 4 GB), then loads
-        strictly; weights are cast to fp32 (autocast can bring bf16 back, as T2V-Turbo's default precision)."""
+        strictly; weights are cast to fp32 (autocast can bring bf16 back, as T2V-Turbo's default precision).
+        clip_cfg (open_clip.CLIP kwargs) swaps in another architecture: the tests use the toy one."""
+        # read (and validate) the file first: a wrong path fails in milliseconds, not after a 10 s model build
         ckpt = _torch_load(path, "HPSv2.1 (xswu/HPSv2 on Hugging Face: HPS_v2.1_compressed.pt)")
-        clip = open_clip.create_model("ViT-H-14", pretrained=None)
+        if clip_cfg is None:
+            clip, clip_cfg = open_clip.create_model("ViT-H-14", pretrained=None), open_clip.get_model_config("ViT-H-14")
+        else:
+            clip = open_clip.CLIP(**clip_cfg)
         load_hps_state(clip, ckpt)
-        return cls(clip, image_size=image_size, clip_cfg=open_clip.get_model_config("ViT-H-14"))
+        return cls(clip, image_size=image_size, clip_cfg=clip_cfg)
 
 
 def _torch_load(path, what):
@@ -198,7 +211,7 @@ def _unwrap(ckpt, wrappers, what):
     """Takes the state dict out of {'state_dict' | 'model' | 'module': {...}} and strips DDP's 'module.' prefix."""
     if not isinstance(ckpt, dict):
         raise ValueError(f"{what}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    for key in wrappers:
+    for key in wrappers:                                       # HPS: 'state_dict'; ViCLIP: 'model'; IV2: 'module'
         if key in ckpt and isinstance(ckpt[key], dict):
             ckpt = ckpt[key]
             break
@@ -236,8 +249,9 @@ def toy_image_reward():
 @dataclass
 class ViCLIPConfig:
     image_size: int = 224                    # input_resolution; frames are image_size x image_size
-    patch_size: int = 14                     # Conv3d kernel (1, p, p): no temporal tubelet (kernel_size=1)
-    num_frames: int = 8                      # temporal_positional_embedding length; the reward asserts 8 frames
+    patch_size: int = 14                     # Conv3d kernel (tubelet, p, p)
+    tubelet: int = 1                         # frames per token: ViCLIP's kernel_size (1 for ViCLIP-L; the toy uses 2)
+    num_frames: int = 8                      # frames in (the reward asserts 8); num_frames // tubelet time steps
     vision_width: int = 1024
     vision_layers: int = 24
     vision_heads: int = 16                   # head dim 64
@@ -257,9 +271,15 @@ def viclip_l14():
 
 
 def toy_viclip():
-    # 32 px, 8 px patches -> 16 patches x 8 frames = 128 tokens + class token; text context as ViCLIP's (32)
-    return ViCLIPConfig(image_size=32, patch_size=8, num_frames=8, vision_width=64, vision_layers=2, vision_heads=4,
-                        text_width=64, text_layers=2, text_heads=4, context_length=32, embed_dim=64, init_temp=0.07)
+    # 32 px, 8 px patches, 2-frame tubelets -> 16 patches x 4 time steps = 64 tokens + class token; text context as
+    # ViCLIP's (32). Why a tubelet: with one frame per token, position and time only meet through the MLPs (the
+    # embeddings add), and from scratch the toy learned the AXIS of motion but not its sign (direction ~50% after
+    # 700 steps, chance 25%); a token that spans two frames sees the 2 px shift itself. kernel_size is an option of
+    # ViCLIP's own VisionTransformer, so this stays within the architecture.
+    # init_temp 0.07 (logit scale ~14, CLIP's from-scratch value), not ViCLIP's 0.01, which is too sharp at the start
+    return ViCLIPConfig(image_size=32, patch_size=8, tubelet=2, num_frames=8, vision_width=64, vision_layers=2,
+                        vision_heads=4, text_width=64, text_layers=2, text_heads=4, context_length=32, embed_dim=64,
+                        init_temp=0.07)
 
 
 class QuickGELUMLP(nn.Module):
@@ -317,12 +337,13 @@ class ViCLIPVision(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        w, p = cfg.vision_width, cfg.patch_size
+        w, p, k = cfg.vision_width, cfg.patch_size, cfg.tubelet
+        assert cfg.num_frames % k == 0, "num_frames must be a multiple of the tubelet"
         self.cfg = cfg
-        self.conv1 = nn.Conv3d(3, w, (1, p, p), (1, p, p), bias=False)   # weight (w, 3, 1, p, p)
+        self.conv1 = nn.Conv3d(3, w, (k, p, p), (k, p, p), bias=False)   # weight (w, 3, k, p, p)
         self.class_embedding = nn.Parameter(torch.empty(w))
         self.positional_embedding = nn.Parameter(torch.empty((cfg.image_size // p) ** 2 + 1, w))  # spatial, per frame
-        self.temporal_positional_embedding = nn.Parameter(torch.empty(1, cfg.num_frames, w))      # per frame index
+        self.temporal_positional_embedding = nn.Parameter(torch.empty(1, cfg.num_frames // k, w))  # per time step
         self.ln_pre = nn.LayerNorm(w)
         self.transformer = _tower(w, cfg.vision_layers, cfg.vision_heads)
         self.ln_post = nn.LayerNorm(w)
@@ -330,17 +351,19 @@ class ViCLIPVision(nn.Module):
 
     def forward(self, video):                                  # (b, 3, t, h, w), normalised pixels
         b, c, t, h, w = video.shape
-        assert t == self.cfg.num_frames and h == w == self.cfg.image_size, \
-            f"ViCLIP expects (b, 3, {self.cfg.num_frames}, {self.cfg.image_size}, {self.cfg.image_size}), got {tuple(video.shape)}"
-        x = self.conv1(video)                                  # (b, m, t, gh, gw): one patch embedding per frame
-        x = rearrange(x, "b m t gh gw -> b (gh gw) t m")       # (b, n, t, m), n = gh*gw patches
-        x = x + self.positional_embedding[1:, None]            # the same spatial embedding in every frame
-        x = x + self.temporal_positional_embedding[0]          # (t, m): the same temporal embedding for every patch
+        nf, size = self.cfg.num_frames, self.cfg.image_size
+        assert t == nf and h == w == size, f"ViCLIP expects (b, 3, {nf}, {size}, {size}), got {tuple(video.shape)}"
+        x = self.conv1(video)                                  # (b, m, t', gh, gw), t' = t / tubelet time steps
+        x = rearrange(x, "b m t gh gw -> b (gh gw) t m")       # (b, n, t', m), n = gh*gw patches
+        x = x + self.positional_embedding[1:, None]            # the same spatial embedding at every time step
+        x = x + self.temporal_positional_embedding[0]          # (t', m): the same temporal embedding for every patch
         # token order is patch-major, time-minor, as the original's '(b n) t m -> b (n t) m'
-        x = rearrange(x, "b n t m -> b (n t) m")               # (b, n*t, m)
+        x = rearrange(x, "b n t m -> b (n t) m")               # (b, n*t', m)
         # ONE class token for the whole clip: class_embedding + pos[0] (the original takes frame 0's, all identical)
         cls = (self.class_embedding + self.positional_embedding[0]).expand(b, 1, -1)   # (b, 1, m)
-        x = self.ln_pre(torch.cat([cls, x], dim=1))            # (b, 1 + n*t, m)
+        x = self.ln_pre(torch.cat([cls, x], dim=1))            # (b, 1 + n*t', m)
+        # full attention over all 1 + n*t' tokens (no mask), 24 blocks at full size. At 224 px that is L = 2049,
+        # so the reward's backward pass stores big activations: grad_checkpoint recomputes each block instead
         for block in self.transformer.resblocks:
             if self.cfg.grad_checkpoint and torch.is_grad_enabled():
                 x = grad_checkpoint(block, x, use_reentrant=False)
@@ -350,7 +373,7 @@ class ViCLIPVision(nn.Module):
 
 
 class ViCLIPText(nn.Module):
-    """CLIP text tower (OpenAI layout, QuickGELU, causal mask), context 32: the EOT token's feature @ text_projection."""
+    """CLIP text tower (OpenAI layout, QuickGELU, causal mask), context 32: the EOT feature @ text_projection."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -363,6 +386,7 @@ class ViCLIPText(nn.Module):
 
     def forward(self, tokens):                                 # (n, L) int
         n, L = tokens.shape
+        # int32 ids (ViCLIP's own tokenizer) or int64 (open_clip's) index the table alike
         x = self.token_embedding(tokens) + self.positional_embedding[:L]           # (n, L, w)
         mask = causal_mask(L, x.device, x.dtype)               # token i sees 0..i; no padding mask (as CLIP)
         for block in self.transformer.resblocks:
@@ -386,13 +410,15 @@ class ViCLIP(nn.Module):
     def _init_weights(self):
         # Every parameter explicitly: the original leaves proj, text_projection and the text positional embedding
         # as torch.empty (denormals, zeros, even NaN, REWARDS.md section 6), harmless only because it always loads
-        # weights. CLIP's init otherwise; the temporal embedding starts at zero as in ViCLIP.
+        # weights. CLIP's init otherwise. ViCLIP zeroes the temporal embedding (it starts from an image CLIP, which
+        # zero keeps intact); trained from scratch, zero would leave the model blind to frame order at the start
+        # (left and right look alike), so the toy gets a random one like the spatial embedding.
         v, t, cfg = self.vision_encoder, self.text_encoder, self.config
         vw, tw = cfg.vision_width, cfg.text_width
-        nn.init.normal_(v.conv1.weight, std=(3 * cfg.patch_size ** 2) ** -0.5)
+        nn.init.normal_(v.conv1.weight, std=(3 * cfg.tubelet * cfg.patch_size ** 2) ** -0.5)
         nn.init.normal_(v.class_embedding, std=vw ** -0.5)
         nn.init.normal_(v.positional_embedding, std=vw ** -0.5)
-        nn.init.zeros_(v.temporal_positional_embedding)
+        nn.init.normal_(v.temporal_positional_embedding, std=vw ** -0.5)
         nn.init.normal_(v.proj, std=vw ** -0.5)
         nn.init.normal_(t.token_embedding.weight, std=0.02)
         nn.init.normal_(t.positional_embedding, std=0.01)
@@ -428,7 +454,7 @@ def load_viclip(model, path_or_state_dict):
 
 
 class VideoTextReward(nn.Module):
-    """R_vid(video, text) = cos(ViCLIP video feature, ViCLIP text feature) (eq. 9's reward).
+    """R_vid(video, text) = cos(ViCLIP video feature, ViCLIP text feature) (the reward inside J_vid).
 
     forward(video (b, 3, t, H, W) in [0, 1], texts, generator=None) -> (b,) scores, t = 8. Preprocessing as
     T2V-Turbo's reward_fn.py: short side -> image_size (bicubic), one random crop shared by the whole call
@@ -436,7 +462,7 @@ class VideoTextReward(nn.Module):
 
     def __init__(self, viclip, image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, antialias=True):
         super().__init__()
-        self.viclip = viclip.eval().requires_grad_(False)
+        self.viclip = viclip.eval().requires_grad_(False)      # frozen, as the image reward
         self.image_size, self.antialias = image_size, antialias
         self.mean, self.std = tuple(mean), tuple(std)
 
@@ -451,6 +477,7 @@ class VideoTextReward(nn.Module):
         """(b, 3, t, H, W) in [0, 1] -> L2-normalised (b, embed_dim), differentiable."""
         n = self.viclip.config.num_frames
         assert video.shape[2] == n, f"ViCLIP scores exactly {n} frames, got {video.shape[2]} (see video_reward_frames)"
+        # .float() as get_vid_feat_with_grad: the score is computed in fp32 even when the model runs in fp16/bf16
         return F.normalize(self.viclip.encode_video(self.preprocess(video, generator)).float(), dim=-1)
 
     def encode_texts(self, texts):
@@ -458,8 +485,8 @@ class VideoTextReward(nn.Module):
 
     def forward(self, video, texts, generator=None):
         """video (b, 3, t, H, W) in [0, 1]; texts: b strings (or one per group of consecutive videos) -> (b,)."""
-        video_features = self.encode_videos(video, generator)  # (b, d)
-        with torch.no_grad():
+        video_features = self.encode_videos(video, generator)  # (b, d), differentiable w.r.t. the pixels
+        with torch.no_grad():                                  # the prompt is a constant
             text_features = self.encode_texts(_as_texts(texts, video.shape[0]))
         return (video_features * text_features).sum(-1)       # (b,) cosine
 
@@ -492,6 +519,8 @@ def reward_state(module):
 def reward_from_state(tensors, config):
     """Inverse of reward_state: rebuilds the module and loads the tensors strictly; returns it frozen, in eval."""
     kw = dict(image_size=config["image_size"], mean=config["mean"], std=config["std"], antialias=config["antialias"])
+    # both paths load strictly (one ValueError names every mismatch), so a config that does not rebuild the exact
+    # module fails loudly instead of leaving random weights behind
     if config["kind"] == "image":
         clip = open_clip.CLIP(**config["clip"])
         _load_strict(clip, dict(tensors), "toy image reward")
@@ -499,6 +528,28 @@ def reward_from_state(tensors, config):
     if config["kind"] == "video":
         return VideoTextReward(load_viclip(ViCLIP(ViCLIPConfig(**config["viclip"])), dict(tensors)), **kw)
     raise ValueError(f"unknown reward kind {config['kind']!r}")
+
+
+def save_reward(path, module, stats=None):
+    """One safetensors file: the tensors of reward_state, its config (and optional training stats) as JSON metadata
+    under 'reward'. runs/toy/reward_{image,video}.safetensors is where tests/test_rewards.py looks for trained ones."""
+    from safetensors.torch import save_file
+    tensors, config = reward_state(module)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"reward": json.dumps({"config": config, "stats": stats or {}})})
+    return path
+
+
+def load_reward(path):
+    """-> (reward module, stats) from save_reward's file; a clear ValueError when it is not one."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), framework="pt") as f:            # reads the header only
+        meta = (f.metadata() or {}).get("reward")
+    if meta is None:
+        raise ValueError(f"{path} has no 'reward' metadata: not written by rewards.save_reward")
+    meta = json.loads(meta)
+    return reward_from_state(load_file(str(path)), meta["config"]), meta["stats"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -509,11 +560,13 @@ def contrastive_loss(features, text_features, logit_scale, ids=None):
     """CLIP's symmetric InfoNCE: mean of the image->text and text->image cross-entropies of
     logit_scale · cos(features_i, text_j). `ids` (n,) marks which rows share a caption: all pairs with equal ids
     are positives (soft targets spread evenly over them), so duplicate captions in a batch are not negatives."""
+    # cosine similarities times the learned inverse temperature, as the reward's score (which omits the scale)
     a, t = F.normalize(features, dim=-1), F.normalize(text_features, dim=-1)
     logits = logit_scale * a @ t.T                             # (n, n)
     if ids is None:
         ids = torch.arange(a.shape[0], device=a.device)
     pos = (ids[:, None] == ids[None, :]).float()               # (n, n), symmetric, diagonal is 1
+    # with all ids distinct the targets are the identity and this is exactly CLIP's cross-entropy on arange(n)
     targets = pos / pos.sum(1, keepdim=True)
     loss_a = -(targets * logits.log_softmax(dim=1)).sum(1).mean()      # each clip picks its caption(s)
     loss_t = -(targets * logits.T.log_softmax(dim=1)).sum(1).mean()    # each caption picks its clip(s)
@@ -521,7 +574,8 @@ def contrastive_loss(features, text_features, logit_scale, ids=None):
 
 
 def _render(captions, rng):
-    """list of captions -> video (n, 3, 8, 32, 32) in [0, 1]."""
+    """list of captions -> video (n, 3, 8, 32, 32) in [0, 1], the range the rewards take (the decoder's output
+    (x + 1) / 2, as T2V-Turbo feeds its rewards)."""
     return (to_tensor([render_clip(*parse_caption(c), rng) for c in captions]) + 1) / 2
 
 
@@ -537,35 +591,45 @@ def train_toy_reward(model_kind, steps=None, batch=None, lr=2e-3, seed=0, captio
         leaked = []
     if leaked:
         raise ValueError(f"held-out captions must never train a reward model: {leaked}")
-    defaults = {"image": (400, 64), "video": (400, 64)}[model_kind]
+    # (steps, batch) measured on 1 thread of a busy 2-core machine: image ~50 s, video ~110 s (half with 2 threads).
+    # The image loss cannot go below ~log 3.4: a single frame shows no motion, so the ~3.4 captions of a batch that
+    # differ only in direction look alike to it (it still learns colour and shape perfectly).
+    defaults = {"image": (500, 64), "video": (600, 64)}[model_kind]
     steps, batch = steps or defaults[0], batch or defaults[1]
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)                                    # the model's init
+    rng = np.random.default_rng(seed)                          # the data: captions, start positions, frames
     reward = toy_image_reward() if model_kind == "image" else toy_video_reward()
-    reward.requires_grad_(True).train()
-    params = [p for p in reward.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    reward.requires_grad_(True).train()                        # reward modules come frozen; unfreeze to train
+    opt = torch.optim.AdamW(reward.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(            # linear warm-up, then cosine decay to 0
+    sched = torch.optim.lr_scheduler.LambdaLR(            # linear warm-up over 5%, then cosine decay to 0
         opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    replace = batch > len(captions)                            # more clips than captions: duplicates are unavoidable
     losses, t0 = [], time.time()
     for step in range(steps):
-        replace = batch > len(captions)
+        # 1. a batch of captions (distinct when possible) and a fresh clip for each: nothing is seen twice
         idx = rng.choice(len(captions), size=batch, replace=replace)
         caps = [captions[i] for i in idx]
         video = _render(caps, rng)                             # (b, 3, 8, 32, 32) in [0, 1]
+        # 2. features with gradients for BOTH towers (the reward's forward would freeze the text side)
         if model_kind == "image":
-            frames = video[torch.arange(batch), :, torch.from_numpy(rng.integers(0, video.shape[2], batch))]
-            feats = reward.encode_images(frames)               # (b, d), frames (b, 3, 32, 32)
-            scale = reward.clip.logit_scale.exp().clamp(max=100)
+            t_idx = torch.from_numpy(rng.integers(0, video.shape[2], batch))         # one random frame per clip
+            feats = reward.encode_images(video[torch.arange(batch), :, t_idx])      # frames (b, 3, 32, 32) -> (b, d)
+            scale = reward.clip.logit_scale.exp()              # open_clip stores log(1 / temperature)
         else:
             feats = reward.encode_videos(video)                # (b, d)
-            scale = 1 / reward.viclip.temp.clamp(min=0.01)     # ViCLIP's temp, clamped as its temp_min
+            scale = 1 / reward.viclip.temp                     # ViCLIP stores the temperature: logits = cos / temp
+        # 3. symmetric InfoNCE; rows with the same caption index are positives of each other
         loss = contrastive_loss(feats, reward.encode_texts(caps), scale, torch.from_numpy(idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        with torch.no_grad():                                  # the originals clamp in place: CLIP at scale 100,
+            if model_kind == "image":                          # ViCLIP at temp_min = 0.01 (the same bound)
+                reward.clip.logit_scale.clamp_(max=math.log(100))
+            else:
+                reward.viclip.temp.clamp_(min=0.01)
         losses.append(loss.item())
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"{model_kind} step {step:4d} loss {loss.item():.3f} scale {scale.item():.1f} "
@@ -593,10 +657,12 @@ def discrimination(reward, kind, captions, n_clips=256, seed=0):
     84 captions. The image reward scores each clip as the mean over its 8 frames; it cannot see motion, so its
     'direction' is None and its 'all' covers colour and shape only."""
     rng = np.random.default_rng(seed)
-    caps = [captions[i % len(captions)] for i in range(n_clips)]
+    caps = [captions[i % len(captions)] for i in range(n_clips)]          # every caption equally often
     attrs = ["colour", "shape"] + (["direction"] if kind == "video" else [])
+    # the texts to score: each clip's caption and its one-attribute neighbours (6 colours, 2 shapes, 3 directions)
     vocab = sorted({n for c in set(caps) for a in attrs for n in one_attribute_neighbours(c)[a]} | set(caps))
     col = {c: i for i, c in enumerate(vocab)}
+    txt = reward.encode_texts(vocab)                           # (V, d), normalised
     wins = {a: 0 for a in attrs + ["all"]}
     for i in range(0, n_clips, 64):                            # chunks of 64 clips
         chunk = caps[i:i + 64]
@@ -604,12 +670,12 @@ def discrimination(reward, kind, captions, n_clips=256, seed=0):
         if kind == "image":
             b, c, t, h, w = video.shape
             f = reward.encode_images(rearrange(video, "b c t h w -> (b t) c h w"))   # (b*t, d)
-            txt = reward.encode_texts(vocab)                   # (V, d)
-            s = (f @ txt.T).view(b, t, -1).mean(1)             # (b, V): mean cosine over frames
+            s = (f @ txt.T).view(b, t, -1).mean(1)             # (b, V): mean cosine over frames, as J_img's mean
         else:
-            s = reward.encode_videos(video) @ reward.encode_texts(vocab).T           # (b, V)
+            s = reward.encode_videos(video) @ txt.T            # (b, V) cosines
         for row, cap in zip(s, chunk):
             own, nb = row[col[cap]], one_attribute_neighbours(cap)
+            # strictly above every neighbour of that attribute: a tie (e.g. a collapsed model) counts as a loss
             beats = {a: bool((own > row[[col[x] for x in nb[a]]]).all()) for a in attrs}
             for a in attrs:
                 wins[a] += beats[a]
@@ -623,11 +689,11 @@ def discrimination(reward, kind, captions, n_clips=256, seed=0):
 
 if __name__ == "__main__":
     import argparse
-    import json
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", action="store_true", help="train both toy reward models and report discrimination")
     p.add_argument("--steps", type=int, default=None, help="training steps per model (default: train_toy_reward's)")
+    p.add_argument("--out", default=None, help="with --train: save DIR/reward_{image,video}.safetensors")
     args = p.parse_args()
 
     def count(m):
@@ -635,7 +701,9 @@ if __name__ == "__main__":
 
     with torch.device("meta"):                                 # shapes only: full-size models build instantly
         print(f"{'ViCLIP-L/14':22s} {count(ViCLIP(viclip_l14())):>12,d} parameters")
-        print(f"{'HPSv2.1 (ViT-H-14)':22s} {count(open_clip.create_model('ViT-H-14', pretrained=None, device='meta')):>12,d} parameters")
+        hps = open_clip.create_model("ViT-H-14", pretrained=None, device="meta")
+        print(f"{'HPSv2.1 (ViT-H-14)':22s} {count(hps):>12,d} parameters")
+    # the toy ones for real; with random weights, the scores below only show the call and the value range
     img, vid = toy_image_reward(), toy_video_reward()
     print(f"{'toy image reward':22s} {count(img):>12,d} parameters")
     print(f"{'toy video reward':22s} {count(vid):>12,d} parameters")
@@ -650,3 +718,6 @@ if __name__ == "__main__":
             print(kind, json.dumps({k: v for k, v in stats.items() if k != "losses"}))
             print(f"{kind} seen     {json.dumps(seen)}")
             print(f"{kind} held-out {json.dumps(held)}")
+            if args.out:
+                stats = {**{k: v for k, v in stats.items() if k != "losses"}, "seen": seen, "heldout": held}
+                print("wrote", save_reward(Path(args.out) / f"reward_{kind}.safetensors", reward, stats))

@@ -66,15 +66,17 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     steps, `guidance` = CFG scale); a T2V-Turbo student with the multistep consistency sampler (default 4 steps,
     `guidance` = the w fed to its embedding, no CFG)."""
     unet, text, ae, meta = models["unet"], models["text"], models["ae"], models["meta"]
-    frames, size = meta["train"]["frames"], meta["train"]["size"]
-    latent_hw = size // 2 ** (len(ae.config.ch_mult) - 1)  # the first stage's f
+    frames = meta["train"]["frames"]
+    f = 2 ** (len(ae.config.ch_mult) - 1)                  # the first stage's downsampling factor
+    height = meta["train"].get("height") or meta["train"]["size"]
+    width = meta["train"].get("width") or meta["train"]["size"]
     abar = turbo.vc2_alphas_cumprod().to(device)
     fps = meta["train"].get("fps", 16)
     student, steps, guidance = sampler_settings(meta, steps, guidance)
     out = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=f"sampling ({steps} steps)", disable=not progress):
         ps, ss = prompts[i:i + batch_size], seeds[i:i + batch_size]
-        noise = torch.stack([torch.randn(unet.config.in_channels, frames, latent_hw, latent_hw,
+        noise = torch.stack([torch.randn(unet.config.in_channels, frames, height // f, width // f,
                                          generator=torch.Generator().manual_seed(s)) for s in ss]).to(device)
         context = text.encode_text(ps)                     # (b, L, d)
         if student:
@@ -89,7 +91,8 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="runs/toy/teacher.safetensors", help="a checkpoint written by train.py")
+    p.add_argument("--ckpt", default="runs/toy", help="a checkpoint written by train.py or convert.py, or its "
+                   "folder (then turbo.safetensors if present, else teacher.safetensors)")
     p.add_argument("--prompt", action="append", help="a caption (repeatable)")
     p.add_argument("--prompts", help="a file with one caption a line")
     p.add_argument("--num-per-prompt", type=int, default=1)
@@ -111,7 +114,10 @@ def main(argv=None):
         p.error("give --prompt TEXT or --prompts FILE")
     if args.num_per_prompt < 1 or (args.steps is not None and args.steps < 1):
         p.error("--num-per-prompt and --steps must be >= 1")
-    models = load_models(args.ckpt, args.device)
+    ckpt = Path(args.ckpt)
+    if ckpt.is_dir():  # a run or converted folder: prefer the student
+        ckpt = next((ckpt / n for n in ("turbo.safetensors", "teacher.safetensors") if (ckpt / n).exists()), ckpt)
+    models = load_models(ckpt, args.device)
     _, steps, _ = sampler_settings(models["meta"], args.steps, args.guidance)
     jobs = [(pr, k) for pr in prompts for k in range(args.num_per_prompt)]
     seeds = [args.seed + i for i in range(len(jobs))]

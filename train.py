@@ -1,14 +1,19 @@
 """Train everything on the toy world, on a CPU, in minutes:  python train.py
 
 The default run has these stages, each skipped when its checkpoint already exists (--fresh redoes them):
-    1. teacher       a tiny VC2-structured 3D UNet + a tiny OpenCLIP-style text tower, trained jointly with the
-                     eps-prediction loss (turbo.py Part 0) and 10% caption dropout for classifier-free guidance
-The teacher plays VideoCrafter2's role: T2V-Turbo starts from a trained teacher and never updates it. The toy's
-first stage is pixel space behind the autoencoder's interface (encoders.py: 32 x 32 frames -> 48 x 8 x 8 latents
-by 4 x 4 space-to-depth), so nothing needs training there; VC2's is the SD KL-f8 autoencoder.
+    1. teacher        a tiny VC2-structured 3D UNet + a tiny OpenCLIP-style text tower, trained jointly with the
+                      eps-prediction loss (turbo.py Part 0) and 10% caption dropout for classifier-free guidance
+    2. reward models  a tiny CLIP (image-text, stands in for HPSv2.1) and a tiny ViCLIP (video-text), trained
+                      contrastively on the training captions (rewards.py)
+    3. student        T2V-Turbo: consistency distillation from the frozen teacher (turbo.py Part 2) plus the mixed
+                      reward feedback on the single-step prediction (Part 4, eq. 10); --rewards none gives VCM
+The teacher plays VideoCrafter2's role: T2V-Turbo starts from a trained teacher and never updates it. Before it,
+the toy's first stage (VC2: SD's KL-f8 autoencoder) is fitted in closed form: a linear autoencoder on 4 x 4 patches
+(PCA, encoders.LinearAutoencoder): 32 x 32 frames -> 16 x 8 x 8 latents, in a second.
 
     python train.py                                  # all stages into runs/toy/
-    python train.py --out runs/quick --teacher-steps 200      # a smoke run
+    python train.py --rewards none                   # the VCM baseline (runs/toy/vcm.safetensors), same teacher
+    python train.py --out runs/quick --teacher-steps 200 --turbo-steps 50 --reward-steps 50   # a smoke run
     python train.py --help                           # every config field is a flag
 """
 
@@ -29,7 +34,7 @@ from tqdm import tqdm
 import turbo
 from checkpoint import load_models, model_meta, read_checkpoint, save_checkpoint
 from lora import add_lora, merge_lora
-from encoders import PixelFirstStage, TextEncoder, toy_pixels, toy_text
+from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
 from tiny_unet3d import UNet3D
 from tiny_unet3d import toy as toy_unet
 from toy import ToyWorld, split_captions
@@ -66,6 +71,14 @@ class Config:
     huber_c: float = 0.001         # pseudo-Huber c of the CD distance (release default)
     turbo_w: float = 7.5           # w used when sampling the student (release default)
     turbo_sample_steps: int = 4
+    # mixed reward feedback (turbo.py Part 4, eq. 10); stage "reward models" trains the toy ones
+    rewards: str = "image+video"   # which rewards the student maximises: image+video, image, video, or none (= VCM)
+    beta_img: float = 1.0          # weight of J_img (paper, VC2)
+    beta_vid: float = 2.0          # weight of J_vid (paper, VC2)
+    reward_frames: int = 5         # M frames scored by the image reward (release 5; paper 6)
+    reward_steps: int = 0          # toy reward-model training steps; 0 = rewards.train_toy_reward's defaults
+    hps: str = ""                  # path to HPS_v2.1_compressed.pt: use the real image reward instead of the toy's
+    viclip: str = ""               # path to ViClip-InternVid-10M-FLT.pth: use the real video reward
 
 
 def toy():
@@ -94,6 +107,8 @@ def parse_config(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= cfg.caption_dropout < 1:
         p.error("--caption-dropout must be in [0, 1)")
+    if cfg.rewards not in ("image+video", "image", "video", "none"):
+        p.error("--rewards must be image+video, image, video or none")
     if cfg.target not in ("ema", "online"):
         p.error("--target must be 'ema' (paper) or 'online' (released code)")
     if not 0 < cfg.w_min <= cfg.w_max:
@@ -134,13 +149,13 @@ def train_teacher(cfg, ae):
     n_unet = sum(p.numel() for p in unet.parameters())
     n_text = sum(p.numel() for p in text.parameters())
     print(f"teacher: UNet {n_unet:,} params, text tower {n_text:,} params")
-    bar = tqdm(range(cfg.teacher_steps), desc="stage 1/2: teacher")
+    bar = tqdm(range(cfg.teacher_steps), desc="stage 1/3: teacher")
     losses = []
     for step in bar:
         video, caps = world.batch(cfg.teacher_batch)
         caps = [("" if r < cfg.caption_dropout else c) for c, r in zip(caps, world.rng.random(len(caps)))]
         with torch.no_grad():
-            z0 = ae.encode(video.to(cfg.device))                               # (b, 48, t, h/4, w/4)
+            z0 = ae.encode(video.to(cfg.device))                               # (b, 16, t, h/4, w/4)
         context = text.encode_text(caps)                                      # (b, L, d), trained jointly
         loss = turbo.diffusion_loss(unet, z0, context, cfg.fps, abar, generator=gen)
         for g in opt.param_groups:
@@ -179,7 +194,12 @@ def make_student(teacher_unet, lora_rank):
     return student, params
 
 
-def train_turbo(cfg, teacher_path):
+def student_name(cfg):
+    """turbo (both rewards), vcm (none: the paper's VCM baseline), or turbo_image / turbo_video (ablations)."""
+    return {"image+video": "turbo", "none": "vcm"}.get(cfg.rewards, "turbo_" + cfg.rewards)
+
+
+def train_turbo(cfg, teacher_path, image_reward=None, video_reward=None):
     torch.manual_seed(cfg.seed)
     models = load_models(teacher_path, cfg.device)                  # frozen, eval mode
     teacher, text, ae = models["unet"], models["text"], models["ae"]
@@ -196,7 +216,7 @@ def train_turbo(cfg, teacher_path):
     n_train = sum(p.numel() for p in params)
     print(f"student: {n_train:,} trainable parameters ({'LoRA rank %d' % cfg.lora_rank if cfg.lora_rank else 'full'}),"
           f" target network: {cfg.target}")
-    bar = tqdm(range(cfg.turbo_steps), desc="stage 2/2: T2V-Turbo student")
+    bar = tqdm(range(cfg.turbo_steps), desc=f"stage 3/3: {student_name(cfg)} student")
     logs = []
     for step in bar:
         video, caps = world.batch(cfg.turbo_batch)
@@ -206,7 +226,8 @@ def train_turbo(cfg, teacher_path):
         uncond = uncond1.expand_as(context)
         loss_cd, f_theta, info = turbo.cd_loss(student, target, teacher, z0, context, uncond, cfg.fps, abar,
                                                cfg.w_min, cfg.w_max, cfg.huber_c, generator=gen)
-        loss = loss_cd
+        r = turbo.reward_terms(f_theta, ae, caps, image_reward, video_reward, cfg.reward_frames, generator=gen)
+        loss = turbo.mixed_loss(loss_cd, r, cfg.beta_img, cfg.beta_vid)      # eq. 10
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.turbo_steps, cfg.turbo_lr, min(cfg.warmup, cfg.turbo_steps // 10))
         opt.zero_grad(set_to_none=True)
@@ -215,13 +236,53 @@ def train_turbo(cfg, teacher_path):
         opt.step()
         if target is not student:
             ema_update(target, student, cfg.target_decay)           # theta^- <- mu theta^- + (1 - mu) theta
-        logs.append({"loss": loss.item(), "cd": loss_cd.item()})
+        logs.append({"loss": loss.item(), "cd": loss_cd.item(), **{k: v.mean().item() for k, v in r.items()}})
         if step % 10 == 0:
-            bar.set_postfix(cd=f"{np.mean([l['cd'] for l in logs[-50:]]):.4f}")
+            recent = logs[-50:]
+            bar.set_postfix({k: f"{np.mean([l[k] for l in recent]):.4f}" for k in recent[-1]})
     student.eval()
     if cfg.lora_rank:
         merge_lora(student)
-    return student, text, ae, {"final_cd": float(np.mean([l["cd"] for l in logs[-100:]])), "log": logs}
+    final = {k: float(np.mean([l[k] for l in logs[-100:]])) for k in logs[-1]}
+    return student, text, ae, {"final": final, "log": logs}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 2: the reward models. T2V-Turbo uses HPSv2.1 (image-text) and InternVideo2 / ViCLIP (video-text); the toy
+# trains a tiny CLIP and a tiny ViCLIP (the same classes, rewards.py) contrastively on the training captions.
+
+
+def reward_models(cfg, out):
+    """-> (image_reward or None, video_reward or None), training and saving the toy ones when needed."""
+    from rewards import ImageTextReward, VideoTextReward, ViCLIP, discrimination, load_reward, load_viclip, \
+        save_reward, train_toy_reward, viclip_l14
+    want = set(cfg.rewards.split("+")) - {"none"}
+    found = {}
+    for kind in ("image", "video"):
+        if kind not in want:
+            continue
+        real = cfg.hps if kind == "image" else cfg.viclip
+        if real:
+            found[kind] = (ImageTextReward.hpsv21(real) if kind == "image"
+                           else VideoTextReward(load_viclip(ViCLIP(viclip_l14()), real)))
+            print(f"stage 2/3: {kind} reward from {real}")
+            continue
+        path = out / f"reward_{kind}.safetensors"
+        if path.exists() and not cfg.fresh:
+            found[kind] = load_reward(path)[0]
+            print(f"stage 2/3: reusing {path}")
+            continue
+        print(f"stage 2/3: training the toy {kind} reward model")
+        model, stats = train_toy_reward(kind, steps=cfg.reward_steps or None, seed=cfg.seed)
+        for split in ("train", "heldout"):
+            stats[f"discrimination_{split}"] = discrimination(model, kind, split_captions(split), n_clips=128,
+                                                              seed=cfg.seed + 9)
+        save_reward(path, model, {k: v for k, v in stats.items() if k != "losses"})
+        d = stats["discrimination_train"], stats["discrimination_heldout"]
+        print(f"wrote {path} ({stats['seconds']:.0f} s): own caption beats every one-attribute neighbour on "
+              f"{d[0]['all']:.2f} of seen-caption clips, {d[1]['all']:.2f} of held-out ones")
+        found[kind] = model
+    return tuple(found.get(k) for k in ("image", "video"))
 
 
 def quick_look(ckpt, out_gif, device):
@@ -243,11 +304,15 @@ def main(argv=None):
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     train_meta = dataclasses.asdict(cfg)
 
-    ae = PixelFirstStage(toy_pixels())                 # the first stage: frozen, no weights
+    # the first stage, fitted by PCA on training clips (held-out captions never seen); saved in every checkpoint
+    ae = LinearAutoencoder(toy_linear_ae())
+    kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
+    ae.to(cfg.device).eval()
+    print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, {kept:.1%} of the variance")
 
     teacher_path = out / "teacher.safetensors"
     if teacher_path.exists() and not cfg.fresh:
-        print(f"stage 1/2: reusing {teacher_path}")
+        print(f"stage 1/3: reusing {teacher_path}")
     else:
         t0 = time.time()
         unet, text, stats = train_teacher(cfg, ae)
@@ -257,16 +322,17 @@ def main(argv=None):
         print(f"wrote {teacher_path} ({time.time() - t0:.0f} s)")
         quick_look(teacher_path, out / "teacher_samples.gif", cfg.device)
 
-    turbo_path = out / "turbo.safetensors"
+    turbo_path = out / f"{student_name(cfg)}.safetensors"
     if turbo_path.exists() and not cfg.fresh:
-        print(f"stage 2/2: reusing {turbo_path}")
+        print(f"stage 3/3: reusing {turbo_path}")
     else:
+        image_reward, video_reward = reward_models(cfg, out)
         t0 = time.time()
-        student, text, ae, stats = train_turbo(cfg, teacher_path)
+        student, text, ae, stats = train_turbo(cfg, teacher_path, image_reward, video_reward)
         meta = model_meta(student, text, ae, kind="turbo", train=train_meta, stats=stats, seconds=time.time() - t0)
         save_checkpoint(turbo_path, {"unet": student, "text": text, "ae": ae}, meta)
         print(f"wrote {turbo_path} ({time.time() - t0:.0f} s)")
-        quick_look(turbo_path, out / "turbo_samples.gif", cfg.device)
+        quick_look(turbo_path, out / f"{student_name(cfg)}_samples.gif", cfg.device)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
             (eq. 5), the augmented PF-ODE solver with guidance w (eq. 7, App. A eq. 11), the CD loss with the
             skipped-step target and a pseudo-Huber distance (eq. 6)
     Part 3  the multistep consistency sampler (4 steps, no CFG: w enters through the student's embedding)
+    Part 4  mixed reward feedback (eqs. 8-10): the single-step prediction f_theta is decoded and scored by an
+            image-text and a video-text reward model; L = L_CD - beta_img J_img - beta_vid J_vid
 
 The UNet lives in tiny_unet3d.py, the autoencoder and text encoder in encoders.py; this file only holds math.
 Notation follows the paper: z_t = alpha_t z_0 + sigma_t eps with alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)
@@ -203,6 +205,46 @@ def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, gener
             fresh = torch.randn(z.shape, device=dev, generator=generator)
             z = add_noise(x0, fresh, t_next, abar)
     return x0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Part 4. Mixed reward feedback (paper Sec. 4, eqs. 8-10; digest 2)
+
+
+def reward_terms(f_theta, ae, captions, image_reward=None, video_reward=None, m_frames=5, generator=None,
+                 decode_checkpoint=False):
+    """Decodes the student's single-step prediction f_theta (b, c, t, h, w) and scores it, with gradients.
+
+        J_img = E[ mean over M random frames of R_img(x0_hat^m, c) ]   (eq. 8; the paper sums over M, the release
+                                                                        averages: a factor M on beta_img)
+        J_vid = E[ R_vid(x0_hat^{8 strided frames}, c) ]              (eq. 9)
+    Only the frames that get scored are decoded (5 + 8, not all 16, on VC2): that and never backpropagating
+    through a sampler is what keeps this affordable. Pixels go to the rewards in [0, 1], as the release does
+    ((x / 2 + 0.5).clamp(0, 1)). Returns {'r_img': (b,) or absent, 'r_vid': (b,) or absent}."""
+    from rewards import image_reward_frames, video_reward_frames
+    b, _, t = f_theta.shape[:3]
+    out = {}
+    if image_reward is not None:
+        idx = image_reward_frames(t, min(m_frames, t), generator).tolist()
+        x = ae.decode(f_theta[:, :, idx], checkpoint=decode_checkpoint)         # (b, 3, M, H, W) in ~[-1, 1]
+        frames = (x / 2 + 0.5).clamp(0, 1).transpose(1, 2).flatten(0, 1)       # (b M, 3, H, W), clip-major
+        out["r_img"] = image_reward(frames, list(captions)).view(b, len(idx)).mean(1)
+    if video_reward is not None:
+        idx = video_reward_frames(t, 8, generator).tolist()
+        x = ae.decode(f_theta[:, :, idx], checkpoint=decode_checkpoint)         # (b, 3, 8, H, W)
+        out["r_vid"] = video_reward((x / 2 + 0.5).clamp(0, 1), list(captions), generator=generator)
+    return out
+
+
+def mixed_loss(loss_cd, rewards, beta_img=1.0, beta_vid=2.0):
+    """Eq. 10: L = L_CD - beta_img J_img - beta_vid J_vid, every term on every sample and every step (the release
+    computes R_vid only on GPU ranks 6-7 of 8, so on fewer GPUs it silently vanishes; here it never does)."""
+    loss = loss_cd
+    if "r_img" in rewards:
+        loss = loss - beta_img * rewards["r_img"].mean()
+    if "r_vid" in rewards:
+        loss = loss - beta_vid * rewards["r_vid"].mean()
+    return loss
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from checkpoint import read_checkpoint
 
 def test_train_then_sample(tmp_path):
     out = tmp_path / "run"
-    train.main(["--out", str(out), "--teacher-steps", "3", "--turbo-steps", "3", "--teacher-batch", "2",
-                "--turbo-batch", "2", "--warmup", "1"])
+    small = ["--teacher-batch", "2", "--turbo-batch", "2", "--warmup", "1", "--reward-steps", "2"]
+    train.main(["--out", str(out), "--teacher-steps", "3", "--turbo-steps", "3"] + small)
+    assert (out / "reward_image.safetensors").exists() and (out / "reward_video.safetensors").exists()
     for name in ("teacher", "turbo"):
         tensors, meta = read_checkpoint(out / f"{name}.safetensors")
         assert meta["kind"] == name and meta["train"]["teacher_steps"] == 3 and "unet" in meta
@@ -20,10 +21,14 @@ def test_train_then_sample(tmp_path):
     _, meta = read_checkpoint(out / "turbo.safetensors")
     assert meta["unet"]["guidance_embed_dim"] == 256          # the student carries its w-projection by name
     assert any(k == "unet.w_proj.weight" for k in tensors)
-    # a second run reuses both checkpoints instead of retraining
+    # a second run reuses the teacher and reward models; --rewards none distils the VCM baseline beside it
     before = (out / "teacher.safetensors").stat().st_mtime_ns
-    train.main(["--out", str(out), "--teacher-steps", "3", "--turbo-steps", "3"])
+    train.main(["--out", str(out), "--teacher-steps", "3", "--turbo-steps", "3", "--rewards", "none"] + small)
     assert (out / "teacher.safetensors").stat().st_mtime_ns == before
+    _, vcm = read_checkpoint(out / "vcm.safetensors")
+    assert vcm["train"]["rewards"] == "none" and all(k in vcm["stats"]["final"] for k in ("cd", "loss"))
+    _, t2v = read_checkpoint(out / "turbo.safetensors")
+    assert {"r_img", "r_vid"} <= set(t2v["stats"]["final"])     # every term logged
 
     for name, steps in (("teacher", 2), ("turbo", None)):
         d = tmp_path / f"samples_{name}"

@@ -1,0 +1,456 @@
+"""Released weights -> this repo's checkpoints: VideoCrafter2's `model.ckpt` (the teacher) and T2V-Turbo's VC2 LoRA
+(`unet_lora.pt`, the 4-step student of Li et al., arXiv 2405.18750), so that sample.py runs them directly.
+
+    python convert.py --vc2 model.ckpt --out weights/vc2 --lora unet_lora.pt
+    python sample.py --ckpt weights/vc2 --prompt "a corgi running on the beach"   # picks turbo.safetensors: 4 steps
+
+Writes OUT/teacher.safetensors (VC2's UNet + KL-f8 VAE + OpenCLIP text tower, kind "teacher") and, given the LoRA
+(or --merged-unet, a student UNet state dict with the LoRA already merged), OUT/turbo.safetensors: the student UNet
+(guidance_embed_dim 256) with the LoRA merged, W <- W + up @ down (notes.md "Merge rule"), and the same VAE and text.
+What is checked; each step raises ONE ValueError that lists every problem, and the CLI exits 1 with it:
+  1. the files hold only tensors and containers: torch.load(weights_only=True) refuses any other pickled object
+     (one that could run code) before anything runs, and we never retry with weights_only=False;
+  2. model.ckpt's 2039 keys split into UNet (1484) / VAE (248) / text (294) / schedule buffers (13), nothing else
+     (VC2_ARCHITECTURE.md sec. 1);
+  3. every key maps onto our modules with its shape (sec. 6; tiny_unet3d.convert_vc2_unet does the renames);
+  4. the stored alphas_cumprod is the schedule turbo.py samples with (sec. 9);
+  5. the LoRA list has an (up, down) pair per module, in the release's module order (lora manifest notes.md).
+The schedule buffers are not copied: turbo.py recomputes them, and step 4 proves they agree.
+
+W_PROJ_POLICY. The student's w projection (T2V-Turbo's `time_cond_proj`, `w_proj` here) has no stored base weight:
+the release built it with nn.Linear's random init, drew it from an UNSEEDED generator in app.py, never saved it and
+trained only a LoRA on top (notes.md, "Caveats"). The deployed function, random W + up @ down, is therefore
+different in every run of the release and cannot be recovered. We take W = 0, the mean of that init (and our own
+zero init of w_proj), so w_proj = up @ down: deterministic, and the w-embedding only carries what training put there.
+Loading such a file prints a warning. A merged UNet that carries time_cond_proj.weight keeps it as it is.
+
+Memory: model.ckpt is memory-mapped (torch.load(mmap=True)), models are built on the meta device and take the
+mapped tensors as they are (load_state_dict(assign=True)), and the outputs are streamed one tensor at a time (a merged
+weight is computed only when it is written), so nothing full-size is ever held twice. bench_load measures the
+other direction, loading a converted checkpoint (bench.py load).
+"""
+
+import argparse
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import turbo
+from checkpoint import META_KEY, build_models, save_tensors
+from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
+from lora import LoRA, add_lora
+from tiny_unet3d import UNet3D, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2, vc2
+
+# model.ckpt = LatentDiffusion.state_dict(): three sub-models under these prefixes, plus the schedule buffers
+VC2_PREFIXES = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "text": "cond_stage_model.model."}
+VC2_BUFFERS = {name: 1000 for name in (  # register_schedule's buffers, fp32 (1000,) each (ddpm3d.py:113-165)
+    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2")}
+VC2_BUFFERS["scale_arr"] = 1400  # VC2's use_scale ramp; 1400 long because of its fix_scale_bug=False (sec. 9)
+# sample.py's settings for VC2: 16 frames of 320x512 (latents 40x64), fps 16, VC2's CFG scale 12 for the
+# teacher; the student's w = 7.5 and 4 steps are the release's defaults
+VC2_TRAIN = {"frames": 16, "height": 320, "width": 512, "size": None, "fps": 16, "guidance": 12.0, "turbo_w": 7.5,
+             "turbo_sample_steps": 4}
+GUIDANCE_EMBED_DIM = 256  # the student's time_cond_proj_dim (app.py)
+RELEASE_RANK = 64         # unet_lora.pt's rank, clipped to min(in, out) per layer (4 for the first and last conv)
+# VC2's init_attn proj_in/proj_out are Conv1d, which the release's injector does not search (Linear here)
+RELEASE_UNWRAPPED = ("init_attn.0.proj_in", "init_attn.0.proj_out")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading torch files without running code
+
+
+def safe_torch_load(path):
+    """torch.load that can only build tensors and plain containers (weights_only=True), memory-mapped when the file
+    is in torch's zip format (a legacy pre-1.6 file cannot be mapped and is read whole). A file whose pickle names
+    anything else, e.g. a class whose __reduce__ would run code, is refused with a ValueError before any of it runs;
+    there is deliberately no weights_only=False fallback."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            why = next((l.strip() for l in str(e).splitlines() if "Unsupported" in l), str(e).splitlines()[0])
+            raise ValueError(f"refused to load {path}: it holds a pickled object other than tensors and containers, "
+                             f"which could run code when unpickled; nothing in it was run. ({why[:300]})") from None
+        raise ValueError(f"{path} is not a readable torch checkpoint ({e})") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:  # torch's errors for a damaged file
+        raise ValueError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
+
+
+def unwrap(checkpoint):
+    """model.ckpt is either a bare state dict or {'state_dict': ...} (VC2's loader accepts both, sec. 1)."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"expected a state dict (name -> tensor), got {type(checkpoint).__name__}")
+    return checkpoint
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# VideoCrafter2's model.ckpt -> our three state dicts
+
+
+def _split(checkpoint):
+    """-> ({'unet', 'vae', 'text', 'buffers'}: prefix-free dicts in the file's key order, [problems])."""
+    parts, problems = {name: {} for name in (*VC2_PREFIXES, "buffers")}, []
+    for k, v in unwrap(checkpoint).items():
+        part = next((p for p, prefix in VC2_PREFIXES.items() if k.startswith(prefix)), None)
+        if not torch.is_tensor(v):
+            problems.append(f"  not a tensor: {k} ({type(v).__name__})")
+        elif part is not None:
+            parts[part][k[len(VC2_PREFIXES[part]):]] = v
+        elif k in VC2_BUFFERS:
+            parts["buffers"][k] = v
+        else:
+            problems.append(f"  unknown key: {k} (no VC2 prefix, not a schedule buffer)")
+    return parts, problems
+
+
+def split_vc2_checkpoint(checkpoint):
+    """model.ckpt's dict -> {'unet': {name: tensor}, 'vae': ..., 'text': ..., 'buffers': ...}, prefixes removed,
+    names otherwise VC2's. A key under none of the prefixes and not a known buffer raises one ValueError naming all."""
+    parts, problems = _split(checkpoint)
+    if problems:
+        raise ValueError(_report("not a VideoCrafter2 checkpoint: keys that fit no part", problems))
+    return parts
+
+
+def _report(title, problems):
+    """One error message for every problem found, one per line ('kind: detail'), under a count of each kind."""
+    kinds = Counter(line.split(":")[0].strip() for line in problems)
+    summary = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    return f"{title} ({len(problems)} problem{'s' * (len(problems) != 1)}: {summary})\n" + "\n".join(problems)
+
+
+def _compare(part, got, expected, show=lambda k: k):
+    """Every missing, unexpected and misshapen key of one part, as lines of a report."""
+    out = [f"  {part} missing: {show(k)} {tuple(v.shape)}" for k, v in expected.items() if k not in got]
+    out += [f"  {part} unexpected: {show(k)}" for k in got if k not in expected]
+    out += [f"  {part} wrong shape: {show(k)} {tuple(v.shape)}, ours {tuple(expected[k].shape)}"
+            for k, v in got.items() if k in expected and v.shape != expected[k].shape]
+    return out
+
+
+def convert_vc2(checkpoint, unet_config=None, text_config=None, ae_config=None):
+    """model.ckpt's dict -> ({'unet', 'text', 'ae'}: our state dicts, the schedule buffers). Every key of every part
+    is checked against our models (built on the meta device) and ONE ValueError lists every problem of the whole
+    file. The tensors are the checkpoint's own (no copies); configs default to the real VC2 ones."""
+    parts, problems = _split(checkpoint)
+    with torch.device("meta"):
+        models = {"unet": UNet3D(unet_config or vc2()), "text": TextEncoder(text_config or openclip_vit_h14()),
+                  "ae": AutoencoderKL(ae_config or sd_kl_f8())}
+    ours = {"unet": convert_vc2_unet(parts["unet"]), "text": parts["text"], "ae": parts["vae"]}
+    # problems are reported under the checkpoint's own names
+    show = {"unet": lambda k: VC2_PREFIXES["unet"] + ours_key_to_vc2(k), "text": lambda k: VC2_PREFIXES["text"] + k,
+            "ae": lambda k: VC2_PREFIXES["vae"] + k}
+    for name, m in models.items():
+        problems += _compare(name, ours[name], m.state_dict(), show[name])
+    expected_buffers = {k: torch.empty(n, device="meta") for k, n in VC2_BUFFERS.items()}
+    problems += _compare("buffers", parts["buffers"], expected_buffers)
+    if problems:
+        raise ValueError(_report("the checkpoint does not match VideoCrafter2", problems))
+    return ours, parts["buffers"]
+
+
+def check_schedule(buffers, atol=1e-6):
+    """The stored alphas_cumprod must be turbo.vc2_alphas_cumprod() (VC2 computes it in float64 and stores fp32, so
+    they agree to fp32 rounding, ~1e-7): every sampler and the distillation in turbo.py use that schedule."""
+    if "alphas_cumprod" not in buffers:
+        raise ValueError("the checkpoint has no alphas_cumprod buffer: cannot check its noise schedule")
+    stored, ours = buffers["alphas_cumprod"], turbo.vc2_alphas_cumprod()
+    if stored.shape != ours.shape:
+        raise ValueError(f"alphas_cumprod has shape {tuple(stored.shape)}; VC2's schedule has {tuple(ours.shape)}")
+    err = (stored.double() - ours).abs()
+    if not err.max() <= atol:  # also catches NaN
+        t = int(err.argmax())
+        raise ValueError(f"alphas_cumprod differs from turbo.vc2_alphas_cumprod() by up to {err.max():.3g} (t={t}: "
+                         f"{stored[t].item():.7g} vs {ours[t].item():.7g}): this model was trained with another noise "
+                         f"schedule, and turbo.py's samplers would not fit it")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# T2V-Turbo's released LoRA (unet_lora.pt) onto our student
+
+
+def release_lora_order(vc2_unet_sd):
+    """The module order of the release's list (notes.md, "Order rule"), from a VC2 UNet state dict in its own key
+    order (= module registration order): every `*.weight` of ndim 2 (Linear), 4 (Conv2d) or 5 (Conv3d). Conv1d
+    weights (ndim 3, init_attn's proj_in/out) drop out, as the release's injector does not search Conv1d. Given a
+    teacher's keys, the student's time_cond_proj is put where T2V-Turbo registers it: after time_embed/fps_embedding."""
+    names = [k.removeprefix(VC2_PREFIXES["unet"])[:-len(".weight")] for k, v in vc2_unet_sd.items()
+             if k.endswith(".weight") and v.ndim in (2, 4, 5)]
+    if "time_cond_proj" not in names:
+        last = max(i for i, n in enumerate(names) if n.startswith(("time_embed.", "fps_embedding.")))
+        names.insert(last + 1, "time_cond_proj")
+    return names
+
+
+def load_release_lora(student, tensors, order=None):
+    """Puts T2V-Turbo's released LoRA (a plain list of 1150 tensors, no names) onto our student UNet3D as lora.py
+    wrappers; merge it with lora.merge_lora or merged_tensors. The release matches the list purely by position
+    (app.py: lora_up.weight = loras.pop(0)), so that rule is spelled out and checked here:
+      - modules: every Linear/Conv2d/Conv3d in named_modules() (registration) order, which is VC2's, minus
+        init_attn's proj_in/proj_out (Conv1d in VC2: no LoRA in the release; Linear here, so left unwrapped);
+      - tensors 2k and 2k+1 are module k's up (out, r[, 1, 1(, 1)]) and down (r, in[, kernel]);
+      - `order` (optional): the release's module names in VC2 spelling (release_lora_order, or the manifest's
+        lora_modules.tsv); our wrappers must come in exactly that order.
+    A wrong length or any wrong shape raises ONE ValueError listing every mismatch. The tensors are adopted, not
+    copied, so a student built on the meta device costs nothing. Returns the number of tensors loaded (1150).
+    After an error the student is left wrapped but unloaded: build a fresh one."""
+    if not isinstance(tensors, (list, tuple)) or not all(torch.is_tensor(t) for t in tensors):
+        raise ValueError(f"a T2V-Turbo LoRA file holds a list of tensors, not a {type(tensors).__name__}")
+    if not student.config.guidance_embed_dim:
+        raise ValueError("the release's LoRA is for the student UNet (guidance_embed_dim=256); this one is a teacher")
+    if any(isinstance(m, LoRA) for m in student.modules()):
+        raise ValueError("this UNet already has LoRA wrappers")
+    with torch.device(next(student.parameters()).device):  # a meta student gets meta wrappers: no memory, no init
+        add_lora(student, RELEASE_RANK)
+    for name in RELEASE_UNWRAPPED:
+        if name in dict(student.named_modules()):
+            parent, _, child = name.rpartition(".")
+            setattr(student.get_submodule(parent), child, student.get_submodule(name).base)
+    # the order the release walks: named_modules() after wrapping (a wrapper keeps its layer's slot). NB: add_lora's
+    # own return value is not in this order (it wraps a module's direct children before descending)
+    loras = [(ours_key_to_vc2(n), m) for n, m in student.named_modules() if isinstance(m, LoRA)]
+    problems = []
+    if order is not None and list(order) != [n for n, _ in loras]:
+        names = [n for n, _ in loras]
+        i = next((i for i, (a, b) in enumerate(zip(names, order)) if a != b), min(len(names), len(order)))
+        problems.append(f"  module order: ours and the release's first differ at module {i}: "
+                        f"{names[i] if i < len(names) else '(end)'} vs {order[i] if i < len(order) else '(end)'} "
+                        f"({len(names)} vs {len(order)} modules)")
+    if len(tensors) != 2 * len(loras):
+        problems.append(f"  list length: {len(tensors)} tensors; the student needs {2 * len(loras)} (up, down for "
+                        f"each of {len(loras)} modules)")
+    for k, (name, m) in enumerate(loras):
+        for i, role, p in ((2 * k, "up", m.up.weight), (2 * k + 1, "down", m.down.weight)):
+            if i < len(tensors) and tensors[i].shape != p.shape:
+                problems.append(f"  wrong shape: tensor {i} ({name} {role}) {tuple(tensors[i].shape)}, "
+                                f"expected {tuple(p.shape)}")
+    if problems:
+        raise ValueError(_report("the LoRA list does not fit the student UNet", problems))
+    for k, (_, m) in enumerate(loras):
+        m.up.weight = nn.Parameter(tensors[2 * k].to(m.up.weight.dtype), requires_grad=False)
+        m.down.weight = nn.Parameter(tensors[2 * k + 1].to(m.down.weight.dtype), requires_grad=False)
+    return 2 * len(loras)
+
+
+def zero_w_proj_base(student, source):
+    """W_PROJ_POLICY (module docstring): the student's w_proj base weight is 0; warns, naming the file."""
+    w = student.w_proj.base.weight if isinstance(student.w_proj, LoRA) else student.w_proj.weight
+    zeros = nn.Parameter(torch.zeros(w.shape, dtype=w.dtype, device="cpu" if w.is_meta else w.device),
+                         requires_grad=False)
+    if isinstance(student.w_proj, LoRA):
+        student.w_proj.base.weight = zeros
+    else:
+        student.w_proj.weight = zeros
+    warnings.warn(f"{source}: no base weight for T2V-Turbo's time_cond_proj (w_proj). The release's was a random, "
+                  f"unseeded nn.Linear init that was never saved, so it cannot be recovered; using W = 0, i.e. "
+                  f"w_proj = the LoRA delta up @ down only (convert.py, W_PROJ_POLICY). The w-conditioning differs "
+                  f"from any run of the release's app.py by that random term.", stacklevel=2)
+
+
+def merged_tensors(model):
+    """-> (placeholders, materialize): the state dict lora.merge_lora(model) would leave, with each merged weight
+    W + up @ down computed only when materialize(name) is called (checkpoint.save_tensors does, one at a time), so
+    a merged full-size UNet never sits in memory next to its base weights. Merged weights are meta placeholders."""
+    loras = {n: m for n, m in model.named_modules() if isinstance(m, LoRA)}
+    placeholders, merged = {}, {}
+    for key, v in model.state_dict().items():
+        owner, _, leaf = key.rpartition(".")              # e.g. 'input_blocks.1.1.proj_in.base', 'weight'
+        parent, _, role = owner.rpartition(".")
+        if parent in loras and role in ("up", "down"):
+            continue                                      # folded into the base weight
+        if parent in loras and role == "base":
+            key = f"{parent}.{leaf}"
+            if leaf == "weight":
+                merged[key] = loras[parent]
+                v = torch.empty(v.shape, dtype=v.dtype, device="meta")
+        placeholders[key] = v
+
+    @torch.no_grad()
+    def materialize(name):
+        m = merged[name]
+        return m.base.weight + m.delta()  # delta = (up.flatten(1) @ down.flatten(1)).view_as(W), lora.py
+    return placeholders, materialize
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole conversion (what the CLI runs)
+
+
+def _write(path, parts, meta, materialize_unet=None):
+    """Streams {'unet': sd, 'text': sd, 'ae': sd} into one checkpoint (checkpoint.py's layout)."""
+    tensors = {f"{p}.{k}": v for p, sd in parts.items() for k, v in sd.items()}
+    materialize = materialize_unet and (lambda name: materialize_unet(name.removeprefix("unet.")))
+    t0 = time.time()
+    save_tensors(path, tensors, {META_KEY: json.dumps(meta)}, materialize)
+    n = sum(v.numel() for v in tensors.values())
+    print(f"wrote {path}: {len(tensors)} tensors, {n:,} numbers, {os.path.getsize(path) / 1e9:.2f} GB "
+          f"({time.time() - t0:.0f} s)")
+    return Path(path)
+
+
+def turbo_unet(teacher_unet, student_config, lora=None, merged_unet=None, name=""):
+    """The student UNet's state dict from the teacher's (ours, converted) and either the release's LoRA list or a
+    merged student state dict (VC2 names). -> (state dict with merged weights as meta placeholders, materialize or
+    None, a note on where w_proj came from). Everything is checked here, before anything is written."""
+    with torch.device("meta"):
+        student = UNet3D(student_config)
+    try:
+        if lora is not None:
+            load_vc2_unet(student, teacher_unet, assign=True)  # the teacher's weights are the student's base
+            zero_w_proj_base(student, name)
+            n = load_release_lora(student, lora)
+            print(f"{name}: {n} LoRA tensors on {n // 2} modules, merged as they are written")
+            return (*merged_tensors(student), "zero base + LoRA delta (W_PROJ_POLICY)")
+        unet = convert_vc2_unet(unwrap(merged_unet), expected=student.state_dict())
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    if "w_proj.weight" in unet:
+        return unet, None, "as stored"
+    load_vc2_unet(student, unet, assign=True)
+    zero_w_proj_base(student, name)
+    return student.state_dict(), None, "zero (W_PROJ_POLICY)"
+
+
+def convert(vc2_path, out_dir, lora=None, merged_unet=None, unet_config=None, text_config=None, ae_config=None,
+            train=None):
+    """model.ckpt (+ unet_lora.pt or a merged student UNet) -> out_dir/teacher.safetensors (+ turbo.safetensors).
+    Configs default to the real VC2 ones, train to VC2_TRAIN (sample.py's settings). Returns the paths written."""
+    if lora and merged_unet:
+        raise ValueError("give a LoRA file or a merged UNet, not both")
+    unet_config, text_config = unet_config or vc2(), text_config or openclip_vit_h14()
+    ae_config = ae_config or sd_kl_f8()
+    checkpoint = safe_torch_load(vc2_path)
+    try:
+        ours, buffers = convert_vc2(checkpoint, unet_config, text_config, ae_config)
+        check_schedule(buffers)
+    except ValueError as e:
+        raise ValueError(f"{vc2_path}: {e}") from None
+    print(f"{vc2_path}: {len(unwrap(checkpoint))} keys = UNet {len(ours['unet'])} + VAE {len(ours['ae'])} + text "
+          f"{len(ours['text'])} + schedule buffers {len(buffers)}; every key mapped, schedule = turbo.py's")
+    meta = {"unet": asdict(unet_config), "text": asdict(text_config), "ae": asdict(ae_config),
+            "train": dict(train or VC2_TRAIN), "source": {"vc2": Path(vc2_path).name}}
+    student = None
+    if lora or merged_unet:  # checked in full before minutes of writing
+        extra = Path(lora or merged_unet)
+        student_config = replace(unet_config, guidance_embed_dim=GUIDANCE_EMBED_DIM)
+        tensors = safe_torch_load(extra)
+        student = turbo_unet(ours["unet"], student_config, lora=tensors if lora else None,
+                             merged_unet=None if lora else tensors, name=str(extra))
+    out = Path(out_dir)
+    paths = [_write(out / "teacher.safetensors", ours, {**meta, "kind": "teacher"})]
+    if student is not None:
+        unet, materialize, w_proj = student
+        source = {**meta["source"], "lora" if lora else "merged_unet": extra.name, "w_proj": w_proj}
+        turbo_meta = {**meta, "unet": asdict(student_config), "kind": "turbo", "source": source}
+        paths.append(_write(out / "turbo.safetensors", {"unet": unet, "text": ours["text"], "ae": ours["ae"]},
+                            turbo_meta, materialize))
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Benchmark: peak memory of loading a full-size checkpoint (bench.py load)
+
+_BENCH_CHILD = r"""
+import json, re, resource, sys, time
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[2])
+from checkpoint import load_models
+
+
+def peak_rss():
+    # VmHWM is this process's own peak. ru_maxrss would also count the parent that spawned it: Linux keeps the
+    # high-water mark of the pre-exec copy of the parent across exec. ru_maxrss is the fallback off Linux.
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+base = peak_rss()  # an interpreter that has imported torch and this repo
+t0 = time.time()
+models = load_models(sys.argv[1])
+seconds = time.time() - t0
+# read every number once, so that memory which is only mapped, not yet resident, would count too
+params = [p for k in ("unet", "text", "ae") for p in models[k].parameters()]
+checksum = sum(float(p.sum()) for p in params)
+print(json.dumps({"base": base, "peak": peak_rss(), "seconds": seconds, "numbers": sum(p.numel() for p in params)}))
+"""
+
+
+def bench_load(workdir=None):
+    """Peak RSS of checkpoint.load_models on a synthetic full-size VC2 teacher checkpoint (what sample.py loads:
+    our safetensors file, 2026 tensors of the real shapes, random values; 1.85 B numbers, 7.4 GB in fp32), over the
+    file's size. The load runs in a fresh interpreter; its peak RSS after importing torch and this repo is subtracted.
+    Needs ~7.4 GB of disk (a temporary folder in `workdir`) and of RAM; where RAM is short it measures fp16 instead
+    (a 3.7 GB file) and says so. Takes a minute or two, most of it writing the file."""
+    meta = {"kind": "teacher", "unet": asdict(vc2()), "text": asdict(openclip_vit_h14()), "ae": asdict(sd_kl_f8()),
+            "train": VC2_TRAIN, "source": {"vc2": "synthetic (bench_load)"}}
+    shapes = {f"{p}.{k}": v.shape for p, m in build_models(meta).items() for k, v in m.state_dict().items()}
+    numel = sum(math.prod(s) for s in shapes.values())
+    avail = next((int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemAvailable")), None) \
+        if os.path.exists("/proc/meminfo") else None
+    dtype = torch.float32 if avail is None or avail > 1.5 * 4 * numel else torch.float16
+    with tempfile.TemporaryDirectory(dir=workdir) as d:
+        free = os.statvfs(d).f_bavail * os.statvfs(d).f_frsize
+        if free < 1.1 * numel * dtype.itemsize:
+            raise RuntimeError(f"bench_load needs {numel * dtype.itemsize / 1e9:.1f} GB free in {d}; "
+                               f"{free / 1e9:.1f} GB are")
+        path = Path(d) / "teacher.safetensors"
+        gen = torch.Generator().manual_seed(0)
+        placeholders = {k: torch.empty(s, dtype=dtype, device="meta") for k, s in shapes.items()}
+        t0 = time.time()
+        save_tensors(path, placeholders, {META_KEY: json.dumps(meta)},
+                     lambda k: torch.randn(shapes[k], generator=gen).to(dtype))  # one tensor at a time
+        t_write, size = time.time() - t0, path.stat().st_size
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        run = subprocess.run([sys.executable, "-c", _BENCH_CHILD, str(path), str(Path(__file__).resolve().parent)],
+                             capture_output=True, text=True, env=env)
+        if run.returncode:
+            raise RuntimeError(f"bench_load's loader failed:\n{run.stderr[-2000:]}")
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+    return {"vc2_load_peak_rss_over_ckpt_bytes": (r["peak"] - r["base"]) / size, "vc2_load_ckpt_bytes": size,
+            "vc2_load_peak_rss_bytes": r["peak"], "vc2_load_baseline_rss_bytes": r["base"],
+            "vc2_load_s": r["seconds"], "vc2_load_write_s": t_write, "vc2_load_dtype_bytes": dtype.itemsize}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vc2", required=True, help="VideoCrafter2's model.ckpt (a bare state dict or {'state_dict': ...})")
+    p.add_argument("--out", required=True, help="folder for teacher.safetensors (and turbo.safetensors)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lora", help="T2V-Turbo (VC2) unet_lora.pt: the released list of 1150 LoRA tensors")
+    g.add_argument("--merged-unet", help="a T2V-Turbo student UNet state dict with its LoRA already merged")
+    args = p.parse_args(argv)
+    try:
+        convert(args.vc2, args.out, lora=args.lora, merged_unet=args.merged_unet)
+    except (ValueError, OSError) as e:  # OSError includes FileNotFoundError and a full disk
+        sys.exit(f"convert.py: error: {e}")
+
+
+if __name__ == "__main__":
+    main()
