@@ -288,7 +288,7 @@ class LinearAEConfig:
     patch: int = 4                           # f: each p x p x 3 pixel patch is one latent "pixel"
     latent_channels: int = 16                # k principal components kept of the 3 p^2 = 48 patch values
     in_channels: int = 3
-    scale_factor: float = 1.0                # 1 / std of the latents, measured after fitting (SD's scale_by_std)
+    scale_factor: float = 1.0                # latents are whitened per channel already (LinearAutoencoder.std)
     kind: str = "linear"
 
     @property
@@ -309,47 +309,49 @@ class LinearAutoencoder(nn.Module):
     """The toy's first stage, behind AutoencoderKL's interface: a *linear* autoencoder on p x p patches, fitted in
     closed form by PCA (`fit`), so it needs no training run and its decoder is exact and cheap to differentiate.
 
-        encode: patch x (3 p^2,) -> z = scale * P (x - mu)        P: (k, 3 p^2) top-k principal directions
-        decode: z -> x_hat = P^T z / scale + mu                    the least-squares reconstruction
+        encode: patch x (3 p^2,) -> z = S^-1 P (x - mu)            P: (k, 3 p^2) top-k principal directions
+        decode: z -> x_hat = P^T S z + mu                          S = diag(std of each component)
 
+    Each latent channel is whitened to unit variance (S), the per-channel version of SD's 0.18215: the diffusion
+    noise then drowns every channel equally, and an error in a low-variance (fine-detail) channel is shrunk by
+    its small std when decoded instead of showing up as grain.
     Why not pixel space itself: an eps-predicting UNet has to carry every latent channel of the noise through
     GroupNorm + SiLU to its last conv; 48 channels of pixels per position need a much wider (slower) UNet than the
     16 kept here. Why not a small KL autoencoder: it trains for minutes before shapes come out sharp; PCA takes
-    a second and reconstructs the toy's flat-coloured shapes well enough that the judge cannot tell (README)."""
+    a second and reconstructs the toy's flat-coloured shapes well enough that the judge cannot tell (tests)."""
 
     def __init__(self, config):
         super().__init__()
         self.config = config
-        d = config.in_channels * config.patch ** 2
+        d, k = config.in_channels * config.patch ** 2, config.latent_channels
         self.register_buffer("mean", torch.zeros(d))                        # mu: (3 p^2,)
-        self.register_buffer("proj", torch.eye(config.latent_channels, d))  # P: (k, 3 p^2), orthonormal rows
+        self.register_buffer("proj", torch.eye(k, d))                       # P: (k, 3 p^2), orthonormal rows
+        self.register_buffer("std", torch.ones(k))                          # S: (k,)
 
     @torch.no_grad()
     def fit(self, video):
-        """PCA of every p x p patch of `video` (b, 3, t, H, W) in [-1, 1]; sets mean, proj and scale_factor."""
+        """PCA of every p x p patch of `video` (b, 3, t, H, W) in [-1, 1]; sets mean, proj and std."""
         p, k = self.config.patch, self.config.latent_channels
         x = rearrange(video, "b c t (h p1) (w p2) -> (b t h w) (c p1 p2)", p1=p, p2=p).double()
         mu = x.mean(0)
         _, s, vt = torch.linalg.svd(x - mu, full_matrices=False)           # rows of vt: principal directions
         self.mean.copy_(mu.float())
         self.proj.copy_(vt[:k].float())
-        z = (x - mu) @ vt[:k].T
-        self.config.scale_factor = float(1.0 / z.std())
+        self.std.copy_(((x - mu) @ vt[:k].T).std(0).float())
         return float((s[:k] ** 2).sum() / (s ** 2).sum())                   # share of variance kept
 
     def encode(self, video, sample=True, generator=None, noise=None, chunk_size=None):
         """video (b, 3, t, H, W) in [-1, 1] -> latents (b, k, t, H/p, W/p); deterministic (`sample` is ignored)."""
         p = self.config.patch
-        b, _, t, H, W = video.shape
         x = rearrange(video, "b c t (h p1) (w p2) -> b t h w (c p1 p2)", p1=p, p2=p)
-        z = (x - self.mean) @ self.proj.T * self.config.scale_factor        # (b, t, h, w, k)
+        z = (x - self.mean) @ self.proj.T / self.std * self.config.scale_factor       # (b, t, h, w, k)
         return rearrange(z, "b t h w k -> b k t h w")
 
     def decode(self, latents, checkpoint=False, chunk_size=None):
         """latents (b, k, t, h, w) -> video (b, 3, t, h p, w p), roughly [-1, 1], not clamped."""
         p = self.config.patch
         z = rearrange(latents, "b k t h w -> b t h w k") / self.config.scale_factor
-        x = z @ self.proj + self.mean                                       # (b, t, h, w, 3 p^2)
+        x = (z * self.std) @ self.proj + self.mean                          # (b, t, h, w, 3 p^2)
         return rearrange(x, "b t h w (c p1 p2) -> b c t (h p1) (w p2)", p1=p, p2=p)
 
 

@@ -38,6 +38,10 @@ class LoRA(nn.Module):
         nn.init.zeros_(self.up.weight)
         self.rank = r
 
+    @property
+    def weight(self):  # the wrapped layer's weight, so code that reads `layer.weight.dtype` still works
+        return self.base.weight
+
     def forward(self, x):
         return self.base(x) + self.up(self.down(x)) * self.scale
 

@@ -1,4 +1,7 @@
-"""Shared test set-up: the repo root on sys.path, 2 CPU threads (CI's machine), ../shared located once."""
+"""Shared test set-up: the repo root on sys.path, 1 CPU thread, ../shared located once.
+
+One thread: the tests' tensors are small, so a second thread buys little, and two threads on a busy 2-core
+machine can make a step 100x slower (OpenMP threads spin-wait for each other)."""
 import sys
 from pathlib import Path
 
@@ -7,7 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 SHARED = ROOT.parent / "shared"
 
