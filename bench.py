@@ -2,6 +2,8 @@
 
     python bench.py            # every section
     python bench.py sample     # 50-step CFG teacher vs 4-step T2V-Turbo student, end to end (text -> pixels)
+    python bench.py train      # a student step with the mixed reward vs CD alone
+    python bench.py load       # peak RSS of loading a full-size VC2 checkpoint over its size (~2 min, 7.4 GB)
 
 Sections are functions named bench_<section>; each returns {name: value}. Ratios are measured in the same run on
 the same model size, so they travel between machines better than the absolute seconds do.
@@ -52,7 +54,56 @@ def bench_sample(batch=8, repeats=3):
             "sample_speedup_teacher50_over_turbo4": t_teacher / t_turbo}
 
 
-SECTIONS = {"sample": bench_sample}
+def bench_train(batch=8, repeats=5):
+    """One student training step on the toy preset, CD only vs CD + both rewards (same batch, same models):
+    the reward terms decode 5 + 8 frames of f_theta and run two reward models forward and backward."""
+    import resource
+
+    from rewards import toy_image_reward, toy_video_reward
+    from toy import ToyWorld
+    torch.manual_seed(0)
+    ae, text = LinearAutoencoder(toy_linear_ae()), TextEncoder(toy_text()).eval()
+    world = ToyWorld(seed=0)
+    ae.fit(world.batch(64)[0])
+    teacher = UNet3D(toy()).eval().requires_grad_(False)
+    student = UNet3D(dataclasses.replace(toy(), guidance_embed_dim=256)).train()
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    target = UNet3D(student.config).eval().requires_grad_(False)
+    target.load_state_dict(student.state_dict())
+    image_reward, video_reward = toy_image_reward(), toy_video_reward()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
+    abar = turbo.vc2_alphas_cumprod()
+    video, caps = world.batch(batch)
+    with torch.no_grad():
+        z0, ctx = ae.encode(video), text.encode_text(caps)
+        unc = text.encode_text([""] * batch)
+
+    def step(with_rewards):
+        def run():
+            loss, f, _ = turbo.cd_loss(student, target, teacher, z0, ctx, unc, 16, abar)
+            if with_rewards:
+                r = turbo.reward_terms(f, ae, caps, image_reward, video_reward)
+                loss = turbo.mixed_loss(loss, r)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return run
+
+    t_cd = _timed(step(False), repeats)
+    t_rw = _timed(step(True), repeats)
+    return {"train_step_cd_s": t_cd, "train_step_cd_reward_s": t_rw,
+            "train_step_ratio_cd_reward_over_cd": t_rw / t_cd,
+            "train_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
+def bench_load():
+    """Peak RSS of loading a synthetic full-size VC2 checkpoint, over its size (convert.bench_load; ~1-2 min and
+    ~7.4 GB of disk and RAM)."""
+    from convert import bench_load as run
+    return run()
+
+
+SECTIONS = {"sample": bench_sample, "train": bench_train, "load": bench_load}
 
 
 def main(argv=None):
@@ -66,7 +117,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {}
-    for name in args.sections or sorted(SECTIONS):
+    for name in args.sections or list(SECTIONS):
         results.update(SECTIONS[name]())
     print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| figure | value |\n|---|---|")

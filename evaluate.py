@@ -6,6 +6,7 @@ The seen set is the 76 training captions, the held-out set the 8 captions no mod
 
     python evaluate.py --ckpt runs/toy/teacher.safetensors                  # 76 x 1 seen + 8 x 8 held out
     python evaluate.py --ckpt runs/toy/teacher.safetensors --per-seen 2 --per-heldout 16 --out runs/toy/eval
+    python evaluate.py --table runs/toy        # teacher, VCM and T2V-Turbo found there -> runs/toy/results.md
 """
 
 import argparse
@@ -40,6 +41,30 @@ def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, se
     return results
 
 
+def table(run_dir, per_seen=1, per_heldout=8, device="cpu"):
+    """Evaluates every checkpoint of a run folder (teacher 50-step CFG, then each student at 4 steps) and writes
+    run_dir/results.md: method | steps | UNet evaluations per video | s/video | seen | held out."""
+    run_dir = Path(run_dir)
+    rows = []
+    for name, label in (("teacher", "teacher (DDIM + CFG)"), ("vcm", "VCM (no reward)"),
+                        ("turbo_image", "T2V-Turbo, image reward only"), ("turbo_video", "T2V-Turbo, video reward only"),
+                        ("turbo", "T2V-Turbo (image + video reward)")):
+        ckpt = run_dir / f"{name}.safetensors"
+        if not ckpt.exists():
+            continue
+        steps = 50 if name == "teacher" else 4
+        res = evaluate(ckpt, run_dir / f"eval_{name}", per_seen, per_heldout, steps, device=device)
+        evals = 2 * steps if name == "teacher" else steps
+        rows.append(f"| {label} | {steps} | {evals} | {res['seen']['seconds_per_video']:.3f} | "
+                    f"{res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
+        print(rows[-1], flush=True)
+    md = ("| method | steps | UNet evaluations / video | s / video (CPU) | judge: seen captions | "
+          "judge: held-out captions |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    (run_dir / "results.md").write_text(md)
+    print(md)
+    return md
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="runs/toy/teacher.safetensors")
@@ -50,7 +75,10 @@ def main(argv=None):
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--seed", type=int, default=1000, help="evaluation seeds differ from train.py's quick look")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--table", metavar="RUN_DIR", help="evaluate every checkpoint in RUN_DIR, write results.md")
     args = p.parse_args(argv)
+    if args.table:
+        return table(args.table, args.per_seen, args.per_heldout, args.device)
     ckpt = Path(args.ckpt)
     out = Path(args.out or ckpt.parent / f"eval_{ckpt.stem}")
     res = evaluate(ckpt, out, args.per_seen, args.per_heldout, args.steps, args.guidance, args.seed, args.device)

@@ -206,19 +206,12 @@ def tiny():
                 text_sd=load("text_tiny_parity", "text_sd.pt"), ae_config=ae_config, text_config=text_config)
 
 
-@pytest.fixture
-def lora_forward(monkeypatch):
-    """UNet3D.forward reads time_embed[0].weight.dtype, which a LoRA wrapper has no attribute for; lend it the base
-    layer's weight for this test only (a forward through unmerged wrappers is the reference of the merge)."""
-    monkeypatch.setattr(LoRA, "weight", property(lambda self: self.base.weight), raising=False)
-
-
 def student_forward(unet, io, w=7.5):
     with torch.no_grad():
         return unet(io["x"], io["timesteps"], io["context"], io["fps"], w=w)
 
 
-def test_lora_positions_and_merge_tiny(tiny, lora_forward):
+def test_lora_positions_and_merge_tiny(tiny):
     """At the fixture's tiny size: list position -> module follows the rule derived from the ORIGINAL UNet's key
     order, and the merged student computes what the unmerged one does."""
     gen = torch.Generator().manual_seed(0)
