@@ -14,6 +14,9 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 import sample
 from toy import judge_dir, split_captions
 
@@ -41,6 +44,35 @@ def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, se
     return results
 
 
+@torch.no_grad()
+def reward_scores(sample_dirs, run_dir):
+    """Mean toy image reward (over all 8 frames) and video reward of the videos in sample_dirs, each scored with
+    its own caption, using the reward models saved in run_dir (None where a model is missing)."""
+    from rewards import load_reward
+    import imageio.v3 as iio
+    videos, caps = [], []
+    for d in sample_dirs:
+        for line in (Path(d) / "prompts.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            videos.append(np.asarray(iio.imread(Path(d) / r["file"], index=None))[..., :3])
+            caps.append(r["prompt"])
+    video = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float() / 255    # (n, 3, t, h, w) in [0, 1]
+    out = {}
+    for kind in ("image", "video"):
+        path = Path(run_dir) / f"reward_{kind}.safetensors"
+        if not path.exists():
+            out[kind] = None
+            continue
+        model = load_reward(path)[0]
+        if kind == "image":
+            n, c, t = video.shape[:3]
+            frames = video.transpose(1, 2).flatten(0, 1)                                  # (n t, 3, h, w)
+            out[kind] = float(model(frames, caps).view(n, t).mean())
+        else:
+            out[kind] = float(model(video, caps, generator=torch.Generator().manual_seed(0)).mean())
+    return out
+
+
 def table(run_dir, per_seen=1, per_heldout=8, device="cpu"):
     """Evaluates every checkpoint of a run folder (teacher 50-step CFG, then each student at 4 steps) and writes
     run_dir/results.md: method | steps | UNet evaluations per video | s/video | seen | held out."""
@@ -55,11 +87,15 @@ def table(run_dir, per_seen=1, per_heldout=8, device="cpu"):
         steps = 50 if name == "teacher" else 4
         res = evaluate(ckpt, run_dir / f"eval_{name}", per_seen, per_heldout, steps, device=device)
         evals = 2 * steps if name == "teacher" else steps
-        rows.append(f"| {label} | {steps} | {evals} | {res['seen']['seconds_per_video']:.3f} | "
-                    f"{res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
+        rw = reward_scores([run_dir / f"eval_{name}" / s for s in res], run_dir)
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"
+        rows.append(f"| {label} | {steps} | {evals} | {res['seen']['seconds_per_video']:.3f} | {fmt(rw['image'])} | "
+                    f"{fmt(rw['video'])} | {res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
+        (run_dir / f"eval_{name}" / "results.json").write_text(json.dumps({**res, "rewards": rw}, indent=1))
         print(rows[-1], flush=True)
-    md = ("| method | steps | UNet evaluations / video | s / video (CPU) | judge: seen captions | "
-          "judge: held-out captions |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    md = ("| method | steps | UNet evaluations / video | s / video (CPU) | image reward | video reward | "
+          "judge: seen captions | judge: held-out captions |\n|---|---|---|---|---|---|---|---|\n"
+          + "\n".join(rows) + "\n")
     (run_dir / "results.md").write_text(md)
     print(md)
     return md

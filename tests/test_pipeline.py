@@ -4,6 +4,7 @@ import json
 import imageio.v3 as iio
 import pytest
 
+import evaluate
 import sample
 import train
 from checkpoint import read_checkpoint
@@ -39,6 +40,12 @@ def test_train_then_sample(tmp_path):
         assert [r["seed"] for r in rows] == [7, 8] and rows[0]["steps"] == (steps or 4)
         clip = iio.imread(d / rows[0]["file"], index=None)
         assert clip.shape[1:] == (32, 32, 3) and clip.shape[0] == 8
+
+    # the evaluator: held-out captions only, 2 steps, then the toy rewards of what it sampled
+    res = evaluate.evaluate(out / "turbo.safetensors", tmp_path / "eval", per_seen=0, per_heldout=1, steps=2)
+    assert set(res) == {"heldout"} and res["heldout"]["n"] == 8 and 0 <= res["heldout"]["all"] <= 1
+    rw = evaluate.reward_scores([tmp_path / "eval" / "heldout"], out)
+    assert -1 <= rw["image"] <= 1 and -1 <= rw["video"] <= 1
 
 
 def test_bad_flags_and_checkpoints(tmp_path):
