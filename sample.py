@@ -77,7 +77,8 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     for i in tqdm(range(0, len(prompts), batch_size), desc=f"sampling ({steps} steps)", disable=not progress):
         ps, ss = prompts[i:i + batch_size], seeds[i:i + batch_size]
         noise = torch.stack([torch.randn(unet.config.in_channels, frames, height // f, width // f,
-                                         generator=torch.Generator().manual_seed(s)) for s in ss]).to(device)
+                                         generator=torch.Generator().manual_seed(s)) for s in ss])
+        noise = noise.to(device, next(unet.parameters()).dtype)  # drawn in fp32 on the CPU: same video anywhere
         context = text.encode_text(ps)                     # (b, L, d)
         if student:
             gen = torch.Generator(device).manual_seed(ss[0])  # the re-injected noise between steps
@@ -85,7 +86,7 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
         else:
             uncond = text.encode_text([""] * len(ps))      # the empty caption, VC2's unconditional embedding
             z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps=steps, guidance=guidance)
-        out.append(to_uint8(ae.decode(z0)))                # (b, c, t, h, w) latents -> uint8 (b, t, h, w, 3)
+        out.append(to_uint8(ae.decode(z0).float()))        # (b, c, t, h, w) latents -> uint8 (b, t, h, w, 3)
     return np.concatenate(out)
 
 
@@ -103,7 +104,10 @@ def main(argv=None):
     p.add_argument("--out", default="samples")
     p.add_argument("--mp4", action="store_true", help="also write MP4 (needs imageio-ffmpeg)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and sampling dtype")
+    p.add_argument("--vbench", action="store_true", help="VBench naming: {prompt}-{i}.mp4 (MP4 only)")
+    p.add_argument("--fps-out", type=int, default=8, help="frame rate of the written files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
@@ -117,7 +121,8 @@ def main(argv=None):
     ckpt = Path(args.ckpt)
     if ckpt.is_dir():  # a run or converted folder: prefer the student
         ckpt = next((ckpt / n for n in ("turbo.safetensors", "teacher.safetensors") if (ckpt / n).exists()), ckpt)
-    models = load_models(ckpt, args.device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    models = load_models(ckpt, args.device, dtype=dtype)
     _, steps, _ = sampler_settings(models["meta"], args.steps, args.guidance)
     jobs = [(pr, k) for pr in prompts for k in range(args.num_per_prompt)]
     seeds = [args.seed + i for i in range(len(jobs))]
@@ -129,10 +134,13 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "prompts.jsonl", "w") as f:
         for (prompt, k), seed, video in zip(jobs, seeds, videos):
-            name = f"{slug(prompt)}-{k}.gif"
-            save_video(video, out / name)
-            if args.mp4:
-                save_video(video, out / f"{slug(prompt)}-{k}.mp4")
+            if args.vbench:  # VBench reads videos named by their full prompt
+                name = f"{prompt}-{k}.mp4"
+            else:
+                name = f"{slug(prompt)}-{k}.gif"
+                if args.mp4:
+                    save_video(video, out / f"{slug(prompt)}-{k}.mp4", args.fps_out)
+            save_video(video, out / name, args.fps_out)
             f.write(json.dumps({"file": name, "prompt": prompt, "seed": seed, "steps": steps}) + "\n")
     save_grid(videos[:64], out / "grid.gif", ncol=min(8, len(videos)))
     print(f"wrote {len(videos)} videos to {out}/ ({dt / len(videos):.3f} s per video), grid at {out}/grid.gif")

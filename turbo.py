@@ -164,7 +164,7 @@ def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0,
     t_nk = grid[n]
     t_n = (t_nk - K_SKIP).clamp(min=0)
     w = w_min + (w_max - w_min) * torch.rand(b, device=dev, generator=generator)
-    noise = torch.randn(z0.shape, device=dev, generator=generator)
+    noise = torch.randn(z0.shape, device=dev, generator=generator).to(z0.dtype)
     z_nk = add_noise(z0, noise, t_nk, abar)
 
     f_theta = consistency_fn(student, z_nk, t_nk, context, fps, w, abar)
@@ -202,7 +202,7 @@ def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, gener
         x0 = consistency_fn(student, z, tt, context, fps, wv, abar)
         if i + 1 < len(ts):
             t_next = torch.full((b,), ts[i + 1], device=dev, dtype=torch.long)
-            fresh = torch.randn(z.shape, device=dev, generator=generator)
+            fresh = torch.randn(z.shape, device=dev, generator=generator).to(z.dtype)
             z = add_noise(x0, fresh, t_next, abar)
     return x0
 

@@ -41,6 +41,13 @@ def test_train_then_sample(tmp_path):
         clip = iio.imread(d / rows[0]["file"], index=None)
         assert clip.shape[1:] == (32, 32, 3) and clip.shape[0] == 8
 
+    # half precision and VBench naming (MP4 named by the full prompt)
+    d = tmp_path / "vbench"
+    sample.main(["--ckpt", str(out), "--prompt", "a red circle moving left", "--out", str(d), "--dtype", "bf16",
+                 "--vbench", "--quiet"])
+    mp4 = d / "a red circle moving left-0.mp4"
+    assert mp4.exists() and iio.imread(mp4, index=None).shape[0] == 8
+
     # the evaluator: held-out captions only, 2 steps, then the toy rewards of what it sampled
     res = evaluate.evaluate(out / "turbo.safetensors", tmp_path / "eval", per_seen=0, per_heldout=1, steps=2)
     assert set(res) == {"heldout"} and res["heldout"]["n"] == 8 and 0 <= res["heldout"]["all"] <= 1
