@@ -112,10 +112,6 @@ def read_checkpoint(path):
     return tensors, meta
 
 
-def _part(tensors, prefix):
-    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-
-
 def build_models(meta):
     """{'unet', 'text', 'ae'} of a checkpoint's configs on the meta device: shapes only, no memory, no init."""
     with torch.device("meta"):

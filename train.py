@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import turbo
-from checkpoint import load_models, model_meta, read_checkpoint, save_checkpoint
+from checkpoint import load_models, model_meta, save_checkpoint
 from lora import add_lora, merge_lora
 from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
 from tiny_unet3d import UNet3D

@@ -130,7 +130,6 @@ def guided_ode_step(teacher, z, t_from, t_to, context, uncond, fps, w, abar):
         x0_hat = x0_c + w (x0_c - x0_u),  eps_hat = eps_c + w (eps_c - eps_u)       ((1 + w) cond - w uncond)
         z_{t_n} = alpha_{t_n} x0_hat + sigma_{t_n} eps_hat                          (App. A eq. 11, DDIM form)
     The unconditional branch sees the empty caption's embedding. t_to may be 0 (the last grid step lands there)."""
-    b = z.shape[0]
     eps_c, eps_u = teacher(torch.cat([z, z]), torch.cat([t_from, t_from]), torch.cat([context, uncond]),
                            fps).chunk(2)
     x0_c, x0_u = predicted_x0(z, eps_c, t_from, abar), predicted_x0(z, eps_u, t_from, abar)

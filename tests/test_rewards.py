@@ -16,7 +16,7 @@ from torchvision.transforms import InterpolationMode, RandomCrop
 
 import rewards
 from rewards import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD, ImageTextReward, VideoTextReward, ViCLIP,
-                     ViCLIPConfig, contrastive_loss, image_reward_frames, load_hps_state, load_viclip,
+                     contrastive_loss, image_reward_frames, load_hps_state, load_viclip,
                      reward_from_state, reward_state, toy_clip_cfg, toy_image_reward, toy_video_reward, toy_viclip,
                      video_reward_frames, viclip_l14)
 

@@ -1,7 +1,7 @@
 """The toy world follows SPEC.md, and the judge that every accuracy figure rests on is right on real clips."""
 import numpy as np
 
-from toy import (COLOURS, DIRECTIONS, SHAPES, ToyWorld, all_captions, correct, judge, parse_caption,
+from toy import (DIRECTIONS, SHAPES, ToyWorld, all_captions, correct, judge, parse_caption,
                  render_clip, shape_mask, split_captions)
 
 

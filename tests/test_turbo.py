@@ -1,6 +1,4 @@
 """The schedule and the teacher's DDIM sampler (turbo.py Parts 0-1)."""
-import math
-
 import torch
 
 import turbo
