@@ -38,7 +38,8 @@ class UNetConfig:
     num_head_channels: int = 64               # channels per attention head: heads = width // 64
     transformer_depth: int = 1                # blocks per SpatialTransformer and in init_attn (T blocks: always 1)
     context_dim: int = 1024                   # text token width (OpenCLIP ViT-H/14 penultimate layer)
-    temporal_length: int | None = 16          # frames VC2 trained on; kept for reference only (no time pos-enc)
+    temporal_length: int | None = 16          # frames VC2 trained on: the clip of the relative positions below
+    use_relative_position: bool = False       # VideoCrafter1's learned relative positions in the temporal attention
     fps_cond: bool = True                     # add an fps embedding to the time embedding
     addition_attention: bool = True           # the extra temporal transformer `init_attn` after the first conv
     guidance_embed_dim: int = 0               # 0: teacher, no w input; 256: T2V-Turbo student (digest 1.3)
@@ -150,11 +151,29 @@ class ResBlock(nn.Module):
         return rearrange(h, 'b c t h w -> (b t) c h w')
 
 
+class RelativePosition(nn.Module):
+    """A learned vector per frame offset j - i, clipped to [-max_rel, max_rel] (VideoCrafter1's temporal attention;
+    VC2 turns it off). Returns (len_q, len_k, dim_head)."""
+
+    def __init__(self, dim_head, max_rel):
+        super().__init__()
+        self.max_rel = max_rel
+        self.embeddings_table = nn.Parameter(torch.empty(2 * max_rel + 1, dim_head))
+        nn.init.xavier_uniform_(self.embeddings_table)
+
+    def forward(self, len_q, len_k):
+        dev = self.embeddings_table.device
+        offset = torch.arange(len_k, device=dev)[None, :] - torch.arange(len_q, device=dev)[:, None]  # j - i
+        return self.embeddings_table[offset.clamp(-self.max_rel, self.max_rel) + self.max_rel]
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention of x (B, N, query_dim) over context (B, L, context_dim); context=None: self-attention.
-    q/k/v have no bias. Heads split the channels as (h d), head-major, as in the checkpoint."""
+    q/k/v have no bias. Heads split the channels as (h d), head-major, as in the checkpoint.
+    max_rel > 0 (temporal attention with use_relative_position) adds VC1's relative positions on both sides:
+    a_ij = softmax_j(q_i . (k_j + rk_{j-i}) / sqrt(d)),  out_i = sum_j a_ij (v_j + rv_{j-i})."""
 
-    def __init__(self, query_dim, context_dim, heads, dim_head):
+    def __init__(self, query_dim, context_dim, heads, dim_head, max_rel=0):
         super().__init__()
         inner = heads * dim_head
         self.heads = heads
@@ -162,14 +181,25 @@ class CrossAttention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))  # keeps the key `to_out.0`
+        if max_rel:
+            self.relative_position_k = RelativePosition(dim_head, max_rel)
+            self.relative_position_v = RelativePosition(dim_head, max_rel)
 
     def forward(self, x, context=None):
         context = x if context is None else context
         # (B, N, h*d) and (B, L, h*d) -> (B, h, N or L, d): one attention per head
         q, k, v = (rearrange(p, 'b n (h d) -> b h n d', h=self.heads)
                    for p in (self.to_q(x), self.to_k(context), self.to_v(context)))
-        # softmax(q k^T / sqrt(d)) v, as VC2's einsum version; SDPA picks a fused kernel (flash on GPU)
-        out = F.scaled_dot_product_attention(q, k, v)                  # (B, heads, N, d)
+        if hasattr(self, 'relative_position_k'):  # spelled out: the value side needs the attention weights
+            n, m = q.shape[2], k.shape[2]
+            rk, rv = self.relative_position_k(n, m), self.relative_position_v(n, m)   # (n, m, d)
+            scale = q.shape[-1] ** -0.5
+            sim = (q @ k.transpose(-1, -2) + torch.einsum('bhid,ijd->bhij', q, rk)) * scale   # (B, h, n, m)
+            a = sim.softmax(dim=-1)
+            out = a @ v + torch.einsum('bhij,ijd->bhid', a, rv)                               # (B, h, n, d)
+        else:
+            # softmax(q k^T / sqrt(d)) v, as VC2's einsum version; SDPA picks a fused kernel (flash on GPU)
+            out = F.scaled_dot_product_attention(q, k, v)              # (B, heads, N, d)
         return self.to_out(rearrange(out, 'b h n d -> b n (h d)'))
 
 
@@ -199,11 +229,11 @@ class BasicTransformerBlock(nn.Module):
     the temporal transformers use this second attention as a second self-attention), then the GEGLU MLP.
     attn1, ff, attn2 are registered in VC2's order, so named_modules() walks them as VC2 does (LoRA file order)."""
 
-    def __init__(self, dim, heads, dim_head, context_dim=None):
+    def __init__(self, dim, heads, dim_head, context_dim=None, max_rel=0):
         super().__init__()
-        self.attn1 = CrossAttention(dim, dim, heads, dim_head)
+        self.attn1 = CrossAttention(dim, dim, heads, dim_head, max_rel)
         self.ff = FeedForward(dim)
-        self.attn2 = CrossAttention(dim, context_dim or dim, heads, dim_head)
+        self.attn2 = CrossAttention(dim, context_dim or dim, heads, dim_head, max_rel)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
     def forward(self, x, context=None):
@@ -216,13 +246,13 @@ class SpatialTransformer(nn.Module):
     """Attention among the h*w pixels of each frame, plus cross-attention to the text tokens.
     x -> GN (eps 1e-6) -> tokens -> Linear proj_in -> blocks -> Linear proj_out (zero-init) -> + x."""
 
-    def __init__(self, channels, heads, dim_head, depth=1, context_dim=None):
+    def __init__(self, channels, heads, dim_head, depth=1, context_dim=None, max_rel=0):
         super().__init__()
         inner = heads * dim_head
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
+            [BasicTransformerBlock(inner, heads, dim_head, context_dim, max_rel) for _ in range(depth)])
         self.proj_out = nn.Linear(inner, channels)
 
     def forward(self, x, context):  # x: ((b t), c, h, w); context: ((b t), L, context_dim)
@@ -235,11 +265,12 @@ class SpatialTransformer(nn.Module):
 
 class TemporalTransformer(SpatialTransformer):
     """The same module attending along time: the tokens are the t frames of one pixel, there is no text
-    (attn2 is a second self-attention) and no positional encoding over time.
-    The GN sees (b, c, t, h, w), so its statistics span all frames."""
+    (attn2 is a second self-attention) and, in VC2, no positional encoding over time (max_rel = 0); VC1 and the
+    toy use learned relative positions (max_rel = temporal_length). The GN sees (b, c, t, h, w), so its statistics
+    span all frames."""
 
-    def __init__(self, channels, heads, dim_head, depth=1):
-        super().__init__(channels, heads, dim_head, depth, context_dim=None)
+    def __init__(self, channels, heads, dim_head, depth=1, max_rel=0):
+        super().__init__(channels, heads, dim_head, depth, context_dim=None, max_rel=max_rel)
 
     def forward(self, x, b):  # x: ((b t), c, h, w)
         _, _, H, W = x.shape
@@ -315,9 +346,11 @@ class UNet3D(nn.Module):
         def res(ch_in, ch_out):
             return ResBlock(ch_in, ch_out, emb_dim, cfg.temporal_dropout)
 
+        max_rel = cfg.temporal_length if cfg.use_relative_position else 0
+
         def attn(ch):  # spatial then temporal transformer, ch // 64 heads of 64 channels
             return [SpatialTransformer(ch, ch // d_head, d_head, cfg.transformer_depth, cfg.context_dim),
-                    TemporalTransformer(ch, ch // d_head, d_head)]
+                    TemporalTransformer(ch, ch // d_head, d_head, max_rel=max_rel)]
 
         # registration order = VC2's named_modules() order (what the T2V-Turbo LoRA file is ordered by)
         self.time_embed = mlp()
@@ -342,7 +375,7 @@ class UNet3D(nn.Module):
                 skip_chs.append(ch)
                 ds *= 2
         if cfg.addition_attention:  # VC2's init_attn: 8 heads (so inner width 8*64 = 512 != 320)
-            self.init_attn = UNetBlock(TemporalTransformer(mc, 8, d_head, cfg.transformer_depth))
+            self.init_attn = UNetBlock(TemporalTransformer(mc, 8, d_head, cfg.transformer_depth, max_rel))
 
         # the bottleneck always has attention, whatever attention_resolutions says
         self.middle_block = UNetBlock(res(ch, ch), *attn(ch), res(ch, ch))
@@ -498,7 +531,7 @@ def config_from_vc2(kwargs):
     fixed = dict(dropout=(0.0, 0.0), conv_resample=(True, True), dims=(2, 2), use_scale_shift_norm=(False, False),
                  resblock_updown=(False, False), num_heads=(-1, -1), use_linear=(False, True),
                  temporal_conv=(False, True), tempspatial_aware=(False, False), temporal_attention=(True, True),
-                 temporal_selfatt_only=(True, True), use_relative_position=(True, False),
+                 temporal_selfatt_only=(True, True),
                  use_causal_attention=(False, False), use_fp16=(False, False), use_image_attention=(False, False),
                  temporal_transformer_depth=(1, 1), motion_cond_proj_dim=(None, None),
                  record_attn_probs=(False, False))
@@ -506,7 +539,8 @@ def config_from_vc2(kwargs):
     defaults = dict(in_channels=None, out_channels=None, model_channels=None, num_res_blocks=None,
                     attention_resolutions=None, channel_mult=(1, 2, 4, 8), num_head_channels=-1,
                     transformer_depth=1, context_dim=None, temporal_length=None, fps_cond=False,
-                    addition_attention=False, use_checkpoint=False, time_cond_proj_dim=None)
+                    addition_attention=False, use_checkpoint=False, time_cond_proj_dim=None,
+                    use_relative_position=True)
     unknown = set(kwargs) - set(fixed) - set(defaults)
     if unknown:
         raise ValueError(f"unknown UNetModel kwargs: {sorted(unknown)}")
@@ -521,6 +555,8 @@ def config_from_vc2(kwargs):
             raise ValueError(f"{name} must be given (a text-conditioned VC2 UNet needs it)")
     if args['num_head_channels'] <= 0:
         raise ValueError("num_head_channels must be > 0 (VC2 sets heads by channels per head, 64)")
+    if args['use_relative_position'] and not args['temporal_length']:
+        raise ValueError("use_relative_position needs temporal_length (the clip of the frame offsets)")
     args['guidance_embed_dim'] = args.pop('time_cond_proj_dim') or 0
     ours = {f.name for f in fields(UNetConfig)}
     return UNetConfig(**{k: v for k, v in args.items() if k in ours})

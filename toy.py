@@ -129,11 +129,17 @@ class ToyWorld:
         self.size, self.frames = size, frames
         self.rng = np.random.default_rng(seed)
 
-    def batch(self, n):
-        """-> video (n, 3, t, h, w) in [-1, 1], list of n captions."""
-        caps = [self.captions[i] for i in self.rng.integers(0, len(self.captions), n)]
-        clips = [render_clip(*parse_caption(c), self.rng, self.size, self.frames) for c in caps]
-        return to_tensor(clips), caps
+    def batch(self, n, rng=None, rows=None):
+        """-> video (len(rows), 3, t, h, w) in [-1, 1] and its captions. Draws the captions and start positions of
+        n clips from `rng` (default: the world's own stream) and renders only `rows` (default: all n), so a DDP
+        rank renders its share of a global batch that every rank draws alike (train.py)."""
+        rng = self.rng if rng is None else rng
+        caps = [self.captions[i] for i in rng.integers(0, len(self.captions), n)]
+        seeds = rng.integers(0, 2 ** 63 - 1, n)  # one stream per clip: clip i does not depend on `rows`
+        rows = range(n) if rows is None else rows
+        clips = [render_clip(*parse_caption(caps[i]), np.random.default_rng(seeds[i]), self.size, self.frames)
+                 for i in rows]
+        return to_tensor(clips), [caps[i] for i in rows]
 
 
 # ----------------------------------------------------------------------------------------------------------------

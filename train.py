@@ -14,7 +14,17 @@ the toy's first stage (VC2: SD's KL-f8 autoencoder) is fitted in closed form: a 
     python train.py                                  # all stages into runs/toy/
     python train.py --rewards none                   # the VCM baseline (runs/toy/vcm.safetensors), same teacher
     python train.py --out runs/quick --teacher-steps 200 --turbo-steps 50 --reward-steps 50   # a smoke run
+    torchrun --nproc_per_node=2 train.py --out runs/ddp      # the same on 2 processes (gloo on CPU, nccl on GPU)
+    python train.py --resume ...                     # after a crash or kill: continue from the last saved state
+    python train.py --preset vc2_256 --data videos/ --captions videos.csv   # VideoCrafter2 on one GPU (README)
     python train.py --help                           # every config field is a flag
+
+Processes, randomness and resuming (the plumbing section below). Everything random in training step k (which
+clips, their noise, t, w, caption dropout, reward frames) is drawn from generators seeded by (seed, stage, k),
+for the WHOLE batch of all processes; each process keeps its own rows. So N processes with batch b compute
+exactly what one process with batch N*b would, and a resumed run replays exactly what the killed one would have
+done: the step number is the RNG state and the data position. Only dropout inside the UNet (VC2's temporal
+dropout) draws from the global RNG, seeded per (step, process).
 """
 
 import argparse
@@ -22,18 +32,23 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 import turbo
-from checkpoint import load_models, model_meta, save_checkpoint
-from lora import add_lora, merge_lora
+from checkpoint import load_models, model_meta, save_checkpoint, save_tensors
 from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
+from lora import add_lora, merge_lora
 from tiny_unet3d import UNet3D
 from tiny_unet3d import toy as toy_unet
 from toy import ToyWorld, split_captions
@@ -43,24 +58,30 @@ from toy import ToyWorld, split_captions
 class Config:
     out: str = "runs/toy"          # where checkpoints and pictures go
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"            # cpu or cuda (under torchrun: each process takes cuda:LOCAL_RANK)
     threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)
     fresh: bool = False            # redo stages whose checkpoint exists
-    # the world (../shared/toy/SPEC.md)
-    size: int = 32                 # frame side, pixels
+    # the data: the toy world (../shared/toy/SPEC.md), or a folder of videos with a caption file (data.py)
+    data: str = ""                 # folder of videos; "" = the toy world
+    captions: str = ""             # CSV or JSONL naming a video and its caption per row (data.py lists the columns)
+    size: int = 32                 # frame side, pixels (toy); real data: height x width below
+    height: int = 0                # 0 = size
+    width: int = 0                 # 0 = size
     frames: int = 8
-    fps: int = 16                  # fps condition fed to the UNet; VC2 and T2V-Turbo always use 16
+    fps: int = 16                  # clip sampling rate and the fps condition; VC2 and T2V-Turbo always use 16
     # stage 1: teacher
-    teacher_steps: int = 1500
-    teacher_batch: int = 16        # clips per step
+    teacher: str = ""              # a teacher checkpoint to distil (convert.py's output for VC2); "" = OUT/teacher
+    teacher_steps: int = 800
+    teacher_batch: int = 16        # clips per step and process
     teacher_lr: float = 1e-3
     warmup: int = 100              # linear lr warm-up steps, then cosine decay to 10%
     caption_dropout: float = 0.1   # share of captions replaced by "" (classifier-free guidance training)
     ema_decay: float = 0.995       # the saved teacher is the EMA of its weights
     guidance: float = 5.0          # default CFG scale for sampling the teacher (VC2 convention, 1 = none)
-    # stage 2: the T2V-Turbo student, consistency distillation (turbo.py Part 2, Algorithm 1)
+    temporal_dropout: float = 0.1  # dropout in the UNet's temporal convs while training (VC2 hard-codes 0.1)
+    # stage 3: the T2V-Turbo student, consistency distillation (turbo.py Part 2, Algorithm 1)
     turbo_steps: int = 600
-    turbo_batch: int = 8           # clips per step (the release: 1 video per GPU, 8 GPUs)
+    turbo_batch: int = 8           # clips per micro-batch and process (the release: 1 video per GPU, 8 GPUs)
     turbo_lr: float = 1e-4         # the release uses 1e-5 on VC2; the toy is 1000x smaller and trains 15x shorter
     lora_rank: int = 0             # 0: fine-tune the whole student; the release trains rank-64 LoRA (lora.py)
     target: str = "ema"            # "ema": the paper's target network theta^- (eq. 6); "online": the released code's
@@ -78,6 +99,20 @@ class Config:
     reward_steps: int = 0          # toy reward-model training steps; 0 = rewards.train_toy_reward's defaults
     hps: str = ""                  # path to HPS_v2.1_compressed.pt: use the real image reward instead of the toy's
     viclip: str = ""               # path to ViClip-InternVid-10M-FLT.pth: use the real video reward
+    # memory and precision (both stages)
+    grad_accum: int = 1            # micro-batches per optimizer step
+    max_grad_norm: float = 1.0     # gradient clipping (the release: 1.0)
+    precision: str = "fp32"        # "bf16": autocast to bfloat16 (fp32 master weights; a frozen VC2 teacher in bf16)
+    grad_ckpt_unet: bool = False   # recompute the student UNet's blocks in the backward pass
+    grad_ckpt_decoder: bool = False  # ... the first-stage decoder on the reward path
+    grad_ckpt_reward: bool = False   # ... the reward models' vision towers
+    optim: str = "adamw"           # "adamw8bit": bitsandbytes' 8-bit AdamW (the release's choice), if installed
+    # checkpoints and logging
+    save_every: int = 100          # optimizer steps between resumable states (OUT/<stage>.state-<step>.safetensors)
+    keep: int = 2                  # resumable states kept per stage (older ones are deleted)
+    resume: bool = False           # continue each stage from its newest state instead of from step 0
+    max_bad_steps: int = 10        # consecutive steps with a non-finite loss or gradient before the run stops
+    val_every: int = 0             # a validation GIF grid every N steps (OUT/val/); 0 = only the final quick look
 
 
 def toy():
@@ -85,7 +120,25 @@ def toy():
     return Config()
 
 
-PRESETS = {"toy": toy}
+def vc2_256():
+    """VideoCrafter2 -> T2V-Turbo on ONE GPU at reduced resolution: 16 frames at 256 x 256 (latents 4 x 16 x 32 x
+    32), LoRA rank 64, bf16 autocast, gradient checkpointing everywhere, 8-bit AdamW when bitsandbytes is there.
+    Needs `python convert.py --vc2 model.ckpt --out weights/vc2`, --data/--captions, and --hps/--viclip for the
+    rewards (or --rewards none). Memory: see README ("Distilling VideoCrafter2")."""
+    return dataclasses.replace(
+        Config(), out="runs/vc2_256", device="cuda", teacher="weights/vc2/teacher.safetensors", height=256,
+        width=256, frames=16, turbo_steps=10000, turbo_batch=1, turbo_lr=1e-5, lora_rank=64, warmup=0,
+        save_every=500, keep=5, val_every=500, precision="bf16", grad_ckpt_unet=True, grad_ckpt_decoder=True,
+        grad_ckpt_reward=True)
+
+
+def vc2():
+    """The release's recipe (digest section 3): 16 frames at 320 x 512, 1 clip per GPU on 8 GPUs
+    (torchrun --nproc_per_node=8), lr 1e-5, 10K steps, LoRA rank 64, grad clip 1.0, bf16, 8-bit AdamW."""
+    return dataclasses.replace(vc2_256(), out="runs/vc2", height=320, width=512, save_every=2000, optim="adamw8bit")
+
+
+PRESETS = {"toy": toy, "vc2_256": vc2_256, "vc2": vc2}
 
 
 def parse_config(argv=None):
@@ -101,7 +154,8 @@ def parse_config(argv=None):
     args = vars(p.parse_args(argv))
     cfg = PRESETS[args.pop("preset")]()
     cfg = dataclasses.replace(cfg, **{k: v for k, v in args.items() if v is not None})
-    for name in ("teacher_steps", "teacher_batch", "size", "frames"):
+    for name in ("teacher_steps", "teacher_batch", "turbo_batch", "size", "frames", "grad_accum", "save_every",
+                 "keep"):
         if getattr(cfg, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= cfg.caption_dropout < 1:
@@ -112,6 +166,12 @@ def parse_config(argv=None):
         p.error("--target must be 'ema' (paper) or 'online' (released code)")
     if not 0 < cfg.w_min <= cfg.w_max:
         p.error("need 0 < --w-min <= --w-max")
+    if cfg.precision not in ("fp32", "bf16"):
+        p.error("--precision must be fp32 or bf16")
+    if cfg.optim not in ("adamw", "adamw8bit"):
+        p.error("--optim must be adamw or adamw8bit")
+    if bool(cfg.data) != bool(cfg.captions):
+        p.error("--data and --captions go together (a folder of videos and its caption file)")
     return cfg
 
 
@@ -129,57 +189,295 @@ def ema_update(ema, model, decay):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Stage 1: the teacher (plays VideoCrafter2)
+# Plumbing: processes, randomness, precision, resumable state, and the one training loop both stages share
 
 
-def train_teacher(cfg, ae):
-    torch.manual_seed(cfg.seed)
-    world = ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 1)
-    unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
-                                   temporal_length=cfg.frames)
-    text_cfg = toy_text()
-    unet_cfg = dataclasses.replace(unet_cfg, context_dim=text_cfg.width)
-    unet, text = UNet3D(unet_cfg).to(cfg.device).train(), TextEncoder(text_cfg).to(cfg.device).train()
-    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
-    params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.teacher_lr, weight_decay=0.0)
-    abar = turbo.vc2_alphas_cumprod().to(cfg.device)
-    gen = torch.Generator(cfg.device).manual_seed(cfg.seed)
-    n_unet = sum(p.numel() for p in unet.parameters())
-    n_text = sum(p.numel() for p in text.parameters())
-    print(f"teacher: UNet {n_unet:,} params, text tower {n_text:,} params")
-    bar = tqdm(range(cfg.teacher_steps), desc="stage 1/3: teacher")
-    losses = []
+def setup_processes(cfg):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without it this is one process. -> run (rank, world, device)."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda, but torch sees no CUDA GPU")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        # the teacher and reward stages can keep the other processes waiting for minutes: a long timeout
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
+    return SimpleNamespace(rank=rank, world=world, device=device, main=rank == 0)
+
+
+def barrier(run):
+    if run.world > 1:
+        dist.barrier()
+
+
+def step_seed(cfg, stage, step, micro=0, rank=0):
+    """A 63-bit seed for (seed, stage, step, micro-batch, process); rank 0 for what every process draws alike."""
+    words = [cfg.seed, sum(map(ord, stage)), step, micro, rank]
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def step_draws(cfg, run, stage, step, micro, b):
+    """-> (numpy rng, torch CPU generator, B, rows). The generators are seeded by the step alone, so every process
+    and micro-batch draws the same global batch of B = b * world * grad_accum clips; `rows` are the b of them this
+    (process, micro-batch) trains on. Also seeds the global RNG (dropout) per step, micro-batch and process."""
+    s = step_seed(cfg, stage, step)
+    torch.manual_seed(step_seed(cfg, stage, step, micro, run.rank + 1))
+    first = (micro * run.world + run.rank) * b
+    return np.random.default_rng(s), torch.Generator().manual_seed(s), b * run.world * cfg.grad_accum, \
+        range(first, first + b)
+
+
+def all_finite(run, loss):
+    """True when the loss is finite on every process: all must agree before anyone calls backward."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if run.world > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bad.item() == 0
+
+
+def mean_over_processes(run, logs):
+    if run.world == 1 or not logs:
+        return logs
+    keys = sorted(logs)
+    v = torch.tensor([logs[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(v)
+    return {k: float(x) / run.world for k, x in zip(keys, v)}
+
+
+def make_optimizer(cfg, params, lr):
+    if cfg.optim == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise SystemExit("--optim adamw8bit needs bitsandbytes (pip install bitsandbytes); or use --optim adamw")
+        return bnb.optim.AdamW8bit(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8)
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8)
+
+
+def state_paths(out, stage):
+    """Resumable states of a stage, oldest first."""
+    return sorted(Path(out).glob(f"{stage}.state-*.safetensors"))
+
+
+def save_state(run, out, stage, step, modules, opt, extra, keep):
+    """OUT/<stage>.state-<step>.safetensors: the weights of `modules`, the optimizer's state and, in the metadata,
+    the step, the logs so far and `extra`. Written by process 0 to a temporary file and renamed (atomic), so a
+    kill never leaves a half-written state; then all but the newest `keep` are deleted. Refuses NaN weights."""
+    if not run.main:
+        return
+    tensors, opt_meta = {}, {}
+    for name, m in modules.items():
+        for k, v in m.state_dict().items():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise RuntimeError(f"refusing to save non-finite weights ({name}.{k}) at step {step}")
+            tensors[f"{name}.{k}"] = v
+    sd = opt.state_dict()
+    for i, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{i}.{k}"] = v
+            else:
+                opt_meta[f"{i}.{k}"] = v
+    meta = {"step": step, "param_groups": sd["param_groups"], "optim_other": opt_meta, **extra}
+    path = Path(out) / f"{stage}.state-{step:07d}.safetensors"
+    save_tensors(path, tensors, {"t2v_turbo_state": json.dumps(meta)})
+    for old in state_paths(out, stage)[:-keep]:
+        old.unlink()
+    return path
+
+
+def load_state(path, modules, opt, device):
+    """The inverse of save_state -> meta. Weights and optimizer moments land on `device`."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["t2v_turbo_state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for name, m in modules.items():
+        m.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+    state = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, i, key = k.split(".", 2)
+            state.setdefault(int(i), {})[key] = v.to(device) if key != "step" else v
+    for ik, v in meta["optim_other"].items():
+        i, key = ik.split(".", 1)
+        state.setdefault(int(i), {})[key] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta
+
+
+def tensorboard(run, out):
+    """A SummaryWriter under OUT/tb when TensorBoard is installed (optional), else None."""
+    if not run.main:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(Path(out) / "tb"))
+
+
+def fit(cfg, run, stage, steps, lr, params, micro_step, modules, synced=(), emas=(), validate=None, counters=None,
+        batch=1):
+    """The training loop of both stages: warm-up + cosine lr, grad accumulation, bf16 autocast, DDP gradient
+    averaging, clipping, non-finite steps skipped and counted, EMA updates, tqdm, resumable states.
+
+    micro_step(step, micro) -> (loss, {name: float}): this process's share of a micro-batch (mean over its rows).
+    modules: {name: module} saved in the resumable state (the trained weights and their EMA copies).
+    synced: the DDP-wrapped modules (their gradients are averaged on the last micro-batch only).
+    emas: [(ema_module, module, decay_fn(step))] updated after every optimizer step.
+    counters(): -> {name: number} shown in the progress bar (e.g. skipped videos); batch: clips per micro-batch
+    and process (for clips/s)."""
+    opt = make_optimizer(cfg, params, lr)
+    start, logs, n_bad = 0, [], 0
+    found = state_paths(cfg.out, stage) if cfg.resume else []
+    if found:
+        meta = load_state(found[-1], modules, opt, run.device)
+        start, logs, n_bad = meta["step"], meta["logs"], meta["bad_steps"]
+        print(f"{stage}: resuming from {found[-1]} (step {start} of {steps})")
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    writer, consecutive = tensorboard(run, cfg.out), 0
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, disable=not run.main)
     for step in bar:
-        video, caps = world.batch(cfg.teacher_batch)
-        caps = [("" if r < cfg.caption_dropout else c) for c, r in zip(caps, world.rng.random(len(caps)))]
-        with torch.no_grad():
-            z0 = ae.encode(video.to(cfg.device))                               # (b, 16, t, h/4, w/4)
-        context = text.encode_text(caps)                                      # (b, L, d), trained jointly
-        loss = turbo.diffusion_loss(unet, z0, context, cfg.fps, abar, generator=gen)
+        t0 = time.time()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.teacher_steps, cfg.teacher_lr, cfg.warmup)
+            g["lr"] = lr_at(step, steps, lr, min(cfg.warmup, steps // 10))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        ok, step_logs = True, []
+        for micro in range(cfg.grad_accum):
+            with ExitStack() as stack:
+                if micro < cfg.grad_accum - 1:  # accumulate locally; average across processes once, at the end
+                    for m in synced:
+                        stack.enter_context(m.no_sync())
+                with autocast:
+                    loss, info = micro_step(step, micro)
+                if not all_finite(run, loss):
+                    ok = False
+                    break
+                (loss / cfg.grad_accum).backward()
+            step_logs.append({"loss": loss.item(), **info})
+        if ok:  # gradients are averaged by now: every process sees the same norm and takes the same decision
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            ok = bool(torch.isfinite(norm))
+        if not ok:
+            n_bad, consecutive = n_bad + 1, consecutive + 1
+            opt.zero_grad(set_to_none=True)
+            if consecutive >= cfg.max_bad_steps:
+                raise RuntimeError(f"{stage}: {consecutive} steps in a row with a non-finite loss or gradient (step "
+                                   f"{step}); stopping without saving. The newest good state is in {cfg.out} "
+                                   f"(--resume); try a lower lr or --precision fp32")
+            continue
+        consecutive = 0
         opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))                   # short runs: warm the EMA up
-        ema_update(ema_unet, unet, decay)
-        ema_update(ema_text, text, decay)
-        losses.append(loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    return ema_unet, ema_text, {"final_loss": float(np.mean(losses[-100:]))}
+        for ema, m, decay in emas:
+            ema_update(ema, m, decay(step))
+        rec = mean_over_processes(run, {k: float(np.mean([l[k] for l in step_logs])) for k in step_logs[0]})
+        logs.append(rec)
+        if run.main:
+            extra = counters() if counters else {}
+            clips_s = cfg.grad_accum * run.world * batch / (time.time() - t0)
+            recent = logs[-20:]
+            bar.set_postfix({**{k: f"{np.mean([l[k] for l in recent]):.4f}" for k in rec},
+                             "clips/s": f"{clips_s:.1f}", "bad": n_bad, **extra})
+            if writer:
+                for k, v in rec.items():
+                    writer.add_scalar(f"{stage}/{k}", v, step)
+        done = step + 1
+        if done % cfg.save_every == 0 and done < steps:
+            save_state(run, cfg.out, stage, done, modules, opt,
+                       {"logs": logs, "bad_steps": n_bad, "config": dataclasses.asdict(cfg)}, cfg.keep)
+        if validate and cfg.val_every and done % cfg.val_every == 0 and run.main:
+            validate(done)
+    if writer:
+        writer.close()
+    return logs, n_bad
+
+
+def check_in_sync(run, module, what):
+    """After DDP training every process must hold the same weights; a cheap fingerprint proves it."""
+    if run.world == 1:
+        return True
+    with torch.no_grad():
+        v = torch.stack([p.double().sum() for p in module.parameters()]).cpu()
+    got = [torch.zeros_like(v) for _ in range(run.world)]
+    dist.all_gather(got, v)
+    if not all(torch.equal(g, got[0]) for g in got):
+        raise RuntimeError(f"{what}: the {run.world} processes ended with different weights")
+    return True
+
+
+def make_data(cfg):
+    """The toy world, or a folder of videos (data.VideoFolder); both give batch(n, rng, rows)."""
+    height, width = cfg.height or cfg.size, cfg.width or cfg.size
+    if not cfg.data:
+        if height != width:
+            raise SystemExit("the toy world is square: use --size, not --height/--width")
+        return ToyWorld(size=height, frames=cfg.frames, seed=cfg.seed + 1)
+    from data import VideoFolder
+    return VideoFolder(cfg.data, cfg.captions, height=height, width=width, frames=cfg.frames, fps=cfg.fps)
+
+
+def skipped_videos(data):
+    return lambda: ({"skipped": sum(data.skipped.values())} if hasattr(data, "skipped") else {})
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Stage 2: the T2V-Turbo student, distilled from the frozen teacher
+# Stage 1: the teacher (plays VideoCrafter2)
 
 
-def make_student(teacher_unet, lora_rank):
+def train_teacher(cfg, run, data, ae):
+    torch.manual_seed(cfg.seed)
+    unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
+                                   temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout)
+    text_cfg = toy_text()
+    unet_cfg = dataclasses.replace(unet_cfg, context_dim=text_cfg.width)
+    unet, text = UNet3D(unet_cfg).to(run.device).train(), TextEncoder(text_cfg).to(run.device).train()
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
+    # DDP averages the gradients of both trained modules across processes (plain modules on one process); the
+    # text tower's last block and projection are unused (VC2 reads the penultimate layer): find_unused_parameters
+    ddp = torch.nn.parallel.DistributedDataParallel
+    unet_d, text_d = (ddp(unet), ddp(text, find_unused_parameters=True)) if run.world > 1 else (unet, text)
+    abar = turbo.vc2_alphas_cumprod().to(run.device)
+    b = cfg.teacher_batch
+    if run.main:
+        n_unet, n_text = (sum(p.numel() for p in m.parameters()) for m in (unet, text))
+        print(f"teacher: UNet {n_unet:,} params, text tower {n_text:,} params, {run.world} process(es) x {b} clips")
+
+    def micro_step(step, micro):
+        rng, gen, B, rows = step_draws(cfg, run, "teacher", step, micro, b)
+        video, caps = data.batch(B, rng, rows)                                  # this process's b clips
+        drop = rng.random(B)[rows.start:rows.stop] < cfg.caption_dropout
+        caps = ["" if d else c for c, d in zip(caps, drop)]                     # CFG training: 10% unconditional
+        with torch.no_grad():
+            z0 = ae.encode(video.to(run.device))                                # (b, c, t, h, w)
+        t = torch.randint(0, len(abar), (B,), generator=gen)[rows.start:rows.stop]
+        noise = torch.randn((B, *z0.shape[1:]), generator=gen)[rows.start:rows.stop]
+        context = text_d(text.tokenize(caps).to(run.device))                    # (b, L, d), trained jointly
+        loss = turbo.diffusion_loss(unet_d, z0, context, cfg.fps, abar, t=t, noise=noise)
+        return loss, {}
+
+    warm = lambda step: min(cfg.ema_decay, (1 + step) / (10 + step))           # short runs: warm the EMA up
+    logs, n_bad = fit(cfg, run, "teacher", cfg.teacher_steps, cfg.teacher_lr, list(unet.parameters()) +
+                      list(text.parameters()), micro_step,
+                      {"unet": unet, "text": text, "ema_unet": ema_unet, "ema_text": ema_text},
+                      synced=[m for m in (unet_d, text_d) if m is not unet and m is not text],
+                      emas=[(ema_unet, unet, warm), (ema_text, text, warm)], counters=skipped_videos(data), batch=b)
+    check_in_sync(run, unet, "teacher")
+    return ema_unet, ema_text, {"final_loss": float(np.mean([l["loss"] for l in logs[-100:]])) if logs else None,
+                                "bad_steps": n_bad}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage 3: the T2V-Turbo student, distilled from the frozen teacher
+
+
+def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False):
     """Student = teacher + the w-embedding projection (zero-initialised: at step 0 it predicts exactly what the
     teacher predicts), optionally with LoRA on every Linear/Conv. Returns (student, trainable parameters)."""
-    student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256))
+    student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
+                                         temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
     missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
     assert missing == ["w_proj.weight"] and not unexpected, (missing, unexpected)
     if lora_rank:
@@ -198,52 +496,77 @@ def student_name(cfg):
     return {"image+video": "turbo", "none": "vcm"}.get(cfg.rewards, "turbo_" + cfg.rewards)
 
 
-def train_turbo(cfg, teacher_path, image_reward=None, video_reward=None):
+def train_turbo(cfg, run, data, teacher_path, image_reward=None, video_reward=None):
     torch.manual_seed(cfg.seed)
-    models = load_models(teacher_path, cfg.device)                  # frozen, eval mode
+    name = student_name(cfg)
+    # the frozen teacher, text encoder and first stage
+    models = load_models(teacher_path, run.device)
     teacher, text, ae = models["unet"], models["text"], models["ae"]
-    student, params = make_student(teacher, cfg.lora_rank)
-    student.to(cfg.device).train()
+    student, params = make_student(teacher, cfg.lora_rank, cfg.temporal_dropout, cfg.grad_ckpt_unet)
+    student.to(run.device).train()                                   # fp32 master weights
+    if cfg.precision == "bf16":
+        teacher.to(torch.bfloat16)                                   # frozen: half the memory, runs under autocast
     # the target network theta^-: an EMA copy (paper eq. 6), or the online student itself under no_grad (release)
     target = copy.deepcopy(student).eval().requires_grad_(False) if cfg.target == "ema" else student
-    opt = torch.optim.AdamW(params, lr=cfg.turbo_lr, weight_decay=0.0)
-    world = ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 2)
-    abar = turbo.vc2_alphas_cumprod().to(cfg.device)
-    gen = torch.Generator(cfg.device).manual_seed(cfg.seed + 2)
+    student_d = torch.nn.parallel.DistributedDataParallel(student) if run.world > 1 else student
+    for r in (image_reward, video_reward):
+        if r is not None:
+            r.to(run.device)
+            set_reward_checkpointing(r, cfg.grad_ckpt_reward)
+    abar = turbo.vc2_alphas_cumprod().to(run.device)
     with torch.no_grad():
         uncond1 = text.encode_text([""])                             # (1, L, d): the empty caption
-    n_train = sum(p.numel() for p in params)
-    print(f"student: {n_train:,} trainable parameters ({'LoRA rank %d' % cfg.lora_rank if cfg.lora_rank else 'full'}),"
-          f" target network: {cfg.target}")
-    bar = tqdm(range(cfg.turbo_steps), desc=f"stage 3/3: {student_name(cfg)} student")
-    logs = []
-    for step in bar:
-        video, caps = world.batch(cfg.turbo_batch)
+    b = cfg.turbo_batch
+    if run.main:
+        n_train = sum(p.numel() for p in params)
+        print(f"student: {n_train:,} trainable parameters ({'LoRA rank %d' % cfg.lora_rank if cfg.lora_rank else 'full'}),"
+              f" target network: {cfg.target}, {run.world} process(es) x {b} clips x {cfg.grad_accum} micro-batches")
+
+    def micro_step(step, micro):
+        rng, gen, B, rows = step_draws(cfg, run, name, step, micro, b)
+        video, caps = data.batch(B, rng, rows)
         with torch.no_grad():
-            z0 = ae.encode(video.to(cfg.device))                     # (b, c, t, h, w)
-            context = text.encode_text(caps)                         # (b, L, d)
-        uncond = uncond1.expand_as(context)
-        loss_cd, f_theta, info = turbo.cd_loss(student, target, teacher, z0, context, uncond, cfg.fps, abar,
-                                               cfg.w_min, cfg.w_max, cfg.huber_c, generator=gen)
-        r = turbo.reward_terms(f_theta, ae, caps, image_reward, video_reward, cfg.reward_frames, generator=gen)
-        loss = turbo.mixed_loss(loss_cd, r, cfg.beta_img, cfg.beta_vid)      # eq. 10
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.turbo_steps, cfg.turbo_lr, min(cfg.warmup, cfg.turbo_steps // 10))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if target is not student:
-            ema_update(target, student, cfg.target_decay)           # theta^- <- mu theta^- + (1 - mu) theta
-        logs.append({"loss": loss.item(), "cd": loss_cd.item(), **{k: v.mean().item() for k, v in r.items()}})
-        if step % 10 == 0:
-            recent = logs[-50:]
-            bar.set_postfix({k: f"{np.mean([l[k] for l in recent]):.4f}" for k in recent[-1]})
+            z0 = ae.encode(video.to(run.device)).float()            # (b, c, t, h, w)
+            context = text.encode_text(caps).float()                 # (b, L, d)
+        d = turbo.cd_draws(B, z0.shape[1:], cfg.w_min, cfg.w_max, generator=gen)        # the whole batch's draws
+        d = {k: v[rows.start:rows.stop] for k, v in d.items()}                          # ... this process's rows
+        loss_cd, f_theta, info = turbo.cd_loss(student_d, target, teacher, z0, context, uncond1.float().expand_as(
+            context), cfg.fps, abar, huber_c=cfg.huber_c, draws=d)
+        r = turbo.reward_terms(f_theta, ae, caps, image_reward, video_reward, cfg.reward_frames, generator=gen,
+                               decode_checkpoint=cfg.grad_ckpt_decoder)
+        loss = turbo.mixed_loss(loss_cd, r, cfg.beta_img, cfg.beta_vid)      # eq. 10, every term on every process
+        return loss, {"cd": loss_cd.item(), **{k: v.mean().item() for k, v in r.items()}}
+
+    def validate(step):
+        val = {"unet": target.eval(), "text": text, "ae": ae, "meta": {"kind": "turbo", "train": meta_train(cfg)}}
+        quick_look_models(val, Path(cfg.out) / "val" / f"{name}-{step:06d}.gif", run.device)
+        student.train()
+
+    modules = {"student": student} if target is student else {"student": student, "target": target}
+    emas = [] if target is student else [(target, student, lambda step: cfg.target_decay)]
+    logs, n_bad = fit(cfg, run, name, cfg.turbo_steps, cfg.turbo_lr, params, micro_step, modules,
+                      synced=[student_d] if student_d is not student else [], emas=emas, validate=validate,
+                      counters=skipped_videos(data), batch=b)
+    check_in_sync(run, student, name)
     student.eval()
     if cfg.lora_rank:
         merge_lora(student)
-    final = {k: float(np.mean([l[k] for l in logs[-100:]])) for k in logs[-1]}
-    return student, text, ae, {"final": final, "log": logs}
+    student.config = dataclasses.replace(student.config, use_checkpoint=False)
+    final = {k: float(np.mean([l[k] for l in logs[-100:]])) for k in logs[-1]} if logs else {}
+    return student, text, ae, {"final": final, "log": logs, "bad_steps": n_bad}
+
+
+def set_reward_checkpointing(reward, on):
+    """Gradient checkpointing in a reward model's vision tower (open_clip for HPS, ours for ViCLIP)."""
+    if hasattr(reward, "clip") and hasattr(reward.clip, "set_grad_checkpointing"):
+        reward.clip.set_grad_checkpointing(on)
+    if hasattr(reward, "viclip"):
+        reward.viclip.vision_encoder.cfg.grad_checkpoint = on
+
+
+def meta_train(cfg):
+    """The training config as checkpoints record it (sample.py reads height/width/frames/fps/turbo_w from it)."""
+    return {**dataclasses.asdict(cfg), "height": cfg.height or cfg.size, "width": cfg.width or cfg.size}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -251,12 +574,12 @@ def train_turbo(cfg, teacher_path, image_reward=None, video_reward=None):
 # trains a tiny CLIP and a tiny ViCLIP (the same classes, rewards.py) contrastively on the training captions.
 
 
-def reward_models(cfg, out):
+def reward_models(cfg, out, quiet=False):
     """-> (image_reward or None, video_reward or None), training and saving the toy ones when needed."""
     from rewards import ImageTextReward, VideoTextReward, ViCLIP, discrimination, load_reward, load_viclip, \
         save_reward, train_toy_reward, viclip_l14
     want = set(cfg.rewards.split("+")) - {"none"}
-    found = {}
+    found, print_ = {}, (lambda *a: None) if quiet else print
     for kind in ("image", "video"):
         if kind not in want:
             continue
@@ -264,74 +587,106 @@ def reward_models(cfg, out):
         if real:
             found[kind] = (ImageTextReward.hpsv21(real) if kind == "image"
                            else VideoTextReward(load_viclip(ViCLIP(viclip_l14()), real)))
-            print(f"stage 2/3: {kind} reward from {real}")
+            print_(f"stage 2/3: {kind} reward from {real}")
             continue
         path = out / f"reward_{kind}.safetensors"
         if path.exists() and not cfg.fresh:
             found[kind] = load_reward(path)[0]
-            print(f"stage 2/3: reusing {path}")
+            print_(f"stage 2/3: reusing {path}")
             continue
-        print(f"stage 2/3: training the toy {kind} reward model")
+        print_(f"stage 2/3: training the toy {kind} reward model")
         model, stats = train_toy_reward(kind, steps=cfg.reward_steps or None, seed=cfg.seed)
         for split in ("train", "heldout"):
             stats[f"discrimination_{split}"] = discrimination(model, kind, split_captions(split), n_clips=128,
                                                               seed=cfg.seed + 9)
         save_reward(path, model, {k: v for k, v in stats.items() if k != "losses"})
         d = stats["discrimination_train"], stats["discrimination_heldout"]
-        print(f"wrote {path} ({stats['seconds']:.0f} s): own caption beats every one-attribute neighbour on "
+        print_(f"wrote {path} ({stats['seconds']:.0f} s): own caption beats every one-attribute neighbour on "
               f"{d[0]['all']:.2f} of seen-caption clips, {d[1]['all']:.2f} of held-out ones")
         found[kind] = model
     return tuple(found.get(k) for k in ("image", "video"))
 
 
-def quick_look(ckpt, out_gif, device):
+def quick_look_models(models, out_gif, device):
     """A GIF grid for a person: 4 training captions (top row) and 4 held-out ones (bottom row)."""
     from sample import generate, save_grid
-    models = load_models(ckpt, device)
     prompts = split_captions("train")[:4] + split_captions("heldout")[:4]
     videos = generate(models, prompts, list(range(len(prompts))), device=device, progress=False)
     save_grid(videos, out_gif, ncol=4, scale=3)
     print(f"wrote {out_gif} (top row: training captions, bottom row: held-out captions)")
 
 
+def quick_look(ckpt, out_gif, device):
+    quick_look_models(load_models(ckpt, device), out_gif, device)
+
+
+def finish_stage(run, cfg, stage, path, modules, meta):
+    """Process 0 writes the stage's checkpoint and drops its resumable states; everyone waits for the file."""
+    if run.main:
+        save_checkpoint(path, modules, meta)
+        for p in state_paths(cfg.out, stage):
+            p.unlink()
+        print(f"wrote {path} ({meta['seconds']:.0f} s)")
+        quick_look(path, Path(cfg.out) / f"{stage}_samples.gif", run.device)
+    barrier(run)
+
+
 def main(argv=None):
     cfg = parse_config(argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    run = setup_processes(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    train_meta = dataclasses.asdict(cfg)
+    if run.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    barrier(run)
+    data = make_data(cfg)
 
-    # the first stage, fitted by PCA on training clips (held-out captions never seen); saved in every checkpoint
-    ae = LinearAutoencoder(toy_linear_ae())
-    kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
-    ae.to(cfg.device).eval()
-    print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, {kept:.1%} of the variance")
-
-    teacher_path = out / "teacher.safetensors"
-    if teacher_path.exists() and not cfg.fresh:
-        print(f"stage 1/3: reusing {teacher_path}")
+    # stage 1: the teacher. The toy trains one (all processes, DDP); the real world brings VC2 (convert.py)
+    teacher_path = Path(cfg.teacher) if cfg.teacher else out / "teacher.safetensors"
+    if cfg.teacher and not teacher_path.exists():
+        raise SystemExit(f"--teacher {teacher_path}: no such checkpoint (python convert.py --vc2 model.ckpt --out DIR)")
+    if teacher_path.exists() and not (cfg.fresh and not cfg.teacher):
+        if run.main:
+            print(f"stage 1/3: using the teacher {teacher_path}")
     else:
+        if cfg.data:
+            raise SystemExit("training a teacher on your videos is not what this repo does: pass --teacher "
+                             "(a VideoCrafter2 checkpoint converted by convert.py)")
         t0 = time.time()
-        unet, text, stats = train_teacher(cfg, ae)
-        meta = model_meta(unet, text, ae, kind="teacher", train=train_meta, stats=stats,
-                          seconds=time.time() - t0)
-        save_checkpoint(teacher_path, {"unet": unet, "text": text, "ae": ae}, meta)
-        print(f"wrote {teacher_path} ({time.time() - t0:.0f} s)")
-        quick_look(teacher_path, out / "teacher_samples.gif", cfg.device)
+        # the first stage, fitted by PCA on training clips (held-out captions never seen); saved with the teacher
+        ae = LinearAutoencoder(toy_linear_ae())
+        kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
+        ae.to(run.device).eval()
+        if run.main:
+            print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, {kept:.1%} of the "
+                  f"variance")
+        unet, text, stats = train_teacher(cfg, run, data, ae)
+        meta = model_meta(unet, text, ae, kind="teacher", train=meta_train(cfg), stats=stats, seconds=time.time() - t0)
+        finish_stage(run, cfg, "teacher", teacher_path, {"unet": unet, "text": text, "ae": ae}, meta)
 
-    turbo_path = out / f"{student_name(cfg)}.safetensors"
+    # stage 2: reward models (process 0 trains the toy ones while the others wait), then stage 3: the student
+    name = student_name(cfg)
+    turbo_path = out / f"{name}.safetensors"
     if turbo_path.exists() and not cfg.fresh:
-        print(f"stage 3/3: reusing {turbo_path}")
-    else:
+        if run.main:
+            print(f"stage 3/3: reusing {turbo_path}")
+        return
+    if run.main:
         image_reward, video_reward = reward_models(cfg, out)
-        t0 = time.time()
-        student, text, ae, stats = train_turbo(cfg, teacher_path, image_reward, video_reward)
-        meta = model_meta(student, text, ae, kind="turbo", train=train_meta, stats=stats, seconds=time.time() - t0)
-        save_checkpoint(turbo_path, {"unet": student, "text": text, "ae": ae}, meta)
-        print(f"wrote {turbo_path} ({time.time() - t0:.0f} s)")
-        quick_look(turbo_path, out / f"{student_name(cfg)}_samples.gif", cfg.device)
+    barrier(run)
+    if not run.main:  # the others load what process 0 wrote
+        image_reward, video_reward = reward_models(dataclasses.replace(cfg, fresh=False), out, quiet=True)
+    t0 = time.time()
+    student, text, ae, stats = train_turbo(cfg, run, data, teacher_path, image_reward, video_reward)
+    if hasattr(data, "skipped") and run.main:
+        stats["skipped_videos"] = dict(data.skipped)
+        print(f"skipped videos (process 0): {dict(data.skipped) or 'none'}")
+    meta = model_meta(student, text, ae, kind="turbo", train=meta_train(cfg), stats=stats, seconds=time.time() - t0)
+    finish_stage(run, cfg, name, turbo_path, {"unet": student, "text": text, "ae": ae}, meta)
+    if run.world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

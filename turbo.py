@@ -50,13 +50,18 @@ def predicted_x0(z_t, eps, t, abar):
     return (z_t - (1 - _at(abar, t, z_t)).sqrt() * eps) / _at(abar, t, z_t).sqrt()
 
 
-def diffusion_loss(unet, z0, context, fps, abar, generator=None):
+def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None):
     """The teacher's own objective (DDPM, eps-prediction): E_{t, eps} || eps - eps_theta(z_t, t, c) ||^2.
     T2V-Turbo never trains the teacher; the toy world needs one, so it is trained here the way VC2 was.
-    z0: (b, c, t, h, w) latents; context: (b, L, d) text tokens (already with caption dropout applied)."""
+    z0: (b, c, t, h, w) latents; context: (b, L, d) text tokens (already with caption dropout applied).
+    t (b,) and noise (like z0) are drawn from `generator` unless given (train.py draws them for a whole
+    multi-process batch and hands each process its rows)."""
     b = z0.shape[0]
-    t = torch.randint(0, len(abar), (b,), device=z0.device, generator=generator)
-    noise = torch.randn(z0.shape, device=z0.device, generator=generator)
+    if t is None:
+        t = torch.randint(0, len(abar), (b,), device=z0.device, generator=generator)
+    if noise is None:
+        noise = torch.randn(z0.shape, device=z0.device, generator=generator)
+    t, noise = t.to(z0.device), noise.to(z0.device, z0.dtype)
     eps = unet(add_noise(z0, noise, t, abar), t, context, fps)
     return F.mse_loss(eps, noise)
 
@@ -144,8 +149,16 @@ def pseudo_huber(a, b, c=0.001):
     return ((a.float() - b.float()) ** 2 + c * c).sqrt().sub(c).mean()
 
 
+def cd_draws(b, shape, w_min=5.0, w_max=15.0, num_ddim_steps=50, generator=None, device="cpu"):
+    """The random part of one CD step for b clips: {'n': (b,) grid indices, 'w': (b,) guidance scales,
+    'noise': (b, *shape)}. Separate so that train.py can draw them for a whole multi-process batch."""
+    return {"n": torch.randint(0, num_ddim_steps, (b,), device=device, generator=generator),
+            "w": w_min + (w_max - w_min) * torch.rand(b, device=device, generator=generator),
+            "noise": torch.randn((b, *shape), device=device, generator=generator)}
+
+
 def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0, w_max=15.0, huber_c=0.001,
-            num_ddim_steps=50, generator=None):
+            num_ddim_steps=50, generator=None, draws=None):
     """One CD step of Algorithm 1 on a batch of clean latents z0: (b, c, t, h, w). Returns (loss, f_theta, info).
 
         n ~ U{0..49},  t_{n+k} = grid[n] in {19, ..., 999},  t_n = max(t_{n+k} - 20, 0)        (skipped-step pair)
@@ -156,14 +169,16 @@ def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0,
         target      = f_{theta^-}(z_{t_n}, w, c, t_n)               target network, no gradient
         L_CD        = d(f_theta, target)                            pseudo-Huber                (eq. 6)
     `target` is the EMA copy theta^- (the paper) or the student itself (the released code); the caller decides.
+    n, w and eps come from cd_draws(generator) unless `draws` gives them.
     """
     b, dev = z0.shape[0], z0.device
+    if draws is None:
+        draws = cd_draws(b, z0.shape[1:], w_min, w_max, num_ddim_steps, generator, dev)
     grid = torch.tensor(ddim_timesteps(num_ddim_steps), device=dev)
-    n = torch.randint(0, num_ddim_steps, (b,), device=dev, generator=generator)
-    t_nk = grid[n]
+    t_nk = grid[draws["n"].to(dev)]
     t_n = (t_nk - K_SKIP).clamp(min=0)
-    w = w_min + (w_max - w_min) * torch.rand(b, device=dev, generator=generator)
-    noise = torch.randn(z0.shape, device=dev, generator=generator).to(z0.dtype)
+    w = draws["w"].to(dev)
+    noise = draws["noise"].to(dev, z0.dtype)
     z_nk = add_noise(z0, noise, t_nk, abar)
 
     f_theta = consistency_fn(student, z_nk, t_nk, context, fps, w, abar)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from einops import rearrange
 
 from tiny_unet3d import (UNet3D, check_state_dict, config_from_vc2, convert_vc2_unet, guidance_embedding,
                          load_vc2_unet, ours_key_to_vc2, timestep_embedding, toy, vc2, vc2_key_to_ours)
@@ -135,13 +136,36 @@ def test_bad_state_dict_lists_every_problem():
 def test_config_from_vc2_rejects_unsupported_flags():
     base = json.loads(ref('vc2_tiny_parity', 'config.json').read_text())['unet_kwargs']
     assert config_from_vc2({**base, 'time_cond_proj_dim': 256}).guidance_embed_dim == 256
-    for bad in [dict(use_relative_position=True), dict(use_linear=False), dict(use_scale_shift_norm=True),
-                dict(use_causal_attention=True), dict(temporal_conv=False), dict(whatever=1)]:
+    for bad in [dict(use_linear=False), dict(use_scale_shift_norm=True), dict(use_causal_attention=True),
+                dict(temporal_conv=False), dict(whatever=1), dict(use_relative_position=True, temporal_length=None)]:
         with pytest.raises(ValueError):
             config_from_vc2({**base, **bad})
-    no_rel = {k: v for k, v in base.items() if k != 'use_relative_position'}  # UNetModel's default is True
-    with pytest.raises(ValueError, match='use_relative_position'):
-        config_from_vc2(no_rel)
+    no_rel = {k: v for k, v in base.items() if k != 'use_relative_position'}  # UNetModel's default is True (VC1)
+    assert config_from_vc2(no_rel).use_relative_position and not config_from_vc2(base).use_relative_position
+
+
+def test_relative_position_attention_matches_vc1_einsums():
+    """VC1's temporal attention with relative positions, written out as its einsums, against ours; and VC1's
+    key names and shapes (a 33 x 64 table per attention for temporal_length 16)."""
+    from tiny_unet3d import CrossAttention
+    torch.manual_seed(0)
+    att = CrossAttention(32, 32, heads=2, dim_head=16, max_rel=4)
+    x = torch.randn(3, 6, 32)                                           # 6 frames, more than 4: offsets clip
+    q, k, v = (rearrange(p(x), 'b n (h d) -> (b h) n d', h=2) for p in (att.to_q, att.to_k, att.to_v))
+    rk, rv = att.relative_position_k(6, 6), att.relative_position_v(6, 6)
+    sim = (torch.einsum('bid,bjd->bij', q, k) + torch.einsum('btd,tsd->bts', q, rk)) * 16 ** -0.5
+    a = sim.softmax(-1)
+    ref_out = torch.einsum('bij,bjd->bid', a, v) + torch.einsum('bts,tsd->btd', a, rv)
+    ref_out = att.to_out(rearrange(ref_out, '(b h) n d -> b n (h d)', h=2))
+    torch.testing.assert_close(att(x), ref_out, atol=1e-5, rtol=1e-5)
+    idx = torch.arange(6)
+    assert torch.equal(rk[0, 5], att.relative_position_k.embeddings_table[8])  # offset +5 clipped to +4
+    assert torch.equal(rk[idx, idx], att.relative_position_k.embeddings_table[4].expand(6, -1))
+    with torch.device('meta'):
+        sd = UNet3D(replace(vc2(), use_relative_position=True)).state_dict()
+    rel = [k for k in sd if 'relative_position' in k]
+    assert 'init_attn.0.transformer_blocks.0.attn2.relative_position_v.embeddings_table' in rel
+    assert all(sd[k].shape == (33, 64) for k in rel) and len(rel) == 68    # VC1's 68 extra keys
 
 
 # ----------------------------------------------------------------------------------------------------------------
