@@ -4,6 +4,7 @@
     python bench.py sample     # 50-step CFG teacher vs 4-step T2V-Turbo student, end to end (text -> pixels)
     python bench.py train      # a student step with the mixed reward vs CD alone
     python bench.py load       # peak RSS of loading a full-size VC2 checkpoint over its size (~2 min, 7.4 GB)
+    python bench.py ddp        # toy student steps with train.py on 1 process and under torchrun on 2 (~2 min)
 
 Sections are functions named bench_<section>; each returns {name: value}. Ratios are measured in the same run on
 the same model size, so they travel between machines better than the absolute seconds do.
@@ -103,7 +104,47 @@ def bench_load():
     return run()
 
 
-SECTIONS = {"sample": bench_sample, "train": bench_train, "load": bench_load}
+def bench_ddp(steps=30, batch=4):
+    """The toy student stage of train.py (CD + both rewards, fresh toy teacher and reward models) run for `steps`
+    steps on 1 process with `batch` clips, and under torchrun on 2 processes with batch/2 clips each (the same
+    global batch), 1 thread per process. Step time = the stage's wall time over its steps; peak memory = the
+    largest RSS of any process of the run."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    from checkpoint import read_meta
+    root = Path(__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    tiny = ["--warmup", "1", "--threads", "1", "--reward-steps", "2"]
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run([sys.executable, str(root / "train.py"), "--out", str(base), "--teacher-steps", "1",
+                        "--turbo-steps", "1", *tiny], check=True, env=env, capture_output=True)
+        for procs in (1, 2):
+            d = Path(tmp) / f"p{procs}"
+            d.mkdir()
+            for f in ("reward_image.safetensors", "reward_video.safetensors"):
+                (d / f).write_bytes((base / f).read_bytes())
+            launcher = [sys.executable] if procs == 1 else \
+                [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
+            # a fresh parent per run, so that its RUSAGE_CHILDREN peak covers this run's processes only
+            peak_of = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+                       "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+            r = subprocess.run([sys.executable, "-c", peak_of, *launcher, str(root / "train.py"), "--teacher",
+                                str(base / "teacher.safetensors"), "--out", str(d), "--turbo-steps", str(steps),
+                                "--turbo-batch", str(batch // procs), *tiny], check=True, env=env,
+                               capture_output=True, text=True)
+            meta = read_meta(d / "turbo.safetensors")
+            out[f"ddp_toy_step_s_{procs}proc"] = meta["seconds"] / steps
+            out[f"ddp_toy_peak_rss_gb_per_process_{procs}proc"] = int(r.stdout.split()[-1]) / 2 ** 20
+    out["ddp_toy_step_time_2proc_over_1proc"] = out["ddp_toy_step_s_2proc"] / out["ddp_toy_step_s_1proc"]
+    return out
+
+
+SECTIONS = {"sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp}
 
 
 def main(argv=None):

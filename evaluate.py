@@ -6,7 +6,9 @@ The seen set is the 76 training captions, the held-out set the 8 captions no mod
 
     python evaluate.py --ckpt runs/toy/teacher.safetensors                  # 76 x 1 seen + 8 x 8 held out
     python evaluate.py --ckpt runs/toy/teacher.safetensors --per-seen 2 --per-heldout 16 --out runs/toy/eval
-    python evaluate.py --table runs/toy        # teacher, VCM and T2V-Turbo found there -> runs/toy/results.md
+    python evaluate.py --table runs/toy        # every checkpoint found there -> runs/toy/results.md, compare.gif,
+                                               # curves.png
+    python evaluate.py --table runs/toy --train    # from scratch: trains what is missing first (the toy table)
 """
 
 import argparse
@@ -73,32 +75,122 @@ def reward_scores(sample_dirs, run_dir):
     return out
 
 
+# the rows of the toy table: (checkpoint name, label, sampling steps); the paper's Table 1 methods and, as its
+# Table 3, T2V-Turbo with each reward alone
+ROWS = [("teacher", "teacher (DDIM + CFG 5)", 50), ("vcm", "VCM (no reward)", 4),
+        ("turbo", "T2V-Turbo", 1), ("turbo", "T2V-Turbo", 2), ("turbo", "**T2V-Turbo**", 4),
+        ("turbo", "T2V-Turbo", 8), ("turbo_image", "T2V-Turbo, image reward only", 4),
+        ("turbo_video", "T2V-Turbo, video reward only", 4)]
+TRAIN_ARGS = {"turbo": [], "vcm": ["--rewards", "none"], "turbo_image": ["--rewards", "image"],
+              "turbo_video": ["--rewards", "video"]}
+
+
+def train_missing(run_dir, extra=()):
+    """python train.py --out RUN_DIR [--rewards X] for every checkpoint of the table that is not there yet."""
+    import train
+    for name, args in TRAIN_ARGS.items():
+        if not (Path(run_dir) / f"{name}.safetensors").exists():
+            train.main(["--out", str(run_dir), *args, *extra])
+
+
 def table(run_dir, per_seen=1, per_heldout=8, device="cpu"):
-    """Evaluates every checkpoint of a run folder (teacher 50-step CFG, then each student at 4 steps) and writes
-    run_dir/results.md: method | steps | UNet evaluations per video | s/video | seen | held out."""
+    """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: method | steps | UNet
+    evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
+    run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves)."""
     run_dir = Path(run_dir)
-    rows = []
-    for name, label in (("teacher", "teacher (DDIM + CFG)"), ("vcm", "VCM (no reward)"),
-                        ("turbo_image", "T2V-Turbo, image reward only"), ("turbo_video", "T2V-Turbo, video reward only"),
-                        ("turbo", "T2V-Turbo (image + video reward)")):
+    rows, per_attr, grid_rows, labels = [], [], [], []
+    for name, label, steps in ROWS:
         ckpt = run_dir / f"{name}.safetensors"
         if not ckpt.exists():
             continue
-        steps = 50 if name == "teacher" else 4
-        res = evaluate(ckpt, run_dir / f"eval_{name}", per_seen, per_heldout, steps, device=device)
-        evals = 2 * steps if name == "teacher" else steps
-        rw = reward_scores([run_dir / f"eval_{name}" / s for s in res], run_dir)
+        d = run_dir / f"eval_{name}_{steps}"
+        res = evaluate(ckpt, d, per_seen, per_heldout, steps, device=device)
+        evals = 2 * steps if name == "teacher" else steps            # CFG: a conditional and an unconditional call
+        rw = reward_scores([d / s for s in res], run_dir)
         fmt = lambda v: "-" if v is None else f"{v:.3f}"
         rows.append(f"| {label} | {steps} | {evals} | {res['seen']['seconds_per_video']:.3f} | {fmt(rw['image'])} | "
                     f"{fmt(rw['video'])} | {res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
-        (run_dir / f"eval_{name}" / "results.json").write_text(json.dumps({**res, "rewards": rw}, indent=1))
+        per_attr.append(f"| {label} | {steps} | " + " | ".join(
+            f"{res[s][k]:.2f}" for s in ("seen", "heldout") for k in ("colour", "shape", "direction")) + " |")
+        (d / "results.json").write_text(json.dumps({**res, "rewards": rw}, indent=1))
         print(rows[-1], flush=True)
+        if steps in (50, 4):
+            grid_rows.append(compare_row(ckpt, steps, device))
+            labels.append(f"{label.strip('*')}, {steps} steps")
     md = ("| method | steps | UNet evaluations / video | s / video (CPU) | image reward | video reward | "
           "judge: seen captions | judge: held-out captions |\n|---|---|---|---|---|---|---|---|\n"
-          + "\n".join(rows) + "\n")
+          + "\n".join(rows) + "\n\nPer attribute (share right):\n\n| method | steps | colour seen | shape seen | "
+          "direction seen | colour held out | shape held out | direction held out |\n|---|---|---|---|---|---|---|---|\n"
+          + "\n".join(per_attr) + "\n")
     (run_dir / "results.md").write_text(md)
     print(md)
+    if grid_rows:
+        from sample import save_grid
+        save_grid(np.concatenate(grid_rows), run_dir / "compare.gif", ncol=len(compare_prompts()), scale=3)
+        print(f"wrote {run_dir / 'compare.gif'}: rows {labels}; columns: {compare_prompts()}")
+    plot_curves(run_dir, run_dir / "curves.png")
     return md
+
+
+def compare_prompts():
+    """The columns of compare.gif: 4 training captions, then the first 4 held-out ones."""
+    return ["a red circle moving left", "a green square moving up", "a blue triangle moving right",
+            "a white circle moving down"] + split_captions("heldout")[:4]
+
+
+@torch.no_grad()
+def compare_row(ckpt, steps, device):
+    """One row of compare.gif: every method samples the same prompts from the same seed (7)."""
+    from checkpoint import load_models
+    prompts = compare_prompts()
+    return sample.generate(load_models(ckpt, device), prompts, [7] * len(prompts), steps=steps, device=device,
+                           progress=False)
+
+
+def plot_curves(run_dir, path, width=900, height=300):
+    """Training curves from the checkpoints' logs, drawn with PIL (no plotting dependency): one panel per term
+    (teacher loss, CD loss, image reward, video reward), one line per checkpoint, smoothed over 25 steps."""
+    from PIL import Image, ImageDraw
+    from checkpoint import read_meta
+    series = {}  # panel -> {checkpoint name: values}
+    for name in ("teacher", "vcm", "turbo_image", "turbo_video", "turbo"):
+        p = Path(run_dir) / f"{name}.safetensors"
+        if not p.exists():
+            continue
+        log = read_meta(p).get("stats", {}).get("log") or []
+        for key, panel in (("loss", "teacher loss"), ("cd", "CD loss"), ("r_img", "image reward"),
+                           ("r_vid", "video reward")):
+            if name == "teacher" and key != "loss" or name != "teacher" and key == "loss":
+                continue
+            v = [l[key] for l in log if key in l]
+            if v:
+                k = min(25, len(v))
+                series.setdefault(panel, {})[name] = np.convolve(v, np.ones(k) / k, mode="valid")
+    if not series:
+        return
+    colours = {"teacher": (0, 0, 0), "vcm": (120, 120, 120), "turbo": (200, 30, 30), "turbo_image": (30, 90, 200),
+               "turbo_video": (30, 150, 60)}
+    pw = width // len(series)
+    img = Image.new("RGB", (pw * len(series), height), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (panel, lines) in enumerate(series.items()):
+        x0, y0, x1, y1 = i * pw + 45, 25, (i + 1) * pw - 10, height - 45
+        lo = min(float(v.min()) for v in lines.values())
+        hi = max(float(v.max()) for v in lines.values())
+        hi = hi if hi > lo else lo + 1
+        draw.rectangle([x0, y0, x1, y1], outline=(0, 0, 0))
+        draw.text((x0, 5), panel, fill=(0, 0, 0))
+        draw.text((i * pw + 2, y0), f"{hi:.3g}", fill=(0, 0, 0))
+        draw.text((i * pw + 2, y1 - 10), f"{lo:.3g}", fill=(0, 0, 0))
+        n_max = max(len(v) for v in lines.values())
+        for j, (name, v) in enumerate(lines.items()):
+            xs = x0 + (x1 - x0) * np.arange(len(v)) / max(1, n_max - 1)
+            ys = y1 - (y1 - y0) * (v - lo) / (hi - lo)
+            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colours[name], width=2)
+            draw.text((x0 + 5, y1 + 5 + 12 * (j % 3)), name, fill=colours[name])
+        draw.text((x1 - 60, y1 + 5), f"{n_max} steps", fill=(0, 0, 0))
+    img.save(path)
+    print(f"wrote {path}")
 
 
 def main(argv=None):
@@ -112,8 +204,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1000, help="evaluation seeds differ from train.py's quick look")
     p.add_argument("--device", default="cpu")
     p.add_argument("--table", metavar="RUN_DIR", help="evaluate every checkpoint in RUN_DIR, write results.md")
+    p.add_argument("--train", action="store_true", help="with --table: first train (train.py) every checkpoint of "
+                   "the table that RUN_DIR lacks: teacher, reward models, T2V-Turbo, VCM, each reward alone")
     args = p.parse_args(argv)
     if args.table:
+        if args.train:
+            train_missing(args.table)
         return table(args.table, args.per_seen, args.per_heldout, args.device)
     ckpt = Path(args.ckpt)
     out = Path(args.out or ckpt.parent / f"eval_{ckpt.stem}")

@@ -69,6 +69,10 @@ class Config:
     width: int = 0                 # 0 = size
     frames: int = 8
     fps: int = 16                  # clip sampling rate and the fps condition; VC2 and T2V-Turbo always use 16
+    # stage 1: the text encoder (plays OpenCLIP ViT-H-14's text tower: contrastively pre-trained, then frozen)
+    text_steps: int = 600          # contrastive pre-training steps against a tiny video tower (0: train it jointly)
+    text_batch: int = 64
+    text_lr: float = 2e-3
     # stage 1: teacher
     teacher: str = ""              # a teacher checkpoint to distil (convert.py's output for VC2); "" = OUT/teacher
     teacher_steps: int = 800
@@ -154,7 +158,7 @@ def parse_config(argv=None):
     args = vars(p.parse_args(argv))
     cfg = PRESETS[args.pop("preset")]()
     cfg = dataclasses.replace(cfg, **{k: v for k, v in args.items() if v is not None})
-    for name in ("teacher_steps", "teacher_batch", "turbo_batch", "size", "frames", "grad_accum", "save_every",
+    for name in ("teacher_steps", "teacher_batch", "turbo_batch", "text_batch", "size", "frames", "grad_accum", "save_every",
                  "keep"):
         if getattr(cfg, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -424,21 +428,57 @@ def skipped_videos(data):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Stage 1: the teacher (plays VideoCrafter2)
+# Stage 1: the text encoder and the teacher (play OpenCLIP's text tower and VideoCrafter2)
 
 
-def train_teacher(cfg, run, data, ae):
+def pretrain_text(cfg, run):
+    """VC2 conditions on a *frozen* OpenCLIP text tower that contrastive pre-training taught to tell captions apart.
+    The toy does the same: our OpenCLIP-structured TextEncoder (its pooled EOT feature) and a tiny ViCLIP video
+    tower (rewards.toy_video_reward, thrown away afterwards) trained with CLIP's InfoNCE on toy clips of the
+    training captions. Why not just train the text tower jointly with the UNet (text_steps 0)? We did: the
+    UNet's loss gives direction words almost no gradient, so "left" and "right" stayed nearly the same vector
+    (max |difference| 0.03 at their token) and the teacher never learned direction (judge at chance)."""
+    from rewards import _render, contrastive_loss, toy_video_reward
+    torch.manual_seed(cfg.seed)
+    text, video_tower = TextEncoder(toy_text()).train(), toy_video_reward().requires_grad_(True).train()
+    params = list(text.parameters()) + list(video_tower.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=0.0)
+    rng, captions = np.random.default_rng(cfg.seed + 4), split_captions("train")
+    bar = tqdm(range(cfg.text_steps), desc="stage 1/3: text encoder", disable=not run.main)
+    for step in bar:
+        idx = rng.choice(len(captions), size=cfg.text_batch, replace=cfg.text_batch > len(captions))
+        caps = [captions[i] for i in idx]
+        feats = video_tower.encode_videos(_render(caps, rng))                        # (b, d)
+        loss = contrastive_loss(feats, text.pooled(text.tokenize(caps)), 1 / video_tower.viclip.temp,
+                                torch.from_numpy(idx))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.text_steps, cfg.text_lr, max(1, cfg.text_steps // 20))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            video_tower.viclip.temp.clamp_(min=0.01)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return text.eval().requires_grad_(False).to(run.device)
+
+
+def train_teacher(cfg, run, data, ae, text=None):
+    """The toy teacher; `text` is the pre-trained, frozen text encoder (None: a fresh one, trained jointly)."""
     torch.manual_seed(cfg.seed)
     unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
                                    temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout)
     text_cfg = toy_text()
     unet_cfg = dataclasses.replace(unet_cfg, context_dim=text_cfg.width)
-    unet, text = UNet3D(unet_cfg).to(run.device).train(), TextEncoder(text_cfg).to(run.device).train()
+    joint = text is None
+    unet = UNet3D(unet_cfg).to(run.device).train()
+    text = TextEncoder(text_cfg).to(run.device).train() if joint else text
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
     # DDP averages the gradients of both trained modules across processes (plain modules on one process); the
     # text tower's last block and projection are unused (VC2 reads the penultimate layer): find_unused_parameters
     ddp = torch.nn.parallel.DistributedDataParallel
-    unet_d, text_d = (ddp(unet), ddp(text, find_unused_parameters=True)) if run.world > 1 else (unet, text)
+    unet_d, text_d = (ddp(unet), ddp(text, find_unused_parameters=True) if joint else text) if run.world > 1 \
+        else (unet, text)
     abar = turbo.vc2_alphas_cumprod().to(run.device)
     b = cfg.teacher_batch
     if run.main:
@@ -454,19 +494,21 @@ def train_teacher(cfg, run, data, ae):
             z0 = ae.encode(video.to(run.device))                                # (b, c, t, h, w)
         t = torch.randint(0, len(abar), (B,), generator=gen)[rows.start:rows.stop]
         noise = torch.randn((B, *z0.shape[1:]), generator=gen)[rows.start:rows.stop]
-        context = text_d(text.tokenize(caps).to(run.device))                    # (b, L, d), trained jointly
+        with torch.set_grad_enabled(joint):
+            context = text_d(text.tokenize(caps).to(run.device))                # (b, L, d)
         loss = turbo.diffusion_loss(unet_d, z0, context, cfg.fps, abar, t=t, noise=noise)
         return loss, {}
 
     warm = lambda step: min(cfg.ema_decay, (1 + step) / (10 + step))           # short runs: warm the EMA up
+    trained = {"unet": unet, "ema_unet": ema_unet, **({"text": text, "ema_text": ema_text} if joint else {})}
     logs, n_bad = fit(cfg, run, "teacher", cfg.teacher_steps, cfg.teacher_lr, list(unet.parameters()) +
-                      list(text.parameters()), micro_step,
-                      {"unet": unet, "text": text, "ema_unet": ema_unet, "ema_text": ema_text},
+                      (list(text.parameters()) if joint else []), micro_step, trained,
                       synced=[m for m in (unet_d, text_d) if m is not unet and m is not text],
-                      emas=[(ema_unet, unet, warm), (ema_text, text, warm)], counters=skipped_videos(data), batch=b)
+                      emas=[(ema_unet, unet, warm)] + ([(ema_text, text, warm)] if joint else []),
+                      counters=skipped_videos(data), batch=b)
     check_in_sync(run, unet, "teacher")
     return ema_unet, ema_text, {"final_loss": float(np.mean([l["loss"] for l in logs[-100:]])) if logs else None,
-                                "bad_steps": n_bad}
+                                "bad_steps": n_bad, "log": logs}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -662,7 +704,8 @@ def main(argv=None):
         if run.main:
             print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, {kept:.1%} of the "
                   f"variance")
-        unet, text, stats = train_teacher(cfg, run, data, ae)
+        text = pretrain_text(cfg, run) if cfg.text_steps else None
+        unet, text, stats = train_teacher(cfg, run, data, ae, text)
         meta = model_meta(unet, text, ae, kind="teacher", train=meta_train(cfg), stats=stats, seconds=time.time() - t0)
         finish_stage(run, cfg, "teacher", teacher_path, {"unet": unet, "text": text, "ae": ae}, meta)
 
