@@ -286,7 +286,7 @@ class AutoencoderKL(nn.Module):
 @dataclass
 class LinearAEConfig:
     patch: int = 4                           # f: each p x p x 3 pixel patch is one latent "pixel"
-    latent_channels: int = 16                # k principal components kept of the 3 p^2 = 48 patch values
+    latent_channels: int = 8                 # k principal components kept of the 3 p^2 = 48 patch values
     in_channels: int = 3
     scale_factor: float = 1.0                # latents are whitened per channel already (LinearAutoencoder.std)
     kind: str = "linear"
@@ -301,8 +301,11 @@ class LinearAEConfig:
 
 
 def toy_linear_ae():
-    # The toy's first stage: 32x32 frames -> (16, 8, 8) latents (f4, like VC2's f8 grid of 4-channel latents).
-    return LinearAEConfig(patch=4, latent_channels=16)
+    # The toy's first stage: 32x32 frames -> (8, 8, 8) latents (f4, like VC2's f8 grid of 4-channel latents). 8 of the
+    # 48 patch dimensions keep 90% of the variance and every clip's colour, shape and direction (toy.judge: 1.00 on
+    # reconstructions); 16 kept 96.5%, but the teacher then spent half its effort on faint detail channels and
+    # sampled noisy speckle (judge colour 0.47-0.75 vs 0.95 with 8, same budget).
+    return LinearAEConfig(patch=4, latent_channels=8)
 
 
 class LinearAutoencoder(nn.Module):

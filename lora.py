@@ -86,7 +86,7 @@ if __name__ == "__main__":
         nn.init.normal_(l.up.weight, std=0.02)
     n_train = sum(p.numel() for p in unet.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in unet.parameters())
-    x, ctx = torch.randn(2, 16, 8, 8, 8), torch.randn(2, 16, 64)
+    x, ctx = torch.randn(2, 8, 8, 8, 8), torch.randn(2, 16, 64)
     y = unet(x, torch.tensor([10, 500]), ctx)
     merged = merge_lora(copy.deepcopy(unet))
     print(f"{len(loras)} LoRA layers, {n_train:,} trainable of {n_all:,}; merged vs unmerged max diff "

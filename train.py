@@ -1,8 +1,9 @@
 """Train everything on the toy world, on a CPU, in minutes:  python train.py
 
 The default run has these stages, each skipped when its checkpoint already exists (--fresh redoes them):
-    1. teacher        a tiny VC2-structured 3D UNet + a tiny OpenCLIP-style text tower, trained jointly with the
-                      eps-prediction loss (turbo.py Part 0) and 10% caption dropout for classifier-free guidance
+    1. teacher        a tiny OpenCLIP-style text tower, pre-trained contrastively and frozen (VC2's frozen OpenCLIP),
+                      then a tiny VC2-structured 3D UNet trained with the eps-prediction loss (turbo.py Part 0) and
+                      10% caption dropout for classifier-free guidance
     2. reward models  a tiny CLIP (image-text, stands in for HPSv2.1) and a tiny ViCLIP (video-text), trained
                       contrastively on the training captions (rewards.py)
     3. student        T2V-Turbo: consistency distillation from the frozen teacher (turbo.py Part 2) plus the mixed
@@ -69,8 +70,10 @@ class Config:
     width: int = 0                 # 0 = size
     frames: int = 8
     fps: int = 16                  # clip sampling rate and the fps condition; VC2 and T2V-Turbo always use 16
+    latent_channels: int = 8       # the toy first stage: principal components kept of the 48 values of a 4x4 patch
+    latent_scale: float = 1.0      # ... and its scale factor (VC2's VAE: 0.18215): the std of the whitened latents
     # stage 1: the text encoder (plays OpenCLIP ViT-H-14's text tower: contrastively pre-trained, then frozen)
-    text_steps: int = 600          # contrastive pre-training steps against a tiny video tower (0: train it jointly)
+    text_steps: int = 500          # contrastive pre-training steps against a tiny video tower (0: train it jointly)
     text_batch: int = 64
     text_lr: float = 2e-3
     # stage 1: teacher
@@ -80,8 +83,11 @@ class Config:
     teacher_lr: float = 1e-3
     warmup: int = 100              # linear lr warm-up steps, then cosine decay to 10%
     caption_dropout: float = 0.1   # share of captions replaced by "" (classifier-free guidance training)
+    teacher_weighting: str = "eps" # "eps": VC2's plain eps MSE; "v": eps MSE / abar_t, capped (v-prediction's weighting)
+    teacher_weight_max: float = 50.0
+    teacher_t_power: float = 1.0   # t = 999 - floor(1000 u^p), u ~ U[0,1): 1 = uniform (VC2); > 1 favours high noise
     ema_decay: float = 0.995       # the saved teacher is the EMA of its weights
-    guidance: float = 5.0          # default CFG scale for sampling the teacher (VC2 convention, 1 = none)
+    guidance: float = 12.0         # default CFG scale for sampling the teacher (VC2's scripts use 12; 1 = none)
     temporal_dropout: float = 0.1  # dropout in the UNet's temporal convs while training (VC2 hard-codes 0.1)
     # stage 3: the T2V-Turbo student, consistency distillation (turbo.py Part 2, Algorithm 1)
     turbo_steps: int = 600
@@ -492,11 +498,14 @@ def train_teacher(cfg, run, data, ae, text=None):
         caps = ["" if d else c for c, d in zip(caps, drop)]                     # CFG training: 10% unconditional
         with torch.no_grad():
             z0 = ae.encode(video.to(run.device))                                # (b, c, t, h, w)
-        t = torch.randint(0, len(abar), (B,), generator=gen)[rows.start:rows.stop]
+        u = torch.rand(B, generator=gen) ** cfg.teacher_t_power
+        t = (len(abar) - 1 - (u * len(abar)).long()).clamp(0, len(abar) - 1)[rows.start:rows.stop]
         noise = torch.randn((B, *z0.shape[1:]), generator=gen)[rows.start:rows.stop]
         with torch.set_grad_enabled(joint):
             context = text_d(text.tokenize(caps).to(run.device))                # (b, L, d)
-        loss = turbo.diffusion_loss(unet_d, z0, context, cfg.fps, abar, t=t, noise=noise)
+        weight = None if cfg.teacher_weighting == "eps" else (1 / abar[t.to(abar.device)]).clamp(
+            max=cfg.teacher_weight_max)
+        loss = turbo.diffusion_loss(unet_d, z0, context, cfg.fps, abar, t=t, noise=noise, weight=weight)
         return loss, {}
 
     warm = lambda step: min(cfg.ema_decay, (1 + step) / (10 + step))           # short runs: warm the EMA up
@@ -698,7 +707,8 @@ def main(argv=None):
                              "(a VideoCrafter2 checkpoint converted by convert.py)")
         t0 = time.time()
         # the first stage, fitted by PCA on training clips (held-out captions never seen); saved with the teacher
-        ae = LinearAutoencoder(toy_linear_ae())
+        ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=cfg.latent_channels,
+                                                   scale_factor=cfg.latent_scale))
         kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
         ae.to(run.device).eval()
         if run.main:
@@ -723,9 +733,14 @@ def main(argv=None):
         image_reward, video_reward = reward_models(dataclasses.replace(cfg, fresh=False), out, quiet=True)
     t0 = time.time()
     student, text, ae, stats = train_turbo(cfg, run, data, teacher_path, image_reward, video_reward)
-    if hasattr(data, "skipped") and run.main:
-        stats["skipped_videos"] = dict(data.skipped)
-        print(f"skipped videos (process 0): {dict(data.skipped) or 'none'}")
+    if hasattr(data, "skipped"):  # summed over processes, by reason
+        counts = [dict(data.skipped)]
+        if run.world > 1:
+            counts = [None] * run.world
+            dist.all_gather_object(counts, dict(data.skipped))
+        stats["skipped_videos"] = {k: sum(c.get(k, 0) for c in counts) for c in counts for k in c}
+        if run.main:
+            print(f"skipped videos: {stats['skipped_videos'] or 'none'}")
     meta = model_meta(student, text, ae, kind="turbo", train=meta_train(cfg), stats=stats, seconds=time.time() - t0)
     finish_stage(run, cfg, name, turbo_path, {"unet": student, "text": text, "ae": ae}, meta)
     if run.world > 1:

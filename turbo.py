@@ -50,12 +50,12 @@ def predicted_x0(z_t, eps, t, abar):
     return (z_t - (1 - _at(abar, t, z_t)).sqrt() * eps) / _at(abar, t, z_t).sqrt()
 
 
-def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None):
+def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None, weight=None):
     """The teacher's own objective (DDPM, eps-prediction): E_{t, eps} || eps - eps_theta(z_t, t, c) ||^2.
     T2V-Turbo never trains the teacher; the toy world needs one, so it is trained here the way VC2 was.
     z0: (b, c, t, h, w) latents; context: (b, L, d) text tokens (already with caption dropout applied).
     t (b,) and noise (like z0) are drawn from `generator` unless given (train.py draws them for a whole
-    multi-process batch and hands each process its rows)."""
+    multi-process batch and hands each process its rows). weight (b,): per-clip loss weights (None: all 1)."""
     b = z0.shape[0]
     if t is None:
         t = torch.randint(0, len(abar), (b,), device=z0.device, generator=generator)
@@ -63,7 +63,9 @@ def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=N
         noise = torch.randn(z0.shape, device=z0.device, generator=generator)
     t, noise = t.to(z0.device), noise.to(z0.device, z0.dtype)
     eps = unet(add_noise(z0, noise, t, abar), t, context, fps)
-    return F.mse_loss(eps, noise)
+    if weight is None:
+        return F.mse_loss(eps, noise)
+    return (weight.to(eps) * (eps.float() - noise.float()).pow(2).flatten(1).mean(1)).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------
