@@ -117,7 +117,7 @@ def bench_ddp(steps=30, batch=4):
     from checkpoint import read_meta
     root = Path(__file__).resolve().parent
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    tiny = ["--warmup", "1", "--threads", "1", "--reward-steps", "2"]
+    tiny = ["--warmup", "1", "--threads", "1", "--reward-steps", "2", "--text-steps", "2"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"

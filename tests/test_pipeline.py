@@ -12,7 +12,8 @@ from checkpoint import read_checkpoint
 
 def test_train_then_sample(tmp_path):
     out = tmp_path / "run"
-    small = ["--teacher-batch", "2", "--turbo-batch", "2", "--warmup", "1", "--reward-steps", "2"]
+    small = ["--teacher-batch", "2", "--turbo-batch", "2", "--warmup", "1", "--reward-steps", "2", "--text-steps", "2",
+             "--text-batch", "4"]
     train.main(["--out", str(out), "--teacher-steps", "3", "--turbo-steps", "3"] + small)
     assert (out / "reward_image.safetensors").exists() and (out / "reward_video.safetensors").exists()
     for name in ("teacher", "turbo"):
