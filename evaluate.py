@@ -77,7 +77,7 @@ def reward_scores(sample_dirs, run_dir):
 
 # the rows of the toy table: (checkpoint name, label, sampling steps); the paper's Table 1 methods and, as its
 # Table 3, T2V-Turbo with each reward alone
-ROWS = [("teacher", "teacher (DDIM + CFG 5)", 50), ("vcm", "VCM (no reward)", 4),
+ROWS = [("teacher", "teacher (DDIM + CFG 12)", 50), ("vcm", "VCM (no reward)", 4),
         ("turbo", "T2V-Turbo", 1), ("turbo", "T2V-Turbo", 2), ("turbo", "**T2V-Turbo**", 4),
         ("turbo", "T2V-Turbo", 8), ("turbo_image", "T2V-Turbo, image reward only", 4),
         ("turbo_video", "T2V-Turbo, video reward only", 4)]
@@ -187,7 +187,7 @@ def plot_curves(run_dir, path, width=900, height=300):
             xs = x0 + (x1 - x0) * np.arange(len(v)) / max(1, n_max - 1)
             ys = y1 - (y1 - y0) * (v - lo) / (hi - lo)
             draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colours[name], width=2)
-            draw.text((x0 + 5, y1 + 5 + 12 * (j % 3)), name, fill=colours[name])
+            draw.text((x0 + 5, y1 + 3 + 10 * j), name, fill=colours[name])
         draw.text((x1 - 60, y1 + 5), f"{n_max} steps", fill=(0, 0, 0))
     img.save(path)
     print(f"wrote {path}")
