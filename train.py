@@ -479,7 +479,8 @@ def train_teacher(cfg, run, data, ae, text=None):
     joint = text is None
     unet = UNet3D(unet_cfg).to(run.device).train()
     text = TextEncoder(text_cfg).to(run.device).train() if joint else text
-    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
+    ema_unet = copy.deepcopy(unet).eval()
+    ema_text = copy.deepcopy(text).eval() if joint else text           # a frozen tower needs no EMA
     # DDP averages the gradients of both trained modules across processes (plain modules on one process); the
     # text tower's last block and projection are unused (VC2 reads the penultimate layer): find_unused_parameters
     ddp = torch.nn.parallel.DistributedDataParallel
