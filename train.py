@@ -132,7 +132,7 @@ def toy():
 
 def vc2_256():
     """VideoCrafter2 -> T2V-Turbo on ONE GPU at reduced resolution: 16 frames at 256 x 256 (latents 4 x 16 x 32 x
-    32), LoRA rank 64, bf16 autocast, gradient checkpointing everywhere, 8-bit AdamW when bitsandbytes is there.
+    32), LoRA rank 64, bf16 autocast, gradient checkpointing everywhere (add --optim adamw8bit with bitsandbytes).
     Needs `python convert.py --vc2 model.ckpt --out weights/vc2`, --data/--captions, and --hps/--viclip for the
     rewards (or --rewards none). Memory: see README ("Distilling VideoCrafter2")."""
     return dataclasses.replace(
@@ -164,8 +164,8 @@ def parse_config(argv=None):
     args = vars(p.parse_args(argv))
     cfg = PRESETS[args.pop("preset")]()
     cfg = dataclasses.replace(cfg, **{k: v for k, v in args.items() if v is not None})
-    for name in ("teacher_steps", "teacher_batch", "turbo_batch", "text_batch", "size", "frames", "grad_accum", "save_every",
-                 "keep"):
+    for name in ("teacher_steps", "teacher_batch", "turbo_batch", "text_batch", "size", "frames", "grad_accum",
+                 "save_every", "keep"):
         if getattr(cfg, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= cfg.caption_dropout < 1:
@@ -178,6 +178,8 @@ def parse_config(argv=None):
         p.error("need 0 < --w-min <= --w-max")
     if cfg.precision not in ("fp32", "bf16"):
         p.error("--precision must be fp32 or bf16")
+    if cfg.teacher_weighting not in ("eps", "v"):
+        p.error("--teacher-weighting must be eps (VC2) or v")
     if cfg.optim not in ("adamw", "adamw8bit"):
         p.error("--optim must be adamw or adamw8bit")
     if bool(cfg.data) != bool(cfg.captions):
@@ -300,10 +302,14 @@ def save_state(run, out, stage, step, modules, opt, extra, keep):
 
 def load_state(path, modules, opt, device):
     """The inverse of save_state -> meta. Weights and optimizer moments land on `device`."""
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["t2v_turbo_state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["t2v_turbo_state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable training state ({e}): delete it to resume from an older one, "
+                         f"or run without --resume") from None
     for name, m in modules.items():
         m.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
     state = {}

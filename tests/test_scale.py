@@ -206,3 +206,13 @@ def test_student_trains_on_a_video_folder(tmp_path, teacher_run):
     assert len(meta["stats"]["log"]) == 2 and sum(meta["stats"]["skipped_videos"].values()) >= 1
     with pytest.raises(SystemExit):
         train.parse_config(["--data", str(tmp_path / "videos")])             # --captions missing
+
+
+def test_a_corrupt_state_gives_a_clear_error(tmp_path, teacher_run):
+    out = student_dir(tmp_path, teacher_run, "corrupt")
+    (out / "vcm.state-0000002.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ValueError, match="not a readable training state"):
+        train.main(student_args(teacher_run, out, "--turbo-steps", "3", "--turbo-batch", "1", "--rewards", "none",
+                                "--resume"))
+    with pytest.raises(SystemExit):
+        train.parse_config(["--teacher-weighting", "x0"])
