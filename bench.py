@@ -37,7 +37,7 @@ def bench_sample(batch=8, repeats=3):
     ae, text = LinearAutoencoder(toy_linear_ae()), TextEncoder(toy_text()).eval()
     teacher = UNet3D(toy()).eval()
     student = UNet3D(dataclasses.replace(toy(), guidance_embed_dim=256)).eval()
-    abar = turbo.vc2_alphas_cumprod()
+    abar = turbo.schedule(teacher.config)
     prompts = ["a red circle moving left"] * batch
     noise = torch.randn(batch, toy().in_channels, 8, 8, 8)
 
@@ -73,7 +73,7 @@ def bench_train(batch=8, repeats=5):
     target.load_state_dict(student.state_dict())
     image_reward, video_reward = toy_image_reward(), toy_video_reward()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
-    abar = turbo.vc2_alphas_cumprod()
+    abar = turbo.schedule(teacher.config)
     video, caps = world.batch(batch)
     with torch.no_grad():
         z0, ctx = ae.encode(video), text.encode_text(caps)

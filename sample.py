@@ -70,7 +70,7 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     f = 2 ** (len(ae.config.ch_mult) - 1)                  # the first stage's downsampling factor
     height = meta["train"].get("height") or meta["train"]["size"]
     width = meta["train"].get("width") or meta["train"]["size"]
-    abar = turbo.vc2_alphas_cumprod().to(device)
+    abar = turbo.schedule(unet.config).to(device)   # VC2's, or the toy teacher's zero-terminal-SNR variant
     fps = meta["train"].get("fps", 16)
     student, steps, guidance = sampler_settings(meta, steps, guidance)
     out = []

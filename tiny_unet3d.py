@@ -45,9 +45,18 @@ class UNetConfig:
     guidance_embed_dim: int = 0               # 0: teacher, no w input; 256: T2V-Turbo student (digest 1.3)
     temporal_dropout: float = 0.1             # dropout in the temporal conv blocks (VC2 hard-codes 0.1)
     use_checkpoint: bool = False              # gradient checkpointing of res/transformer blocks while training
+    # what the output means and which noise schedule the weights were trained with (turbo.split_output, .schedule);
+    # they travel with every checkpoint's config. VC2: eps and its schedule as is. VideoCrafter's LatentDiffusion
+    # also offers v-prediction; zero terminal SNR (Lin et al. 2024) is a toy-teacher option that needs it.
+    prediction: str = "eps"                   # "eps" or "v"
+    zero_terminal_snr: bool = False
 
     def __post_init__(self):  # a config read back from JSON carries lists: make them tuples again
         self.channel_mult, self.attention_resolutions = tuple(self.channel_mult), tuple(self.attention_resolutions)
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
+        if self.zero_terminal_snr and self.prediction != "v":
+            raise ValueError("zero_terminal_snr needs prediction='v' (at alpha = 0 an eps-model's x0 is undefined)")
 
 
 def vc2():

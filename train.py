@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -86,6 +87,10 @@ class Config:
     teacher_weighting: str = "eps" # "eps": VC2's plain eps MSE; "v": eps MSE / abar_t, capped (v-prediction's weighting)
     teacher_weight_max: float = 50.0
     teacher_t_power: float = 1.0   # t = 999 - floor(1000 u^p), u ~ U[0,1): 1 = uniform (VC2); > 1 favours high noise
+    prediction: str = "eps"        # the toy teacher's output: "eps" (VC2) or "v" (VideoCrafter's other option)
+    zero_terminal_snr: bool = False  # rescale the schedule so z_999 is pure noise (needs v; turbo.zero_terminal_snr)
+    relative_position: bool = False  # VC1's relative positions in the temporal attention (tiny_unet3d)
+    attention_levels: str = "2"    # downsample factors with transformers: "2" = the 4x4 level only, "1,2" = both
     ema_decay: float = 0.995       # the saved teacher is the EMA of its weights
     guidance: float = 12.0         # default CFG scale for sampling the teacher (VC2's scripts use 12; 1 = none)
     temporal_dropout: float = 0.1  # dropout in the UNet's temporal convs while training (VC2 hard-codes 0.1)
@@ -178,6 +183,12 @@ def parse_config(argv=None):
         p.error("need 0 < --w-min <= --w-max")
     if cfg.precision not in ("fp32", "bf16"):
         p.error("--precision must be fp32 or bf16")
+    if cfg.prediction not in ("eps", "v"):
+        p.error("--prediction must be eps (VC2) or v")
+    if cfg.zero_terminal_snr and cfg.prediction != "v":
+        p.error("--zero-terminal-snr needs --prediction v")
+    if not re.fullmatch(r"[124](,[124])*", cfg.attention_levels):
+        p.error("--attention-levels must list downsample factors, e.g. 2 or 1,2")
     if cfg.teacher_weighting not in ("eps", "v"):
         p.error("--teacher-weighting must be eps (VC2) or v")
     if cfg.optim not in ("adamw", "adamw8bit"):
@@ -479,7 +490,10 @@ def train_teacher(cfg, run, data, ae, text=None):
     """The toy teacher; `text` is the pre-trained, frozen text encoder (None: a fresh one, trained jointly)."""
     torch.manual_seed(cfg.seed)
     unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
-                                   temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout)
+                                   temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout,
+                                   prediction=cfg.prediction, zero_terminal_snr=cfg.zero_terminal_snr,
+                                   use_relative_position=cfg.relative_position,
+                                   attention_resolutions=tuple(int(a) for a in cfg.attention_levels.split(",")))
     text_cfg = toy_text()
     unet_cfg = dataclasses.replace(unet_cfg, context_dim=text_cfg.width)
     joint = text is None
@@ -492,7 +506,7 @@ def train_teacher(cfg, run, data, ae, text=None):
     ddp = torch.nn.parallel.DistributedDataParallel
     unet_d, text_d = (ddp(unet), ddp(text, find_unused_parameters=True) if joint else text) if run.world > 1 \
         else (unet, text)
-    abar = turbo.vc2_alphas_cumprod().to(run.device)
+    abar = turbo.schedule(unet_cfg).to(run.device)
     b = cfg.teacher_batch
     if run.main:
         n_unet, n_text = (sum(p.numel() for p in m.parameters()) for m in (unet, text))
@@ -571,7 +585,7 @@ def train_turbo(cfg, run, data, teacher_path, image_reward=None, video_reward=No
         if r is not None:
             r.to(run.device)
             set_reward_checkpointing(r, cfg.grad_ckpt_reward)
-    abar = turbo.vc2_alphas_cumprod().to(run.device)
+    abar = turbo.schedule(teacher.config).to(run.device)        # the student inherits the teacher's schedule
     with torch.no_grad():
         uncond1 = text.encode_text([""])                             # (1, L, d): the empty caption
     b = cfg.turbo_batch

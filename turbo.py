@@ -50,8 +50,45 @@ def predicted_x0(z_t, eps, t, abar):
     return (z_t - (1 - _at(abar, t, z_t)).sqrt() * eps) / _at(abar, t, z_t).sqrt()
 
 
+def zero_terminal_snr(abar):
+    """Lin et al. 2024 ("Common diffusion noise schedules and sample steps are flawed", Alg. 1): shift and scale
+    alpha_t = sqrt(abar_t) so that alpha_999 = 0 exactly and alpha_0 is unchanged. VC2's schedule leaves
+    abar_999 = 0.0047: a training z_999 still carries 7% of the clip, and a model learns to read the motion from
+    that residue instead of from the caption, then reads it from pure noise when sampling. An option for toy
+    teachers only (it needs v-prediction: with alpha_999 = 0 an eps-model cannot say anything about x0)."""
+    a = abar.sqrt()
+    a0, aT = a[0].clone(), a[-1].clone()
+    return ((a - aT) * a0 / (a0 - aT)) ** 2
+
+
+def schedule(config=None):
+    """abar_t (1000,) float64 for a UNet config: VC2's schedule, rescaled to zero terminal SNR if the config says
+    so (tiny_unet3d.UNetConfig.zero_terminal_snr; a VC2 checkpoint never does)."""
+    abar = vc2_alphas_cumprod()
+    return zero_terminal_snr(abar) if config is not None and config.zero_terminal_snr else abar
+
+
+def prediction_of(unet):
+    """'eps' (VC2) or 'v': what this UNet's output means (a DDP wrapper is looked through; a bare function,
+    as in the tests, counts as eps)."""
+    return getattr(getattr(getattr(unet, "module", unet), "config", None), "prediction", "eps")
+
+
+def split_output(out, z_t, t, abar, prediction="eps"):
+    """A UNet output -> (x0_hat, eps_hat), both (b, c, t, h, w).
+        eps: x0_hat = (z_t - sigma_t out) / alpha_t,  eps_hat = out
+        v:   x0_hat = alpha_t z_t - sigma_t out,      eps_hat = sigma_t z_t + alpha_t out   (v = alpha eps - sigma x0;
+             Salimans & Ho 2022; VideoCrafter's ddpm3d.py has the same `parameterization = "v"` option)
+    Both are linear in `out` for a fixed z_t, so classifier-free guidance on the output equals guidance on either."""
+    if prediction == "eps":
+        return predicted_x0(z_t, out, t, abar), out
+    a, s = _at(abar, t, z_t).sqrt(), (1 - _at(abar, t, z_t)).sqrt()
+    return a * z_t - s * out, s * z_t + a * out
+
+
 def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None, weight=None):
-    """The teacher's own objective (DDPM, eps-prediction): E_{t, eps} || eps - eps_theta(z_t, t, c) ||^2.
+    """The teacher's own objective (DDPM, eps-prediction): E_{t, eps} || eps - eps_theta(z_t, t, c) ||^2
+    (a v-prediction UNet regresses v = alpha_t eps - sigma_t z0 instead).
     T2V-Turbo never trains the teacher; the toy world needs one, so it is trained here the way VC2 was.
     z0: (b, c, t, h, w) latents; context: (b, L, d) text tokens (already with caption dropout applied).
     t (b,) and noise (like z0) are drawn from `generator` unless given (train.py draws them for a whole
@@ -62,10 +99,13 @@ def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=N
     if noise is None:
         noise = torch.randn(z0.shape, device=z0.device, generator=generator)
     t, noise = t.to(z0.device), noise.to(z0.device, z0.dtype)
-    eps = unet(add_noise(z0, noise, t, abar), t, context, fps)
+    out = unet(add_noise(z0, noise, t, abar), t, context, fps)
+    target = noise
+    if prediction_of(unet) == "v":
+        target = _at(abar, t, z0).sqrt() * noise - (1 - _at(abar, t, z0)).sqrt() * z0
     if weight is None:
-        return F.mse_loss(eps, noise)
-    return (weight.to(eps) * (eps.float() - noise.float()).pow(2).flatten(1).mean(1)).mean()
+        return F.mse_loss(out, target)
+    return (weight.to(out) * (out.float() - target.float()).pow(2).flatten(1).mean(1)).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -98,9 +138,8 @@ def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0,
     ctx = torch.cat([context, uncond])
     for i, t in enumerate(tqdm(grid, desc="ddim", leave=False, disable=not progress)):
         tt = torch.full((2 * b,), t, device=z.device, dtype=torch.long)
-        eps_c, eps_u = unet(torch.cat([z, z]), tt, ctx, fps).chunk(2)
-        eps = eps_u + guidance * (eps_c - eps_u)
-        x0 = predicted_x0(z, eps, tt[:b], abar)
+        out_c, out_u = unet(torch.cat([z, z]), tt, ctx, fps).chunk(2)
+        x0, eps = split_output(out_u + guidance * (out_c - out_u), z, tt[:b], abar, prediction_of(unet))
         abar_prev = abar[grid[i + 1]].item() if i + 1 < len(grid) else abar[0].item()
         z = ddim_step(x0, eps, abar_prev)
     return x0
@@ -125,9 +164,9 @@ def consistency_fn(student, z_t, t, context, fps, w, abar):
     """Eq. 5: f_theta(z_t, w, c, t) = c_skip(t) z_t + c_out(t) x0_hat(z_t, eps_theta(z_t, w, c, t)).
     z_t: (b, c, t, h, w); t, w: (b,). This is the student's single-step prediction of the clean video, both the
     CD prediction and (Part 4, rewards) what gets decoded and scored."""
-    eps = student(z_t, t, context, fps, w=w)
+    x0 = split_output(student(z_t, t, context, fps, w=w), z_t, t, abar, prediction_of(student))[0]
     c_skip, c_out = (c.view(-1, 1, 1, 1, 1).to(z_t) for c in boundary_scalings(t))
-    return c_skip * z_t + c_out * predicted_x0(z_t, eps, t, abar)
+    return c_skip * z_t + c_out * x0
 
 
 @torch.no_grad()
@@ -137,9 +176,9 @@ def guided_ode_step(teacher, z, t_from, t_to, context, uncond, fps, w, abar):
         x0_hat = x0_c + w (x0_c - x0_u),  eps_hat = eps_c + w (eps_c - eps_u)       ((1 + w) cond - w uncond)
         z_{t_n} = alpha_{t_n} x0_hat + sigma_{t_n} eps_hat                          (App. A eq. 11, DDIM form)
     The unconditional branch sees the empty caption's embedding. t_to may be 0 (the last grid step lands there)."""
-    eps_c, eps_u = teacher(torch.cat([z, z]), torch.cat([t_from, t_from]), torch.cat([context, uncond]),
+    out_c, out_u = teacher(torch.cat([z, z]), torch.cat([t_from, t_from]), torch.cat([context, uncond]),
                            fps).chunk(2)
-    x0_c, x0_u = predicted_x0(z, eps_c, t_from, abar), predicted_x0(z, eps_u, t_from, abar)
+    (x0_c, eps_c), (x0_u, eps_u) = (split_output(o, z, t_from, abar, prediction_of(teacher)) for o in (out_c, out_u))
     wv = w.view(-1, 1, 1, 1, 1).to(z)
     x0 = x0_c + wv * (x0_c - x0_u)
     eps = eps_c + wv * (eps_c - eps_u)

@@ -56,7 +56,28 @@ def test_train_then_sample(tmp_path):
     assert -1 <= rw["image"] <= 1 and -1 <= rw["video"] <= 1
 
 
+def test_v_prediction_zero_terminal_snr_run(tmp_path):
+    """The toy-teacher options (v-prediction on a zero-terminal-SNR schedule, relative positions, transformers at
+    both levels) travel in the UNet config: the student inherits them and sample.py reads them back."""
+    out = tmp_path / "v"
+    train.main(["--out", str(out), "--teacher-steps", "2", "--turbo-steps", "2", "--teacher-batch", "2",
+                "--turbo-batch", "2", "--warmup", "1", "--text-steps", "2", "--text-batch", "4", "--rewards", "none",
+                "--prediction", "v", "--zero-terminal-snr", "--relative-position", "--attention-levels", "1,2"])
+    for name in ("teacher", "vcm"):
+        _, meta = read_checkpoint(out / f"{name}.safetensors")
+        u = meta["unet"]
+        assert u["prediction"] == "v" and u["zero_terminal_snr"] and u["use_relative_position"]
+        assert tuple(u["attention_resolutions"]) == (1, 2)
+    models = sample.load_models(out / "vcm.safetensors")
+    vids = sample.generate(models, ["a red circle moving left"], [0], progress=False)
+    assert vids.shape == (1, 8, 32, 32, 3)
+
+
 def test_bad_flags_and_checkpoints(tmp_path):
+    for bad in (["--target", "nonsense"], ["--zero-terminal-snr"], ["--prediction", "x0"],
+                ["--attention-levels", "3"]):
+        with pytest.raises(SystemExit):
+            train.parse_config(bad)
     with pytest.raises(SystemExit):
         train.parse_config(["--target", "nonsense"])
     with pytest.raises(SystemExit):
