@@ -1,6 +1,7 @@
 """T2V-Turbo's algorithm, in the order a reader meets it (Li et al., arXiv 2405.18750).
 
-    Part 0  the teacher's diffusion: VideoCrafter2's noise schedule, eps-prediction, its training loss
+    Part 0  the teacher's diffusion: VideoCrafter2's noise schedule, eps-prediction, its training loss (and two
+            toy-teacher options: v-prediction, zero terminal SNR)
     Part 1  the teacher's sampler: DDIM (eta = 0) with classifier-free guidance, 50 steps
     Part 2  consistency distillation (Algorithm 1): the consistency function f_theta with its boundary condition
             (eq. 5), the augmented PF-ODE solver with guidance w (eq. 7, App. A eq. 11), the CD loss with the
