@@ -187,8 +187,8 @@ def parse_config(argv=None):
         p.error("--prediction must be eps (VC2) or v")
     if cfg.zero_terminal_snr and cfg.prediction != "v":
         p.error("--zero-terminal-snr needs --prediction v")
-    if not re.fullmatch(r"[124](,[124])*", cfg.attention_levels):
-        p.error("--attention-levels must list downsample factors, e.g. 2 or 1,2")
+    if not re.fullmatch(r"[12](,[12])*", cfg.attention_levels):  # the toy UNet has two levels: factors 1 and 2
+        p.error("--attention-levels must list the toy UNet's downsample factors (1, 2), e.g. 2 or 1,2")
     if cfg.teacher_weighting not in ("eps", "v"):
         p.error("--teacher-weighting must be eps (VC2) or v")
     if cfg.optim not in ("adamw", "adamw8bit"):

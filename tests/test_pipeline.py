@@ -75,7 +75,7 @@ def test_v_prediction_zero_terminal_snr_run(tmp_path):
 
 def test_bad_flags_and_checkpoints(tmp_path):
     for bad in (["--target", "nonsense"], ["--zero-terminal-snr"], ["--prediction", "x0"],
-                ["--attention-levels", "3"]):
+                ["--attention-levels", "3"], ["--attention-levels", "4"]):
         with pytest.raises(SystemExit):
             train.parse_config(bad)
     with pytest.raises(SystemExit):
