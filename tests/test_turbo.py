@@ -1,7 +1,9 @@
 """The schedule and the teacher's DDIM sampler (turbo.py Parts 0-1)."""
+import pytest
 import torch
 
 import turbo
+from tiny_unet3d import UNetConfig
 
 
 def test_schedule_golden_values():
@@ -46,10 +48,8 @@ def test_zero_terminal_snr_schedule():
     ab, zt = turbo.vc2_alphas_cumprod(), turbo.zero_terminal_snr(turbo.vc2_alphas_cumprod())
     assert zt[999].item() == 0 and abs(zt[0].item() - ab[0].item()) < 1e-12
     assert bool((zt[1:] < zt[:-1]).all())                                  # still strictly decreasing
-    from tiny_unet3d import UNetConfig
     assert turbo.schedule(UNetConfig()).equal(ab)                          # VC2's config: the schedule as is
     assert turbo.schedule(UNetConfig(prediction="v", zero_terminal_snr=True)).equal(zt)
-    import pytest
     with pytest.raises(ValueError, match="needs prediction='v'"):
         UNetConfig(zero_terminal_snr=True)
     with pytest.raises(ValueError, match="prediction must be"):
@@ -73,7 +73,6 @@ def test_split_output_inverts_the_forward_process():
 def test_v_prediction_teacher_on_zero_terminal_snr():
     """A v-model's DDIM sampling from pure noise (alpha_999 = 0) returns the one data point; its loss is zero
     when it outputs the true v."""
-    from tiny_unet3d import UNetConfig
     cfg = UNetConfig(prediction="v", zero_terminal_snr=True)
     ab = turbo.schedule(cfg)
     target = torch.randn(1, 4, 3, 4, 4)
