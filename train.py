@@ -17,6 +17,8 @@ the toy's first stage (VC2: SD's KL-f8 autoencoder) is fitted in closed form: a 
     python train.py --out runs/quick --teacher-steps 200 --turbo-steps 50 --reward-steps 50   # a smoke run
     torchrun --nproc_per_node=2 train.py --out runs/ddp      # the same on 2 processes (gloo on CPU, nccl on GPU)
     python train.py --resume ...                     # after a crash or kill: continue from the last saved state
+    python train.py --out runs/toy_vd --teacher-init runs/toy_v/teacher.safetensors --teacher-t-band 800,960 \
+        --teacher-band-share 1 --teacher-steps 900 --teacher-lr 3e-4       # go on training a teacher (README)
     python train.py --preset vc2_256 --data videos/ --captions videos.csv   # VideoCrafter2 on one GPU (README)
     python train.py --help                           # every config field is a flag
 
@@ -48,7 +50,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 import turbo
-from checkpoint import load_models, model_meta, save_checkpoint, save_tensors
+from checkpoint import load_models, model_meta, read_meta, save_checkpoint, save_tensors
 from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
 from lora import add_lora, merge_lora
 from tiny_unet3d import UNet3D
@@ -63,6 +65,7 @@ class Config:
     device: str = "cpu"            # cpu or cuda (under torchrun: each process takes cuda:LOCAL_RANK)
     threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)
     fresh: bool = False            # redo stages whose checkpoint exists
+    until: str = "student"         # the last stage to run: teacher, rewards or student
     # the data: the toy world (../shared/toy/SPEC.md), or a folder of videos with a caption file (data.py)
     data: str = ""                 # folder of videos; "" = the toy world
     captions: str = ""             # CSV or JSONL naming a video and its caption per row (data.py lists the columns)
@@ -79,6 +82,7 @@ class Config:
     text_lr: float = 2e-3
     # stage 1: teacher
     teacher: str = ""              # a teacher checkpoint to distil (convert.py's output for VC2); "" = OUT/teacher
+    teacher_init: str = ""         # a toy teacher checkpoint to go on training (its UNet, text tower, first stage)
     teacher_steps: int = 800
     teacher_batch: int = 16        # clips per step and process
     teacher_lr: float = 1e-3
@@ -87,6 +91,8 @@ class Config:
     teacher_weighting: str = "eps" # "eps": VC2's plain eps MSE; "v": eps MSE / abar_t, capped (v-prediction's weighting)
     teacher_weight_max: float = 50.0
     teacher_t_power: float = 1.0   # t = 999 - floor(1000 u^p), u ~ U[0,1): 1 = uniform (VC2); > 1 favours high noise
+    teacher_t_band: str = ""       # "lo,hi": a share of the clips draws t from [lo, hi) instead (train_teacher says why)
+    teacher_band_share: float = 0.5  # ... that share
     prediction: str = "eps"        # the toy teacher's output: "eps" (VC2) or "v" (VideoCrafter's other option)
     zero_terminal_snr: bool = False  # rescale the schedule so z_999 is pure noise (needs v; turbo.zero_terminal_snr)
     relative_position: bool = False  # VC1's relative positions in the temporal attention (tiny_unet3d)
@@ -168,7 +174,8 @@ def parse_config(argv=None):
             p.add_argument(flag, type=type(f.default), default=None)
     args = vars(p.parse_args(argv))
     cfg = PRESETS[args.pop("preset")]()
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in args.items() if v is not None})
+    given = {k: v for k, v in args.items() if v is not None}
+    cfg = dataclasses.replace(cfg, **given)
     for name in ("teacher_steps", "teacher_batch", "turbo_batch", "text_batch", "size", "frames", "grad_accum",
                  "save_every", "keep"):
         if getattr(cfg, name) < 1:
@@ -189,6 +196,31 @@ def parse_config(argv=None):
         p.error("--zero-terminal-snr needs --prediction v")
     if not re.fullmatch(r"[12](,[12])*", cfg.attention_levels):  # the toy UNet has two levels: factors 1 and 2
         p.error("--attention-levels must list the toy UNet's downsample factors (1, 2), e.g. 2 or 1,2")
+    if cfg.teacher_t_band and not re.fullmatch(r"\d+,\d+", cfg.teacher_t_band):
+        p.error("--teacher-t-band must be 'lo,hi', two timesteps, e.g. 800,960")
+    if cfg.teacher_t_band and not 0 <= teacher_band(cfg)[0] < teacher_band(cfg)[1] <= 1000:
+        p.error("--teacher-t-band needs 0 <= lo < hi <= 1000")
+    if not 0 <= cfg.teacher_band_share <= 1:
+        p.error("--teacher-band-share must be in [0, 1]")
+    if not cfg.teacher_t_power > 0:
+        p.error("--teacher-t-power must be > 0")
+    if cfg.until not in ("teacher", "rewards", "student"):
+        p.error("--until must be teacher, rewards or student")
+    if cfg.teacher_init:
+        if cfg.teacher:
+            p.error("--teacher uses a finished teacher as it is; --teacher-init trains one further: pick one")
+        if not Path(cfg.teacher_init).is_file():
+            p.error(f"--teacher-init {cfg.teacher_init}: no such file")
+        try:
+            u = read_meta(cfg.teacher_init)["unet"]
+        except (ValueError, KeyError) as e:
+            p.error(f"--teacher-init {cfg.teacher_init}: not a checkpoint of this repo ({e})")
+        has = {"prediction": u.get("prediction", "eps"), "zero_terminal_snr": u.get("zero_terminal_snr", False),
+               "relative_position": u["use_relative_position"],
+               "attention_levels": ",".join(str(a) for a in u["attention_resolutions"])}
+        for name, value in has.items():  # the init's UNet is what gets trained: flags may only repeat it
+            if name in given and given[name] != value:
+                p.error(f"--{name.replace('_', '-')} {getattr(cfg, name)}: the UNet of --teacher-init has {value}")
     if cfg.teacher_weighting not in ("eps", "v"):
         p.error("--teacher-weighting must be eps (VC2) or v")
     if cfg.optim not in ("adamw", "adamw8bit"):
@@ -196,6 +228,11 @@ def parse_config(argv=None):
     if bool(cfg.data) != bool(cfg.captions):
         p.error("--data and --captions go together (a folder of videos and its caption file)")
     return cfg
+
+
+def teacher_band(cfg):
+    """--teacher-t-band "lo,hi" -> (lo, hi), or None."""
+    return tuple(int(x) for x in cfg.teacher_t_band.split(",")) if cfg.teacher_t_band else None
 
 
 def lr_at(step, total, base, warmup):
@@ -486,8 +523,18 @@ def pretrain_text(cfg, run):
     return text.eval().requires_grad_(False).to(run.device)
 
 
-def train_teacher(cfg, run, data, ae, text=None):
-    """The toy teacher; `text` is the pre-trained, frozen text encoder (None: a fresh one, trained jointly)."""
+def train_teacher(cfg, run, data, ae, text=None, init=None):
+    """The toy teacher; `text` is the pre-trained, frozen text encoder (None: a fresh one, trained jointly);
+    `init` a trained teacher UNet to go on from (--teacher-init: its config and weights), None = from scratch.
+
+    Which noise levels t the clips get (VC2: uniform over 0..999). The caption's colour and shape are learned at
+    every t, but its *direction* only matters where the noisy clip no longer shows where the shape goes: on the
+    zero-terminal-SNR schedule, t in about [800, 960). Below it the clip itself tells the motion; above it the
+    input is nearly pure noise and the caption's mean video is a faint smear. Uniform t gives that band 16% of the
+    clips, and a teacher trained so ignores the direction word (a diffusion-classifier probe of its denoiser picks
+    the right direction at chance) and draws the motion from the noise. --teacher-t-band 800,960 with
+    --teacher-band-share 0.5 gives the band half the clips (the idea of P2 weighting, Choi et al. 2022, and SD3's
+    mid-noise timestep sampling, Esser et al. 2024: spend the loss where the content is decided)."""
     torch.manual_seed(cfg.seed)
     unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
                                    temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout,
@@ -496,8 +543,12 @@ def train_teacher(cfg, run, data, ae, text=None):
                                    attention_resolutions=tuple(int(a) for a in cfg.attention_levels.split(",")))
     text_cfg = toy_text()
     unet_cfg = dataclasses.replace(unet_cfg, context_dim=text_cfg.width)
+    if init is not None:  # go on training a teacher: its own architecture, prediction and schedule
+        unet_cfg = dataclasses.replace(init.config, temporal_dropout=cfg.temporal_dropout)
     joint = text is None
     unet = UNet3D(unet_cfg).to(run.device).train()
+    if init is not None:
+        unet.load_state_dict(init.state_dict())
     text = TextEncoder(text_cfg).to(run.device).train() if joint else text
     ema_unet = copy.deepcopy(unet).eval()
     ema_text = copy.deepcopy(text).eval() if joint else text           # a frozen tower needs no EMA
@@ -508,6 +559,7 @@ def train_teacher(cfg, run, data, ae, text=None):
         else (unet, text)
     abar = turbo.schedule(unet_cfg).to(run.device)
     b = cfg.teacher_batch
+    band = teacher_band(cfg)
     if run.main:
         n_unet, n_text = (sum(p.numel() for p in m.parameters()) for m in (unet, text))
         print(f"teacher: UNet {n_unet:,} params, text tower {n_text:,} params, {run.world} process(es) x {b} clips")
@@ -520,8 +572,12 @@ def train_teacher(cfg, run, data, ae, text=None):
         with torch.no_grad():
             z0 = ae.encode(video.to(run.device))                                # (b, c, t, h, w)
         u = torch.rand(B, generator=gen) ** cfg.teacher_t_power
-        t = (len(abar) - 1 - (u * len(abar)).long()).clamp(0, len(abar) - 1)[rows.start:rows.stop]
+        t = (len(abar) - 1 - (u * len(abar)).long()).clamp(0, len(abar) - 1)
         noise = torch.randn((B, *z0.shape[1:]), generator=gen)[rows.start:rows.stop]
+        if band:  # the noise levels where the caption decides the motion get a larger share of the clips
+            in_band = torch.rand(B, generator=gen) < cfg.teacher_band_share
+            t = torch.where(in_band, band[0] + (torch.rand(B, generator=gen) * (band[1] - band[0])).long(), t)
+        t = t[rows.start:rows.stop]
         with torch.set_grad_enabled(joint):
             context = text_d(text.tokenize(caps).to(run.device))                # (b, L, d)
         weight = None if cfg.teacher_weighting == "eps" else (1 / abar[t.to(abar.device)]).clamp(
@@ -727,19 +783,31 @@ def main(argv=None):
             raise SystemExit("training a teacher on your videos is not what this repo does: pass --teacher "
                              "(a VideoCrafter2 checkpoint converted by convert.py)")
         t0 = time.time()
-        # the first stage, fitted by PCA on training clips (held-out captions never seen); saved with the teacher
-        ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=cfg.latent_channels,
-                                                   scale_factor=cfg.latent_scale))
-        kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
-        ae.to(run.device).eval()
-        if run.main:
-            print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, {kept:.1%} of the "
-                  f"variance")
-        text = pretrain_text(cfg, run) if cfg.text_steps else None
-        unet, text, stats = train_teacher(cfg, run, data, ae, text)
+        init = None
+        if cfg.teacher_init:  # a second phase: the first stage and the frozen text tower come with the teacher
+            init = load_models(cfg.teacher_init, run.device)
+            if init["meta"].get("kind") != "teacher":
+                raise SystemExit(f"--teacher-init {cfg.teacher_init} is a {init['meta'].get('kind')!r} checkpoint, "
+                                 "not a teacher")
+            ae, text = init["ae"], init["text"]
+            if run.main:
+                print(f"stage 1/3: going on from the teacher {cfg.teacher_init}")
+        else:
+            # the first stage, fitted by PCA on training clips (held-out captions never seen); saved with the teacher
+            ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=cfg.latent_channels,
+                                                       scale_factor=cfg.latent_scale))
+            kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
+            ae.to(run.device).eval()
+            if run.main:
+                print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, "
+                      f"{kept:.1%} of the variance")
+            text = pretrain_text(cfg, run) if cfg.text_steps else None
+        unet, text, stats = train_teacher(cfg, run, data, ae, text, init=init and init["unet"])
         meta = model_meta(unet, text, ae, kind="teacher", train=meta_train(cfg), stats=stats, seconds=time.time() - t0)
         finish_stage(run, cfg, "teacher", teacher_path, {"unet": unet, "text": text, "ae": ae}, meta)
 
+    if cfg.until == "teacher":
+        return
     # stage 2: reward models (process 0 trains the toy ones while the others wait), then stage 3: the student
     name = student_name(cfg)
     turbo_path = out / f"{name}.safetensors"
@@ -750,6 +818,8 @@ def main(argv=None):
     if run.main:
         image_reward, video_reward = reward_models(cfg, out)
     barrier(run)
+    if cfg.until == "rewards":
+        return
     if not run.main:  # the others load what process 0 wrote
         image_reward, video_reward = reward_models(dataclasses.replace(cfg, fresh=False), out, quiet=True)
     t0 = time.time()

@@ -3,6 +3,7 @@ import json
 
 import imageio.v3 as iio
 import pytest
+import torch
 
 import evaluate
 import sample
@@ -72,10 +73,37 @@ def test_v_prediction_zero_terminal_snr_run(tmp_path):
     vids = sample.generate(models, ["a red circle moving left"], [0], progress=False)
     assert vids.shape == (1, 8, 32, 32, 3)
 
+    # a second phase: --teacher-init goes on training that teacher, every clip's t drawn from --teacher-t-band
+    for clash in (["--attention-levels", "2"], ["--teacher", str(out / "teacher.safetensors")]):
+        with pytest.raises(SystemExit):  # flags may repeat the init's UNet, not change it; --teacher is final
+            train.parse_config(["--teacher-init", str(out / "teacher.safetensors")] + clash)
+    seen_t = []
+    def spy(unet, z0, context, fps, abar, t=None, **kw):
+        seen_t.append(t.clone())
+        return real(unet, z0, context, fps, abar, t=t, **kw)
+    real, train.turbo.diffusion_loss = train.turbo.diffusion_loss, spy
+    try:
+        out2 = tmp_path / "v2"
+        train.main(["--out", str(out2), "--teacher-init", str(out / "teacher.safetensors"), "--teacher-steps", "2",
+                    "--teacher-batch", "3", "--warmup", "1", "--teacher-t-band", "500,510", "--teacher-band-share",
+                    "1", "--until", "teacher", "--prediction", "v"])
+    finally:
+        train.turbo.diffusion_loss = real
+    assert sorted(p.name for p in out2.glob("*.safetensors")) == ["teacher.safetensors"]  # --until teacher
+    t = torch.cat(seen_t)
+    assert len(t) == 6 and ((500 <= t) & (t < 510)).all()
+    first, second = read_checkpoint(out / "teacher.safetensors"), read_checkpoint(out2 / "teacher.safetensors")
+    assert second[1]["unet"] == first[1]["unet"] and second[1]["train"]["teacher_init"].endswith("teacher.safetensors")
+    for k, v in first[0].items():  # the frozen text tower and first stage come along; the UNet moved on
+        assert torch.equal(v, second[0][k]) != k.startswith("unet."), k
+
 
 def test_bad_flags_and_checkpoints(tmp_path):
     for bad in (["--target", "nonsense"], ["--zero-terminal-snr"], ["--prediction", "x0"],
-                ["--attention-levels", "3"], ["--attention-levels", "4"]):
+                ["--attention-levels", "3"], ["--attention-levels", "4"], ["--teacher-t-band", "800"],
+                ["--teacher-t-band", "960,800"], ["--teacher-t-band", "0,1001"], ["--teacher-band-share", "1.5"],
+                ["--teacher-t-power", "0"], ["--teacher-init", str(tmp_path / "missing.safetensors")],
+                ["--until", "sampling"]):
         with pytest.raises(SystemExit):
             train.parse_config(bad)
     with pytest.raises(SystemExit):
@@ -86,3 +114,5 @@ def test_bad_flags_and_checkpoints(tmp_path):
         read_checkpoint(bad)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.safetensors")
+    with pytest.raises(SystemExit):
+        train.parse_config(["--teacher-init", str(bad)])
