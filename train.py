@@ -532,9 +532,12 @@ def train_teacher(cfg, run, data, ae, text=None, init=None):
     zero-terminal-SNR schedule, t in about [800, 960). Below it the clip itself tells the motion; above it the
     input is nearly pure noise and the caption's mean video is a faint smear. Uniform t gives that band 16% of the
     clips, and a teacher trained so ignores the direction word (a diffusion-classifier probe of its denoiser picks
-    the right direction at chance) and draws the motion from the noise. --teacher-t-band 800,960 with
-    --teacher-band-share 0.5 gives the band half the clips (the idea of P2 weighting, Choi et al. 2022, and SD3's
-    mid-noise timestep sampling, Esser et al. 2024: spend the loss where the content is decided)."""
+    the right direction at chance) and draws the motion from the noise. --teacher-t-band 800,960 gives the band a
+    share of the clips (--teacher-band-share; the idea of P2 weighting, Choi et al. 2022, and SD3's mid-noise
+    timestep sampling, Esser et al. 2024: spend the loss where the content is decided). What worked (README, the
+    toy teacher, finding 6): a second phase, --teacher-init from a v / zero-terminal-SNR teacher that already draws
+    clean shapes, with every clip in the band (share 1). From scratch at share 0.5 the shapes came too slowly, and
+    the default eps teacher on VC2's schedule did not learn direction from a band phase ([900, 1000))."""
     torch.manual_seed(cfg.seed)
     unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
                                    temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout,
