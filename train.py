@@ -212,9 +212,12 @@ def parse_config(argv=None):
         if not Path(cfg.teacher_init).is_file():
             p.error(f"--teacher-init {cfg.teacher_init}: no such file")
         try:
-            u = read_meta(cfg.teacher_init)["unet"]
+            meta = read_meta(cfg.teacher_init)
+            u = meta["unet"]
         except (ValueError, KeyError) as e:
             p.error(f"--teacher-init {cfg.teacher_init}: not a checkpoint of this repo ({e})")
+        if meta.get("kind") != "teacher":
+            p.error(f"--teacher-init {cfg.teacher_init} is a {meta.get('kind')!r} checkpoint, not a teacher")
         has = {"prediction": u.get("prediction", "eps"), "zero_terminal_snr": u.get("zero_terminal_snr", False),
                "relative_position": u["use_relative_position"],
                "attention_levels": ",".join(str(a) for a in u["attention_resolutions"])}
@@ -788,10 +791,7 @@ def main(argv=None):
         t0 = time.time()
         init = None
         if cfg.teacher_init:  # a second phase: the first stage and the frozen text tower come with the teacher
-            init = load_models(cfg.teacher_init, run.device)
-            if init["meta"].get("kind") != "teacher":
-                raise SystemExit(f"--teacher-init {cfg.teacher_init} is a {init['meta'].get('kind')!r} checkpoint, "
-                                 "not a teacher")
+            init = load_models(cfg.teacher_init, run.device)  # parse_config checked that it is a teacher
             ae, text = init["ae"], init["text"]
             if run.main:
                 print(f"stage 1/3: going on from the teacher {cfg.teacher_init}")

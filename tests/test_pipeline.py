@@ -77,6 +77,8 @@ def test_v_prediction_zero_terminal_snr_run(tmp_path):
     for clash in (["--attention-levels", "2"], ["--teacher", str(out / "teacher.safetensors")]):
         with pytest.raises(SystemExit):  # flags may repeat the init's UNet, not change it; --teacher is final
             train.parse_config(["--teacher-init", str(out / "teacher.safetensors")] + clash)
+    with pytest.raises(SystemExit):  # a student is not a teacher to go on from
+        train.parse_config(["--teacher-init", str(out / "vcm.safetensors")])
     seen_t = []
     def spy(unet, z0, context, fps, abar, t=None, **kw):
         seen_t.append(t.clone())
