@@ -53,7 +53,7 @@ import turbo
 from checkpoint import load_models, model_meta, read_meta, save_checkpoint, save_tensors
 from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
 from lora import add_lora, merge_lora
-from tiny_unet3d import UNet3D
+from tiny_unet3d import UNet3D, UNetConfig
 from tiny_unet3d import toy as toy_unet
 from toy import ToyWorld, split_captions
 
@@ -198,7 +198,7 @@ def parse_config(argv=None):
         p.error("--attention-levels must list the toy UNet's downsample factors (1, 2), e.g. 2 or 1,2")
     if cfg.teacher_t_band and not re.fullmatch(r"\d+,\d+", cfg.teacher_t_band):
         p.error("--teacher-t-band must be 'lo,hi', two timesteps, e.g. 800,960")
-    if cfg.teacher_t_band and not 0 <= teacher_band(cfg)[0] < teacher_band(cfg)[1] <= 1000:
+    if cfg.teacher_t_band and not 0 <= (band := teacher_band(cfg))[0] < band[1] <= 1000:
         p.error("--teacher-t-band needs 0 <= lo < hi <= 1000")
     if not 0 <= cfg.teacher_band_share <= 1:
         p.error("--teacher-band-share must be in [0, 1]")
@@ -213,17 +213,16 @@ def parse_config(argv=None):
             p.error(f"--teacher-init {cfg.teacher_init}: no such file")
         try:
             meta = read_meta(cfg.teacher_init)
-            u = meta["unet"]
-        except (ValueError, KeyError) as e:
+            init_unet = UNetConfig(**meta["unet"])  # lists back to tuples, old checkpoints get the defaults
+        except (ValueError, KeyError, TypeError) as e:
             p.error(f"--teacher-init {cfg.teacher_init}: not a checkpoint of this repo ({e})")
         if meta.get("kind") != "teacher":
             p.error(f"--teacher-init {cfg.teacher_init} is a {meta.get('kind')!r} checkpoint, not a teacher")
-        has = {"prediction": u.get("prediction", "eps"), "zero_terminal_snr": u.get("zero_terminal_snr", False),
-               "relative_position": u["use_relative_position"],
-               "attention_levels": ",".join(str(a) for a in u["attention_resolutions"])}
-        for name, value in has.items():  # the init's UNet is what gets trained: flags may only repeat it
-            if name in given and given[name] != value:
-                p.error(f"--{name.replace('_', '-')} {getattr(cfg, name)}: the UNet of --teacher-init has {value}")
+        wanted = teacher_unet_options(cfg)
+        for flag, field in TEACHER_UNET_FLAGS.items():  # the init's UNet is what gets trained: flags may only repeat it
+            if flag in given and wanted[field] != getattr(init_unet, field):
+                p.error(f"--{flag.replace('_', '-')} {given[flag]}: the UNet of --teacher-init has "
+                        f"{getattr(init_unet, field)}")
     if cfg.teacher_weighting not in ("eps", "v"):
         p.error("--teacher-weighting must be eps (VC2) or v")
     if cfg.optim not in ("adamw", "adamw8bit"):
@@ -231,6 +230,18 @@ def parse_config(argv=None):
     if bool(cfg.data) != bool(cfg.captions):
         p.error("--data and --captions go together (a folder of videos and its caption file)")
     return cfg
+
+
+# the toy-teacher flags that set a field of the UNet config: flag -> field
+TEACHER_UNET_FLAGS = {"prediction": "prediction", "zero_terminal_snr": "zero_terminal_snr",
+                      "relative_position": "use_relative_position", "attention_levels": "attention_resolutions"}
+
+
+def teacher_unet_options(cfg):
+    """-> {UNet config field: value} of the toy-teacher flags (TEACHER_UNET_FLAGS)."""
+    return {"prediction": cfg.prediction, "zero_terminal_snr": cfg.zero_terminal_snr,
+            "use_relative_position": cfg.relative_position,
+            "attention_resolutions": tuple(int(a) for a in cfg.attention_levels.split(","))}
 
 
 def teacher_band(cfg):
@@ -542,15 +553,13 @@ def train_teacher(cfg, run, data, ae, text=None, init=None):
     clean shapes, with every clip in the band (share 1). From scratch at share 0.5 the shapes came too slowly, and
     the default eps teacher on VC2's schedule did not learn direction from a band phase ([900, 1000))."""
     torch.manual_seed(cfg.seed)
-    unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
-                                   temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout,
-                                   prediction=cfg.prediction, zero_terminal_snr=cfg.zero_terminal_snr,
-                                   use_relative_position=cfg.relative_position,
-                                   attention_resolutions=tuple(int(a) for a in cfg.attention_levels.split(",")))
     text_cfg = toy_text()
-    unet_cfg = dataclasses.replace(unet_cfg, context_dim=text_cfg.width)
     if init is not None:  # go on training a teacher: its own architecture, prediction and schedule
         unet_cfg = dataclasses.replace(init.config, temporal_dropout=cfg.temporal_dropout)
+    else:
+        unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
+                                       temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout,
+                                       context_dim=text_cfg.width, **teacher_unet_options(cfg))
     joint = text is None
     unet = UNet3D(unet_cfg).to(run.device).train()
     if init is not None:
@@ -770,6 +779,13 @@ def main(argv=None):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = setup_processes(cfg)
+    run_stages(cfg, run)
+    if run.world > 1:  # on every way out of the stages, --until and reused checkpoints included
+        dist.destroy_process_group()
+
+
+def run_stages(cfg, run):
+    """Teacher -> reward models -> student, each skipped when its checkpoint exists, up to --until."""
     out = Path(cfg.out)
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -814,7 +830,7 @@ def main(argv=None):
     # stage 2: reward models (process 0 trains the toy ones while the others wait), then stage 3: the student
     name = student_name(cfg)
     turbo_path = out / f"{name}.safetensors"
-    if turbo_path.exists() and not cfg.fresh:
+    if turbo_path.exists() and not cfg.fresh and cfg.until == "student":
         if run.main:
             print(f"stage 3/3: reusing {turbo_path}")
         return
@@ -837,8 +853,6 @@ def main(argv=None):
             print(f"skipped videos: {stats['skipped_videos'] or 'none'}")
     meta = model_meta(student, text, ae, kind="turbo", train=meta_train(cfg), stats=stats, seconds=time.time() - t0)
     finish_stage(run, cfg, name, turbo_path, {"unet": student, "text": text, "ae": ae}, meta)
-    if run.world > 1:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

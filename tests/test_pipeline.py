@@ -32,6 +32,11 @@ def test_train_then_sample(tmp_path):
     assert vcm["train"]["rewards"] == "none" and all(k in vcm["stats"]["final"] for k in ("cd", "loss"))
     _, t2v = read_checkpoint(out / "turbo.safetensors")
     assert {"r_img", "r_vid"} <= set(t2v["stats"]["final"])     # every term logged
+    # --until rewards trains a missing reward model even though the student exists, and stops there
+    (out / "reward_video.safetensors").unlink()
+    before = (out / "turbo.safetensors").stat().st_mtime_ns
+    train.main(["--out", str(out), "--until", "rewards"] + small)
+    assert (out / "reward_video.safetensors").exists() and (out / "turbo.safetensors").stat().st_mtime_ns == before
 
     for name, steps in (("teacher", 2), ("turbo", None)):
         d = tmp_path / f"samples_{name}"
