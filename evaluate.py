@@ -9,6 +9,13 @@ The seen set is the 76 training captions, the held-out set the 8 captions no mod
     python evaluate.py --table runs/toy        # every checkpoint found there -> runs/toy/results.md, compare.gif,
                                                # curves.png
     python evaluate.py --table runs/toy --train    # from scratch: trains what is missing first (the toy table)
+    python evaluate.py --table runs/toy --tune-guidance    # each method at its own best guidance (below)
+
+Guidance is a sampling knob of every method here (the teacher's CFG scale, a student's w), and the best value
+differs between them: a toy teacher can score higher at a lower CFG scale than VC2's 12. `--tune-guidance` picks it
+per checkpoint on VALIDATION samples (the seen captions, seeds from 5000, never the evaluation's seeds from 1000),
+by judge + image reward + video reward, from one grid stated in VC2's convention g (a student gets w = g - 1, LCM's
+convention for the same guidance strength), and writes the sweep to RUN_DIR/guidance.json.
 """
 
 import argparse
@@ -75,9 +82,34 @@ def reward_scores(sample_dirs, run_dir):
     return out
 
 
+# Guidance tuning: the same grid for every method, on validation seeds only
+GUIDANCE_GRID = (2.0, 3.0, 5.0, 8.5, 12.0)  # CFG scale g, VC2's convention (1 = none); a student samples at w = g - 1
+VALIDATION_SEED = 5000                       # the evaluation uses seeds from 1000; validation never overlaps it
+
+
+def tune_guidance(ckpt, out, run_dir, steps, grid=GUIDANCE_GRID, seed=VALIDATION_SEED, device="cpu"):
+    """-> (best guidance in the checkpoint's own convention, sweep rows). Samples every seen caption once per grid
+    value and keeps the value with the highest judge + image reward + video reward (missing reward models count 0).
+    Held-out captions are not used: they stay a test of composition only."""
+    from checkpoint import read_meta
+    student = read_meta(ckpt).get("kind") == "turbo"
+    sweep = []
+    for g in grid:
+        value = g - 1 if student else g                    # LCM's w for a student, VC2's g for a teacher
+        d = Path(out) / f"g{g:g}"
+        res = evaluate(ckpt, d, per_seen=1, per_heldout=0, steps=steps, guidance=value, seed=seed, device=device)
+        rw = reward_scores([d / "seen"], run_dir)
+        score = res["seen"]["all"] + sum(v for v in rw.values() if v is not None)
+        sweep.append({"g": g, "guidance": value, "judge": res["seen"]["all"], **rw, "score": score})
+        print(f"  {Path(ckpt).stem} g {g:g} ({'w' if student else 'CFG'} {value:g}): judge {res['seen']['all']:.3f}, "
+              f"rewards {rw}, score {score:.3f}", flush=True)
+    best = max(sweep, key=lambda r: r["score"])
+    return best["guidance"], sweep
+
+
 # the rows of the toy table: (checkpoint name, label, sampling steps); the paper's Table 1 methods and, as its
 # Table 3, T2V-Turbo with each reward alone
-ROWS = [("teacher", "teacher (DDIM + CFG 12)", 50), ("vcm", "VCM (no reward)", 4),
+ROWS = [("teacher", "teacher (DDIM + CFG)", 50), ("vcm", "VCM (no reward)", 4),
         ("turbo", "T2V-Turbo", 1), ("turbo", "T2V-Turbo", 2), ("turbo", "**T2V-Turbo**", 4),
         ("turbo", "T2V-Turbo", 8), ("turbo_image", "T2V-Turbo, image reward only", 4),
         ("turbo_video", "T2V-Turbo, video reward only", 4)]
@@ -93,32 +125,42 @@ def train_missing(run_dir, extra=()):
             train.main(["--out", str(run_dir), *args, *extra])
 
 
-def table(run_dir, per_seen=1, per_heldout=8, device="cpu"):
-    """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: method | steps | UNet
-    evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
-    run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves)."""
+def table(run_dir, per_seen=1, per_heldout=8, device="cpu", tune=False):
+    """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: method | steps | guidance |
+    UNet evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
+    run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves).
+    Guidance: each checkpoint's default (teacher CFG 12, student w 7.5), or with tune=True each checkpoint's best
+    on validation seeds (tune_guidance, at the row's default step count: 50 teacher, 4 student)."""
+    from checkpoint import read_meta
     run_dir = Path(run_dir)
-    rows, per_attr, grid_rows, labels = [], [], [], []
+    rows, per_attr, grid_rows, labels, tuned = [], [], [], [], {}
     for name, label, steps in ROWS:
         ckpt = run_dir / f"{name}.safetensors"
         if not ckpt.exists():
             continue
+        if tune and name not in tuned:
+            print(f"tuning the guidance of {ckpt} on validation seeds")
+            tuned[name] = tune_guidance(ckpt, run_dir / f"tune_{name}", run_dir, steps, GUIDANCE_GRID, device=device)
+            (run_dir / "guidance.json").write_text(json.dumps(
+                {k: {"best": v[0], "sweep": v[1]} for k, v in tuned.items()}, indent=1))
+        _, _, guidance = sample.sampler_settings(read_meta(ckpt), steps, tuned.get(name, (None,))[0])
         d = run_dir / f"eval_{name}_{steps}"
-        res = evaluate(ckpt, d, per_seen, per_heldout, steps, device=device)
+        res = evaluate(ckpt, d, per_seen, per_heldout, steps, guidance, device=device)
         evals = 2 * steps if name == "teacher" else steps            # CFG: a conditional and an unconditional call
         rw = reward_scores([d / s for s in res], run_dir)
         fmt = lambda v: "-" if v is None else f"{v:.3f}"
-        rows.append(f"| {label} | {steps} | {evals} | {res['seen']['seconds_per_video']:.3f} | {fmt(rw['image'])} | "
-                    f"{fmt(rw['video'])} | {res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
+        knob = f"{'CFG' if name == 'teacher' else 'w'} {guidance:g}"
+        rows.append(f"| {label} | {steps} | {knob} | {evals} | {res['seen']['seconds_per_video']:.3f} | "
+                    f"{fmt(rw['image'])} | {fmt(rw['video'])} | {res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
         per_attr.append(f"| {label} | {steps} | " + " | ".join(
             f"{res[s][k]:.2f}" for s in ("seen", "heldout") for k in ("colour", "shape", "direction")) + " |")
-        (d / "results.json").write_text(json.dumps({**res, "rewards": rw}, indent=1))
+        (d / "results.json").write_text(json.dumps({**res, "rewards": rw, "guidance": guidance}, indent=1))
         print(rows[-1], flush=True)
         if steps in (50, 4):
-            grid_rows.append(compare_row(ckpt, steps, device))
+            grid_rows.append(compare_row(ckpt, steps, guidance, device))
             labels.append(f"{label.strip('*')}, {steps} steps")
-    md = ("| method | steps | UNet evaluations / video | s / video (CPU) | image reward | video reward | "
-          "judge: seen captions | judge: held-out captions |\n|---|---|---|---|---|---|---|---|\n"
+    md = ("| method | steps | guidance | UNet evaluations / video | s / video (CPU) | image reward | video reward | "
+          "judge: seen captions | judge: held-out captions |\n|---|---|---|---|---|---|---|---|---|\n"
           + "\n".join(rows) + "\n\nPer attribute (share right):\n\n| method | steps | colour seen | shape seen | "
           "direction seen | colour held out | shape held out | direction held out |\n|---|---|---|---|---|---|---|---|\n"
           + "\n".join(per_attr) + "\n")
@@ -139,12 +181,12 @@ def compare_prompts():
 
 
 @torch.no_grad()
-def compare_row(ckpt, steps, device):
+def compare_row(ckpt, steps, guidance=None, device="cpu"):
     """One row of compare.gif: every method samples the same prompts from the same seed (7)."""
     from checkpoint import load_models
     prompts = compare_prompts()
-    return sample.generate(load_models(ckpt, device), prompts, [7] * len(prompts), steps=steps, device=device,
-                           progress=False)
+    return sample.generate(load_models(ckpt, device), prompts, [7] * len(prompts), steps=steps, guidance=guidance,
+                           device=device, progress=False)
 
 
 def plot_curves(run_dir, path, width=900, height=300):
@@ -206,11 +248,15 @@ def main(argv=None):
     p.add_argument("--table", metavar="RUN_DIR", help="evaluate every checkpoint in RUN_DIR, write results.md")
     p.add_argument("--train", action="store_true", help="with --table: first train (train.py) every checkpoint of "
                    "the table that RUN_DIR lacks: teacher, reward models, T2V-Turbo, VCM, each reward alone")
+    p.add_argument("--tune-guidance", action="store_true", help="with --table: sample each checkpoint at its own "
+                   "best guidance, picked on validation seeds (RUN_DIR/guidance.json); default: its stored default")
     args = p.parse_args(argv)
+    if (args.train or args.tune_guidance) and not args.table:
+        p.error("--train and --tune-guidance go with --table RUN_DIR")
     if args.table:
         if args.train:
             train_missing(args.table)
-        return table(args.table, args.per_seen, args.per_heldout, args.device)
+        return table(args.table, args.per_seen, args.per_heldout, args.device, tune=args.tune_guidance)
     ckpt = Path(args.ckpt)
     out = Path(args.out or ckpt.parent / f"eval_{ckpt.stem}")
     res = evaluate(ckpt, out, args.per_seen, args.per_heldout, args.steps, args.guidance, args.seed, args.device)

@@ -11,7 +11,7 @@ import train
 from checkpoint import read_checkpoint
 
 
-def test_train_then_sample(tmp_path):
+def test_train_then_sample(tmp_path, monkeypatch):
     out = tmp_path / "run"
     small = ["--teacher-batch", "2", "--turbo-batch", "2", "--warmup", "1", "--reward-steps", "2", "--text-steps", "2",
              "--text-batch", "4"]
@@ -60,6 +60,22 @@ def test_train_then_sample(tmp_path):
     assert set(res) == {"heldout"} and res["heldout"]["n"] == 8 and 0 <= res["heldout"]["all"] <= 1
     rw = evaluate.reward_scores([tmp_path / "eval" / "heldout"], out)
     assert -1 <= rw["image"] <= 1 and -1 <= rw["video"] <= 1
+
+    # guidance tuning: validation seeds (5000 on), seen captions only, the best-scoring grid value, in the student's
+    # own convention (w = g - 1); the table then samples at it and says so
+    monkeypatch.setattr(evaluate, "GUIDANCE_GRID", (2.0, 6.0))
+    monkeypatch.setattr(evaluate, "ROWS", [("turbo", "T2V-Turbo", 1)])
+    evaluate.table(out, per_seen=1, per_heldout=1, tune=True)
+    tuned = json.loads((out / "guidance.json").read_text())["turbo"]
+    assert [r["guidance"] for r in tuned["sweep"]] == [1.0, 5.0]
+    assert tuned["best"] == max(tuned["sweep"], key=lambda r: r["score"])["guidance"]
+    for r in tuned["sweep"]:
+        assert r["score"] == pytest.approx(r["judge"] + r["image"] + r["video"])
+    tune_dir = out / "tune_turbo" / "g2"
+    seeds = [json.loads(l)["seed"] for l in (tune_dir / "seen" / "prompts.jsonl").read_text().splitlines()]
+    assert seeds[0] == evaluate.VALIDATION_SEED and not (tune_dir / "heldout").exists()
+    assert json.loads((out / "eval_turbo_1" / "results.json").read_text())["guidance"] == tuned["best"]
+    assert f"| w {tuned['best']:g} |" in (out / "results.md").read_text()
 
 
 def test_v_prediction_zero_terminal_snr_run(tmp_path):
