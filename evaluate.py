@@ -130,20 +130,27 @@ def table(run_dir, per_seen=1, per_heldout=8, device="cpu", tune=False):
     UNet evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
     run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves).
     Guidance: each checkpoint's default (teacher CFG 12, student w 7.5), or with tune=True each checkpoint's best
-    on validation seeds (tune_guidance, at the row's default step count: 50 teacher, 4 student)."""
+    on validation seeds (tune_guidance, once per checkpoint at its default step count: 50 teacher, 4 student;
+    kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the grid are
+    unchanged)."""
     from checkpoint import read_meta
     run_dir = Path(run_dir)
-    rows, per_attr, grid_rows, labels, tuned = [], [], [], [], {}
+    rows, per_attr, grid_rows, labels = [], [], [], []
+    tuned_path = run_dir / "guidance.json"
+    tuned = json.loads(tuned_path.read_text()) if tune and tuned_path.exists() else {}
+    reward_files = sorted(run_dir.glob("reward_*.safetensors"))
     for name, label, steps in ROWS:
         ckpt = run_dir / f"{name}.safetensors"
         if not ckpt.exists():
             continue
-        if tune and name not in tuned:
+        stamp = {"files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in (ckpt, *reward_files)],
+                 "grid": list(GUIDANCE_GRID), "seed": VALIDATION_SEED}   # what the sweep's scores depend on
+        if tune and tuned.get(name, {}).get("stamp") != stamp:
             print(f"tuning the guidance of {ckpt} on validation seeds")
-            tuned[name] = tune_guidance(ckpt, run_dir / f"tune_{name}", run_dir, steps, GUIDANCE_GRID, device=device)
-            (run_dir / "guidance.json").write_text(json.dumps(
-                {k: {"best": v[0], "sweep": v[1]} for k, v in tuned.items()}, indent=1))
-        _, _, guidance = sample.sampler_settings(read_meta(ckpt), steps, tuned.get(name, (None,))[0])
+            best, sweep = tune_guidance(ckpt, run_dir / f"tune_{name}", run_dir, None, GUIDANCE_GRID, device=device)
+            tuned[name] = {"best": best, "sweep": sweep, "stamp": stamp}
+            tuned_path.write_text(json.dumps(tuned, indent=1))
+        _, _, guidance = sample.sampler_settings(read_meta(ckpt), steps, tuned[name]["best"] if tune else None)
         d = run_dir / f"eval_{name}_{steps}"
         res = evaluate(ckpt, d, per_seen, per_heldout, steps, guidance, device=device)
         evals = 2 * steps if name == "teacher" else steps            # CFG: a conditional and an unconditional call

@@ -76,6 +76,9 @@ def test_train_then_sample(tmp_path, monkeypatch):
     assert seeds[0] == evaluate.VALIDATION_SEED and not (tune_dir / "heldout").exists()
     assert json.loads((out / "eval_turbo_1" / "results.json").read_text())["guidance"] == tuned["best"]
     assert f"| w {tuned['best']:g} |" in (out / "results.md").read_text()
+    # a second table reuses the sweep while the checkpoint and reward models are unchanged
+    monkeypatch.setattr(evaluate, "tune_guidance", lambda *a, **k: pytest.fail("tuned again"))
+    evaluate.table(out, per_seen=1, per_heldout=1, tune=True)
 
 
 def test_v_prediction_zero_terminal_snr_run(tmp_path):
