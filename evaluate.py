@@ -92,7 +92,7 @@ def tune_guidance(ckpt, out, run_dir, steps, grid=GUIDANCE_GRID, seed=VALIDATION
     value and keeps the value with the highest judge + image reward + video reward (missing reward models count 0).
     Held-out captions are not used: they stay a test of composition only."""
     from checkpoint import read_meta
-    student = read_meta(ckpt).get("kind") == "turbo"
+    student = sample.sampler_settings(read_meta(ckpt))[0]
     sweep = []
     for g in grid:
         value = g - 1 if student else g                    # LCM's w for a student, VC2's g for a teacher
@@ -150,13 +150,13 @@ def table(run_dir, per_seen=1, per_heldout=8, device="cpu", tune=False):
             best, sweep = tune_guidance(ckpt, run_dir / f"tune_{name}", run_dir, None, GUIDANCE_GRID, device=device)
             tuned[name] = {"best": best, "sweep": sweep, "stamp": stamp}
             tuned_path.write_text(json.dumps(tuned, indent=1))
-        _, _, guidance = sample.sampler_settings(read_meta(ckpt), steps, tuned[name]["best"] if tune else None)
+        student, _, guidance = sample.sampler_settings(read_meta(ckpt), steps, tuned[name]["best"] if tune else None)
         d = run_dir / f"eval_{name}_{steps}"
         res = evaluate(ckpt, d, per_seen, per_heldout, steps, guidance, device=device)
-        evals = 2 * steps if name == "teacher" else steps            # CFG: a conditional and an unconditional call
+        evals = steps if student else 2 * steps               # CFG: a conditional and an unconditional call
         rw = reward_scores([d / s for s in res], run_dir)
         fmt = lambda v: "-" if v is None else f"{v:.3f}"
-        knob = f"{'CFG' if name == 'teacher' else 'w'} {guidance:g}"
+        knob = f"{'w' if student else 'CFG'} {guidance:g}"
         rows.append(f"| {label} | {steps} | {knob} | {evals} | {res['seen']['seconds_per_video']:.3f} | "
                     f"{fmt(rw['image'])} | {fmt(rw['video'])} | {res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
         per_attr.append(f"| {label} | {steps} | " + " | ".join(
