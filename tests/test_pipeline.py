@@ -83,24 +83,38 @@ def test_train_then_sample(tmp_path, monkeypatch):
     evaluate.table(out, per_seen=1, per_heldout=1, tune=True)
 
 
-def test_v_prediction_zero_terminal_snr_run(tmp_path):
-    """The toy-teacher options (v-prediction on a zero-terminal-SNR schedule, relative positions, transformers at
-    both levels) travel in the UNet config: the student inherits them and sample.py reads them back."""
-    out = tmp_path / "v"
+def test_presets():
+    """The toy preset departs from the paper / VC2 only in its teacher recipe and guidance; the VC2 presets keep
+    the paper's w ~ U[5, 15] and sample at w 7.5; a preset's switch can be turned off (--no-...)."""
+    toy, vc2 = train.parse_config([]), train.parse_config(["--preset", "vc2_256"])
+    assert (toy.prediction, toy.zero_terminal_snr, toy.relative_position, toy.attention_levels) == ("v", True, True,
+                                                                                                     "1,2")
+    assert (toy.teacher_t_band, toy.guidance, toy.w_min, toy.w_max, toy.turbo_w) == ("800,960", 5.0, 2.0, 6.0, 4.0)
+    assert (vc2.w_min, vc2.w_max, vc2.turbo_w, vc2.guidance, vc2.beta_img, vc2.beta_vid) == (5.0, 15.0, 7.5, 12.0,
+                                                                                              1.0, 2.0)
+    off = train.parse_config(["--prediction", "eps", "--no-zero-terminal-snr", "--no-relative-position"])
+    assert (off.prediction, off.zero_terminal_snr, off.relative_position) == ("eps", False, False)
+
+
+def test_vc2_style_teacher_run(tmp_path):
+    """The toy teacher's options (here VC2's own: eps-prediction on VC2's schedule, no relative positions,
+    transformers at the 4x4 level only) travel in the UNet config: the student inherits them and sample.py reads
+    them back."""
+    out = tmp_path / "eps"
     train.main(["--out", str(out), "--teacher-steps", "2", "--turbo-steps", "2", "--teacher-batch", "2",
                 "--turbo-batch", "2", "--warmup", "1", "--text-steps", "2", "--text-batch", "4", "--rewards", "none",
-                "--prediction", "v", "--zero-terminal-snr", "--relative-position", "--attention-levels", "1,2"])
+                "--prediction", "eps", "--no-zero-terminal-snr", "--no-relative-position", "--attention-levels", "2"])
     for name in ("teacher", "vcm"):
         _, meta = read_checkpoint(out / f"{name}.safetensors")
         u = meta["unet"]
-        assert u["prediction"] == "v" and u["zero_terminal_snr"] and u["use_relative_position"]
-        assert tuple(u["attention_resolutions"]) == (1, 2)
+        assert u["prediction"] == "eps" and not u["zero_terminal_snr"] and not u["use_relative_position"]
+        assert tuple(u["attention_resolutions"]) == (2,)
     models = sample.load_models(out / "vcm.safetensors")
     vids = sample.generate(models, ["a red circle moving left"], [0], progress=False)
     assert vids.shape == (1, 8, 32, 32, 3)
 
     # a second phase: --teacher-init goes on training that teacher, every clip's t drawn from --teacher-t-band
-    for clash in (["--attention-levels", "2"], ["--teacher", str(out / "teacher.safetensors")]):
+    for clash in (["--attention-levels", "1,2"], ["--teacher", str(out / "teacher.safetensors")]):
         with pytest.raises(SystemExit):  # flags may repeat the init's UNet, not change it; --teacher is final
             train.parse_config(["--teacher-init", str(out / "teacher.safetensors")] + clash)
     with pytest.raises(SystemExit):  # a student is not a teacher to go on from
@@ -114,7 +128,7 @@ def test_v_prediction_zero_terminal_snr_run(tmp_path):
         out2 = tmp_path / "v2"
         train.main(["--out", str(out2), "--teacher-init", str(out / "teacher.safetensors"), "--teacher-steps", "2",
                     "--teacher-batch", "3", "--warmup", "1", "--teacher-t-band", "500,510", "--teacher-band-share",
-                    "1", "--until", "teacher", "--prediction", "v"])
+                    "1", "--until", "teacher", "--attention-levels", "2"])
     finally:
         train.turbo.diffusion_loss = real
     assert sorted(p.name for p in out2.glob("*.safetensors")) == ["teacher.safetensors"]  # --until teacher
@@ -122,12 +136,14 @@ def test_v_prediction_zero_terminal_snr_run(tmp_path):
     assert len(t) == 6 and ((500 <= t) & (t < 510)).all()
     first, second = read_checkpoint(out / "teacher.safetensors"), read_checkpoint(out2 / "teacher.safetensors")
     assert second[1]["unet"] == first[1]["unet"] and second[1]["train"]["teacher_init"].endswith("teacher.safetensors")
+    assert second[1]["train"]["prediction"] == "eps" and not second[1]["train"]["zero_terminal_snr"]  # the init's
     for k, v in first[0].items():  # the frozen text tower and first stage come along; the UNet moved on
         assert torch.equal(v, second[0][k]) != k.startswith("unet."), k
 
 
 def test_bad_flags_and_checkpoints(tmp_path):
-    for bad in (["--target", "nonsense"], ["--zero-terminal-snr"], ["--prediction", "x0"],
+    for bad in (["--target", "nonsense"], ["--prediction", "eps", "--zero-terminal-snr"], ["--prediction", "eps"],
+                ["--prediction", "x0"],
                 ["--attention-levels", "3"], ["--attention-levels", "4"], ["--teacher-t-band", "800"],
                 ["--teacher-t-band", "960,800"], ["--teacher-t-band", "0,1001"], ["--teacher-band-share", "1.5"],
                 ["--teacher-t-power", "0"], ["--teacher-init", str(tmp_path / "missing.safetensors")],
