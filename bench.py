@@ -18,7 +18,15 @@ import torch
 
 import turbo
 from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
-from tiny_unet3d import UNet3D, toy
+from tiny_unet3d import UNet3D
+from tiny_unet3d import toy as toy_unet
+
+
+def toy():
+    """The UNet config the toy preset's teacher trains (train.py: toy() -> teacher_unet_options): v-prediction,
+    zero-terminal SNR, relative positions, transformers at both levels."""
+    import train
+    return dataclasses.replace(toy_unet(), **train.teacher_unet_options(train.toy()))
 
 
 def _timed(fn, repeats):
@@ -47,7 +55,7 @@ def bench_sample(batch=8, repeats=3):
 
     def turbo4():
         ctx = text.encode_text(prompts)
-        return ae.decode(turbo.consistency_sample(student, noise, ctx, 16, abar, steps=4, w=7.5))
+        return ae.decode(turbo.consistency_sample(student, noise, ctx, 16, abar, steps=4, w=4.0))
 
     t_teacher, t_turbo = _timed(teacher50, repeats), _timed(turbo4, repeats)
     return {"sample_teacher50_s_per_video": t_teacher / batch, "sample_turbo4_s_per_video": t_turbo / batch,
