@@ -570,10 +570,12 @@ def train_teacher(cfg, run, data, ae, text=None, init=None):
     clips, and a teacher trained so ignores the direction word (a diffusion-classifier probe of its denoiser picks
     the right direction at chance) and draws the motion from the noise. --teacher-t-band 800,960 gives the band a
     share of the clips (--teacher-band-share; the idea of P2 weighting, Choi et al. 2022, and SD3's mid-noise
-    timestep sampling, Esser et al. 2024: spend the loss where the content is decided). What worked (README, the
-    toy teacher, finding 6): a second phase, --teacher-init from a v / zero-terminal-SNR teacher that already draws
-    clean shapes, with every clip in the band (share 1). From scratch at share 0.5 the shapes came too slowly, and
-    the default eps teacher on VC2's schedule did not learn direction from a band phase ([900, 1000))."""
+    timestep sampling, Esser et al. 2024: spend the loss where the content is decided). What we measured (README,
+    the toy teacher, findings 6-7): the toy preset, half of the clips in the band from the first step on a v /
+    zero-terminal-SNR teacher, 2000 steps, learns direction about two times in three (chance: one in four); a
+    second phase, --teacher-init from a teacher that already draws clean shapes with every clip in the band
+    (share 1, 900 steps), takes it to 1.00 seen, 0.89 held out. An eps teacher on VC2's schedule did not learn
+    direction from the band, from scratch or in a second phase."""
     torch.manual_seed(cfg.seed)
     text_cfg = toy_text()
     if init is not None:  # go on training a teacher: its own architecture, prediction and schedule
