@@ -129,8 +129,8 @@ def table(run_dir, per_seen=1, per_heldout=8, device="cpu", tune=False):
     """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: method | steps | guidance |
     UNet evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
     run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves).
-    Guidance: each checkpoint's default (its training config: toy teacher CFG 5, students w 4), or with tune=True each checkpoint's best
-    on validation seeds (tune_guidance, once per checkpoint at its default step count: 50 teacher, 4 student;
+    Guidance: each checkpoint's default (its training config: toy teacher CFG 5, students w 4), or with tune=True
+    each checkpoint's best on validation seeds (tune_guidance, once per checkpoint at its default step count: 50 teacher, 4 student;
     kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the grid are
     unchanged)."""
     from checkpoint import read_meta

@@ -1,4 +1,4 @@
-"""Train everything on the toy world, on a CPU (about 45 minutes on 2 cores):  python train.py
+"""Train everything on the toy world, on a CPU (about 50 minutes on 2 cores):  python train.py
 
 The default run has these stages, each skipped when its checkpoint already exists (--fresh redoes them):
     1. teacher        a tiny OpenCLIP-style text tower, pre-trained contrastively and frozen (VC2's frozen OpenCLIP),
@@ -151,8 +151,9 @@ def toy():
       the noise and never learns the direction word; without attention at the 8 x 8 level its shapes stay poor;
     - half of the teacher's clips draw t from [800, 960), the noise levels where the caption decides the motion
       (uniform t gives them 16%), for 2000 steps (train_teacher);
-    - the teacher samples best at CFG 5, not VC2's 12, so the students are distilled at w ~ U[2, 6] around it
-      (w = CFG - 1, LCM's convention; the paper's [5, 15] brackets VC2's 12 the same way) and sample at w 4."""
+    - toy teachers sample best at CFG 3-5 (validation sweeps of two of them), not VC2's 12, so the teacher samples
+      at 5 and the students are distilled at w ~ U[2, 6] around it (w = CFG - 1, LCM's convention; the paper's
+      [5, 15] brackets VC2's 12 the same way) and sample at w 4."""
     return dataclasses.replace(Config(), prediction="v", zero_terminal_snr=True, relative_position=True,
                                attention_levels="1,2", teacher_t_band="800,960", teacher_band_share=0.5,
                                teacher_steps=2000, guidance=5.0, w_min=2.0, w_max=6.0, turbo_w=4.0)
