@@ -130,9 +130,9 @@ def table(run_dir, per_seen=1, per_heldout=8, device="cpu", tune=False):
     UNet evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
     run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves).
     Guidance: each checkpoint's default (its training config: toy teacher CFG 5, students w 4), or with tune=True
-    each checkpoint's best on validation seeds (tune_guidance, once per checkpoint at its default step count: 50 teacher, 4 student;
-    kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the grid are
-    unchanged)."""
+    each checkpoint's best on validation seeds (tune_guidance, once per checkpoint at its default step count: 50
+    teacher, 4 student; kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the
+    grid are unchanged)."""
     from checkpoint import read_meta
     run_dir = Path(run_dir)
     rows, per_attr, grid_rows, labels = [], [], [], []

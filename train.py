@@ -100,7 +100,7 @@ class Config:
                                    # toy(): on)
     relative_position: bool = False  # VC1's relative positions in the temporal attention (tiny_unet3d; toy(): on)
     attention_levels: str = "2"    # downsample factors with transformers: "2" = the 4x4 level only, "1,2" = both
-                                   # (toy())
+                                   # (toy(): "1,2")
     ema_decay: float = 0.995       # the saved teacher is the EMA of its weights
     guidance: float = 12.0         # default CFG scale for sampling the teacher (VC2's scripts use 12; 1 = none;
                                    # toy(): 5)
