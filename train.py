@@ -95,6 +95,9 @@ class Config:
     teacher_t_band: str = ""       # "lo,hi": a share of the clips draws t from [lo, hi) instead (train_teacher says
                                    # why; toy(): "800,960")
     teacher_band_share: float = 0.5  # ... that share
+    teacher_band_steps: int = 0    # then a second phase: this many steps with EVERY clip in the band, from the first
+                                   # phase's EMA weights, a fresh optimizer (train_teacher says why; toy(): 900)
+    teacher_band_lr: float = 3e-4  # ... and its lr
     prediction: str = "eps"        # the toy teacher's output: "eps" (VC2) or "v" (VideoCrafter's other option; toy())
     zero_terminal_snr: bool = False  # rescale the schedule so z_999 is pure noise (needs v; turbo.zero_terminal_snr;
                                    # toy(): on)
@@ -150,13 +153,13 @@ def toy():
       levels: on VC2's schedule (abar_999 = 0.0047) a toy teacher reads the motion from the leftover signal in
       the noise and never learns the direction word; without attention at the 8 x 8 level its shapes stay poor;
     - half of the teacher's clips draw t from [800, 960), the noise levels where the caption decides the motion
-      (uniform t gives them 16%), for 2000 steps (train_teacher);
+      (uniform t gives them 16%), for 2000 steps, then 900 steps with every clip there (train_teacher);
     - toy teachers sample best at CFG 3-5 (validation sweeps of two of them), not VC2's 12, so the teacher samples
       at 5 and the students are distilled at w ~ U[2, 6] around it (w = CFG - 1, LCM's convention; the paper's
       [5, 15] brackets VC2's 12 the same way) and sample at w 4."""
     return dataclasses.replace(Config(), prediction="v", zero_terminal_snr=True, relative_position=True,
                                attention_levels="1,2", teacher_t_band="800,960", teacher_band_share=0.5,
-                               teacher_steps=2000, guidance=5.0, w_min=2.0, w_max=6.0, turbo_w=4.0)
+                               teacher_steps=2000, teacher_band_steps=900, guidance=5.0, w_min=2.0, w_max=6.0, turbo_w=4.0)
 
 
 def vc2_256():
@@ -221,6 +224,11 @@ def parse_config(argv=None):
         p.error("--teacher-t-band needs 0 <= lo < hi <= 1000")
     if not 0 <= cfg.teacher_band_share <= 1:
         p.error("--teacher-band-share must be in [0, 1]")
+    if cfg.teacher_band_steps < 0:
+        p.error("--teacher-band-steps must be >= 0")
+    if cfg.teacher_band_steps and not cfg.teacher_t_band:
+        p.error("--teacher-band-steps trains on --teacher-t-band only: give the band (e.g. 800,960), or "
+                "--teacher-band-steps 0")
     if not cfg.teacher_t_power > 0:
         p.error("--teacher-t-power must be > 0")
     if cfg.until not in ("teacher", "rewards", "student"):
@@ -560,7 +568,7 @@ def pretrain_text(cfg, run):
     return text.eval().requires_grad_(False).to(run.device)
 
 
-def train_teacher(cfg, run, data, ae, text=None, init=None):
+def train_teacher(cfg, run, data, ae, text=None, init=None, stage="teacher"):
     """The toy teacher; `text` is the pre-trained, frozen text encoder (None: a fresh one, trained jointly);
     `init` a trained teacher UNet to go on from (--teacher-init: its config and weights), None = from scratch.
 
@@ -573,10 +581,12 @@ def train_teacher(cfg, run, data, ae, text=None, init=None):
     share of the clips (--teacher-band-share; the idea of P2 weighting, Choi et al. 2022, and SD3's mid-noise
     timestep sampling, Esser et al. 2024: spend the loss where the content is decided). What we measured (README,
     the toy teacher, findings 6-7): the toy preset, half of the clips in the band from the first step on a v /
-    zero-terminal-SNR teacher, 2000 steps, learns direction about two times in three (chance: one in four); a
-    second phase, --teacher-init from a teacher that already draws clean shapes with every clip in the band
-    (share 1, 900 steps), takes it to 1.00 seen, 0.89 held out. An eps teacher on VC2's schedule did not learn
-    direction from the band, from scratch or in a second phase."""
+    zero-terminal-SNR teacher, 2000 steps, learns direction on 0.59 of seen-caption clips, 0.51 of held-out ones (chance: 0.25); a
+    second phase from its EMA weights with every clip in the band (--teacher-band-steps 900 at lr 3e-4, on by
+    default in the toy preset) takes it to 0.97 seen, 1.00 held out. The second phase needs the first: from a
+    teacher that does not yet draw clean shapes it did not help. An eps teacher on VC2's schedule did not learn
+    direction from the band, from scratch or in a second phase. `stage` names the resumable states and seeds
+    the draws ("teacher", "teacher_band")."""
     torch.manual_seed(cfg.seed)
     text_cfg = toy_text()
     if init is not None:  # go on training a teacher: its own architecture, prediction and schedule
@@ -605,7 +615,7 @@ def train_teacher(cfg, run, data, ae, text=None, init=None):
         print(f"teacher: UNet {n_unet:,} params, text tower {n_text:,} params, {run.world} process(es) x {b} clips")
 
     def micro_step(step, micro):
-        rng, gen, B, rows = step_draws(cfg, run, "teacher", step, micro, b)
+        rng, gen, B, rows = step_draws(cfg, run, stage, step, micro, b)
         video, caps = data.batch(B, rng, rows)                                  # this process's b clips
         drop = rng.random(B)[rows.start:rows.stop] < cfg.caption_dropout
         caps = ["" if d else c for c, d in zip(caps, drop)]                     # CFG training: 10% unconditional
@@ -627,12 +637,12 @@ def train_teacher(cfg, run, data, ae, text=None, init=None):
 
     warm = lambda step: min(cfg.ema_decay, (1 + step) / (10 + step))           # short runs: warm the EMA up
     trained = {"unet": unet, "ema_unet": ema_unet, **({"text": text, "ema_text": ema_text} if joint else {})}
-    logs, n_bad = fit(cfg, run, "teacher", cfg.teacher_steps, cfg.teacher_lr, list(unet.parameters()) +
+    logs, n_bad = fit(cfg, run, stage, cfg.teacher_steps, cfg.teacher_lr, list(unet.parameters()) +
                       (list(text.parameters()) if joint else []), micro_step, trained,
                       synced=[m for m in (unet_d, text_d) if m is not unet and m is not text],
                       emas=[(ema_unet, unet, warm)] + ([(ema_text, text, warm)] if joint else []),
                       counters=skipped_videos(data), batch=b)
-    check_in_sync(run, unet, "teacher")
+    check_in_sync(run, unet, stage)
     return ema_unet, ema_text, {"final_loss": float(np.mean([l["loss"] for l in logs[-100:]])) if logs else None,
                                 "bad_steps": n_bad, "log": logs}
 
@@ -788,11 +798,12 @@ def quick_look(ckpt, out_gif, device):
     quick_look_models(load_models(ckpt, device), out_gif, device)
 
 
-def finish_stage(run, cfg, stage, path, modules, meta):
-    """Process 0 writes the stage's checkpoint and drops its resumable states; everyone waits for the file."""
+def finish_stage(run, cfg, stage, path, modules, meta, states=None):
+    """Process 0 writes the stage's checkpoint and drops the resumable states of `states` (default: the stage's
+    own); everyone waits for the file."""
     if run.main:
         save_checkpoint(path, modules, meta)
-        for p in state_paths(cfg.out, stage):
+        for p in [p for s in (states or [stage]) for p in state_paths(cfg.out, s)]:
             p.unlink()
         print(f"wrote {path} ({meta['seconds']:.0f} s)")
         quick_look(path, Path(cfg.out) / f"{stage}_samples.gif", run.device)
@@ -830,25 +841,52 @@ def run_stages(cfg, run):
             raise SystemExit("training a teacher on your videos is not what this repo does: pass --teacher "
                              "(a VideoCrafter2 checkpoint converted by convert.py)")
         t0 = time.time()
-        init = None
-        if cfg.teacher_init:  # a second phase: the first stage and the frozen text tower come with the teacher
-            init = load_models(cfg.teacher_init, run.device)  # parse_config checked that it is a teacher
-            ae, text = init["ae"], init["text"]
+        phase1_path = out / "teacher_phase1.safetensors"  # kept between the two phases: a rerun goes on from it
+        if cfg.teacher_band_steps and phase1_path.exists() and not cfg.fresh:
+            first = load_models(phase1_path, run.device)
+            unet, text, ae = first["unet"], first["text"], first["ae"]
+            first_meta = read_meta(phase1_path)
+            stats, t0 = first_meta["stats"], t0 - first_meta.get("seconds", 0)  # the time counts both phases
             if run.main:
-                print(f"stage 1/3: going on from the teacher {cfg.teacher_init}")
+                print(f"stage 1/3: phase 1 of the teacher is done ({phase1_path})")
         else:
-            # the first stage, fitted by PCA on training clips (held-out captions never seen); saved with the teacher
-            ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=cfg.latent_channels,
-                                                       scale_factor=cfg.latent_scale))
-            kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
-            ae.to(run.device).eval()
+            init = None
+            if cfg.teacher_init:  # going on: the first stage and the frozen text tower come with the teacher
+                init = load_models(cfg.teacher_init, run.device)  # parse_config checked that it is a teacher
+                ae, text = init["ae"], init["text"]
+                if run.main:
+                    print(f"stage 1/3: going on from the teacher {cfg.teacher_init}")
+            else:
+                # the first stage, fitted by PCA on training clips (held-out captions never seen); saved with the
+                # teacher
+                ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=cfg.latent_channels,
+                                                           scale_factor=cfg.latent_scale))
+                kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
+                ae.to(run.device).eval()
+                if run.main:
+                    print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, "
+                          f"{kept:.1%} of the variance")
+                text = pretrain_text(cfg, run) if cfg.text_steps else None
+            unet, text, stats = train_teacher(cfg, run, data, ae, text, init=init and init["unet"])
+            if cfg.teacher_band_steps:
+                meta = model_meta(unet, text, ae, kind="teacher", train=meta_train(cfg), stats=stats,
+                                  seconds=time.time() - t0)
+                finish_stage(run, cfg, "teacher_phase1", phase1_path, {"unet": unet, "text": text, "ae": ae}, meta,
+                             states=["teacher"])
+        if cfg.teacher_band_steps:
+            # phase 2 (train_teacher): every clip's t in the band, from phase 1's EMA weights, a fresh optimizer
             if run.main:
-                print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, "
-                      f"{kept:.1%} of the variance")
-            text = pretrain_text(cfg, run) if cfg.text_steps else None
-        unet, text, stats = train_teacher(cfg, run, data, ae, text, init=init and init["unet"])
+                print(f"stage 1/3: phase 2 of the teacher, {cfg.teacher_band_steps} steps at t in "
+                      f"[{cfg.teacher_t_band.replace(',', ', ')})")
+            band_cfg = dataclasses.replace(cfg, teacher_steps=cfg.teacher_band_steps, teacher_lr=cfg.teacher_band_lr,
+                                           teacher_band_share=1.0)
+            unet, text, second = train_teacher(band_cfg, run, data, ae, text, init=unet, stage="teacher_band")
+            stats = {**second, "bad_steps": stats["bad_steps"] + second["bad_steps"],
+                     "log": stats["log"] + second["log"],  # one loss curve over both phases
+                     "phase1": {"steps": cfg.teacher_steps, "final_loss": stats["final_loss"]}}
         meta = model_meta(unet, text, ae, kind="teacher", train=meta_train(cfg), stats=stats, seconds=time.time() - t0)
-        finish_stage(run, cfg, "teacher", teacher_path, {"unet": unet, "text": text, "ae": ae}, meta)
+        finish_stage(run, cfg, "teacher", teacher_path, {"unet": unet, "text": text, "ae": ae}, meta,
+                     states=["teacher", "teacher_band"])
 
     if cfg.until == "teacher":
         return

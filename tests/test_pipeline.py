@@ -1,5 +1,6 @@
 """End to end on a tiny budget: train.py's stages write checkpoints that sample.py and the judge read back."""
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
@@ -14,7 +15,7 @@ from checkpoint import read_checkpoint
 def test_train_then_sample(tmp_path, monkeypatch):
     out = tmp_path / "run"
     small = ["--teacher-batch", "2", "--turbo-batch", "2", "--warmup", "1", "--reward-steps", "2", "--text-steps", "2",
-             "--text-batch", "4"]
+             "--text-batch", "4", "--teacher-band-steps", "0"]
     train.main(["--out", str(out), "--teacher-steps", "3", "--turbo-steps", "3"] + small)
     assert (out / "reward_image.safetensors").exists() and (out / "reward_video.safetensors").exists()
     for name in ("teacher", "turbo"):
@@ -90,6 +91,7 @@ def test_presets():
     assert (toy.prediction, toy.zero_terminal_snr, toy.relative_position, toy.attention_levels) == ("v", True, True,
                                                                                                      "1,2")
     assert (toy.teacher_t_band, toy.guidance, toy.w_min, toy.w_max, toy.turbo_w) == ("800,960", 5.0, 2.0, 6.0, 4.0)
+    assert (toy.teacher_steps, toy.teacher_band_steps, vc2.teacher_band_steps) == (2000, 900, 0)
     assert (vc2.w_min, vc2.w_max, vc2.turbo_w, vc2.guidance, vc2.beta_img, vc2.beta_vid) == (5.0, 15.0, 7.5, 12.0,
                                                                                               1.0, 2.0)
     off = train.parse_config(["--prediction", "eps", "--no-zero-terminal-snr", "--no-relative-position"])
@@ -103,6 +105,7 @@ def test_vc2_style_teacher_run(tmp_path):
     out = tmp_path / "eps"
     train.main(["--out", str(out), "--teacher-steps", "2", "--turbo-steps", "2", "--teacher-batch", "2",
                 "--turbo-batch", "2", "--warmup", "1", "--text-steps", "2", "--text-batch", "4", "--rewards", "none",
+                "--teacher-band-steps", "0",
                 "--prediction", "eps", "--no-zero-terminal-snr", "--no-relative-position", "--attention-levels", "2"])
     for name in ("teacher", "vcm"):
         _, meta = read_checkpoint(out / f"{name}.safetensors")
@@ -128,7 +131,7 @@ def test_vc2_style_teacher_run(tmp_path):
         out2 = tmp_path / "v2"
         train.main(["--out", str(out2), "--teacher-init", str(out / "teacher.safetensors"), "--teacher-steps", "2",
                     "--teacher-batch", "3", "--warmup", "1", "--teacher-t-band", "500,510", "--teacher-band-share",
-                    "1", "--until", "teacher", "--attention-levels", "2"])
+                    "1", "--until", "teacher", "--attention-levels", "2", "--teacher-band-steps", "0"])
     finally:
         train.turbo.diffusion_loss = real
     assert sorted(p.name for p in out2.glob("*.safetensors")) == ["teacher.safetensors"]  # --until teacher
@@ -141,11 +144,46 @@ def test_vc2_style_teacher_run(tmp_path):
         assert torch.equal(v, second[0][k]) != k.startswith("unet."), k
 
 
+def test_teacher_band_phase(tmp_path, monkeypatch):
+    """The toy teacher's second phase (--teacher-band-steps): every clip's t in the band, from phase 1's weights;
+    phase 1 is kept as OUT/teacher_phase1.safetensors, and a run that stopped between the phases goes on from it."""
+    looks = []
+    monkeypatch.setattr(train, "quick_look", lambda ckpt, gif, device: looks.append(Path(gif).name))  # 50-step GIFs
+    seen_t = []
+    def spy(unet, z0, context, fps, abar, t=None, **kw):
+        seen_t.append(t.clone())
+        return real(unet, z0, context, fps, abar, t=t, **kw)
+    out = tmp_path / "two"
+    argv = ["--out", str(out), "--until", "teacher", "--teacher-steps", "2", "--teacher-band-steps", "2",
+            "--teacher-batch", "4", "--warmup", "1", "--text-steps", "2", "--text-batch", "4",
+            "--teacher-t-band", "500,510", "--teacher-band-share", "0", "--save-every", "1"]
+    real, train.turbo.diffusion_loss = train.turbo.diffusion_loss, spy
+    try:
+        train.main(argv)
+        first_t, seen_t[:] = torch.cat(seen_t), []
+        (out / "teacher.safetensors").unlink()       # as if stopped after phase 1: it is not trained again
+        before = (out / "teacher_phase1.safetensors").stat().st_mtime_ns
+        train.main(argv)
+    finally:
+        train.turbo.diffusion_loss = real
+    assert len(first_t) == 16 and not ((500 <= first_t[:8]) & (first_t[:8] < 510)).all()  # share 0: uniform t
+    assert ((500 <= first_t[8:]) & (first_t[8:] < 510)).all()                            # phase 2: all in band
+    assert len(seen_t) == 2 and (out / "teacher_phase1.safetensors").stat().st_mtime_ns == before
+    one, one_meta = read_checkpoint(out / "teacher_phase1.safetensors")
+    two, two_meta = read_checkpoint(out / "teacher.safetensors")
+    assert len(two_meta["stats"]["log"]) == 4 and two_meta["stats"]["phase1"]["steps"] == 2
+    for k, v in one.items():  # phase 2 moved the UNet only
+        assert torch.equal(v, two[k]) != k.startswith("unet."), k
+    assert not list(out.glob("*.state-*"))
+    assert looks == ["teacher_phase1_samples.gif", "teacher_samples.gif", "teacher_samples.gif"]
+
+
 def test_bad_flags_and_checkpoints(tmp_path):
     for bad in (["--target", "nonsense"], ["--prediction", "eps", "--zero-terminal-snr"], ["--prediction", "eps"],
                 ["--prediction", "x0"],
                 ["--attention-levels", "3"], ["--attention-levels", "4"], ["--teacher-t-band", "800"],
                 ["--teacher-t-band", "960,800"], ["--teacher-t-band", "0,1001"], ["--teacher-band-share", "1.5"],
+                ["--teacher-band-steps", "-1"], ["--teacher-t-band", ""],  # the second phase needs a band
                 ["--teacher-t-power", "0"], ["--teacher-init", str(tmp_path / "missing.safetensors")],
                 ["--until", "sampling"]):
         with pytest.raises(SystemExit):

@@ -29,7 +29,7 @@ def teacher_run(tmp_path_factory):
     """A 1-step teacher and 2-step toy reward models: the frozen parts every student test below reuses."""
     out = tmp_path_factory.mktemp("teacher")
     train.main(["--out", str(out), "--teacher-steps", "1", "--teacher-batch", "2", "--reward-steps", "2",
-                "--text-steps", "2", "--turbo-steps", "1", "--turbo-batch", "1"] + TINY)
+                "--text-steps", "2", "--turbo-steps", "1", "--turbo-batch", "1", "--teacher-band-steps", "0"] + TINY)
     return out
 
 
