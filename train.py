@@ -1,4 +1,4 @@
-"""Train everything on the toy world, on a CPU (about 50 minutes on 2 cores):  python train.py
+"""Train everything on the toy world, on a CPU (about 70 minutes on 2 cores):  python train.py
 
 The default run has these stages, each skipped when its checkpoint already exists (--fresh redoes them):
     1. teacher        a tiny OpenCLIP-style text tower, pre-trained contrastively and frozen (VC2's frozen OpenCLIP),
@@ -145,7 +145,7 @@ class Config:
 
 
 def toy():
-    """The embedded default: everything on the moving-shapes world, CPU, about 50 minutes on 2 cores.
+    """The embedded default: everything on the moving-shapes world, CPU, about 70 minutes on 2 cores.
 
     The Config defaults are VC2's and the paper's; the toy departs from them where we measured that it must
     (README, "The toy teacher"), and only in how the TEACHER is trained and at which guidance it is used:
