@@ -4,7 +4,7 @@ The default run has these stages, each skipped when its checkpoint already exist
     1. teacher        a tiny OpenCLIP-style text tower, pre-trained contrastively and frozen (VC2's frozen OpenCLIP),
                       then a tiny VC2-structured 3D UNet trained with the diffusion loss (turbo.py Part 0; the toy
                       predicts v on a zero-terminal-SNR schedule where VC2 predicts eps: toy() says why) and
-                      10% caption dropout for classifier-free guidance
+                      10% caption dropout for classifier-free guidance; on the toy, in two phases (train_teacher)
     2. reward models  a tiny CLIP (image-text, stands in for HPSv2.1) and a tiny ViCLIP (video-text), trained
                       contrastively on the training captions (rewards.py)
     3. student        T2V-Turbo: consistency distillation from the frozen teacher (turbo.py Part 2) plus the mixed
