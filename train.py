@@ -821,6 +821,29 @@ def main(argv=None):
         dist.destroy_process_group()
 
 
+def teacher_first_phase(cfg, run, data):
+    """The toy teacher's first (or only) phase: from scratch (the first stage fitted, the text tower pre-trained)
+    or from --teacher-init (which brings both). -> (EMA UNet, text tower, first stage, stats)."""
+    init = None
+    if cfg.teacher_init:  # going on: the first stage and the frozen text tower come with the teacher
+        init = load_models(cfg.teacher_init, run.device)  # parse_config checked that it is a teacher
+        ae, text = init["ae"], init["text"]
+        if run.main:
+            print(f"stage 1/3: going on from the teacher {cfg.teacher_init}")
+    else:
+        # the first stage, fitted by PCA on training clips (held-out captions never seen); saved with the teacher
+        ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=cfg.latent_channels,
+                                                   scale_factor=cfg.latent_scale))
+        kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
+        ae.to(run.device).eval()
+        if run.main:
+            print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, "
+                  f"{kept:.1%} of the variance")
+        text = pretrain_text(cfg, run) if cfg.text_steps else None
+    unet, text, stats = train_teacher(cfg, run, data, ae, text, init=init and init["unet"])
+    return unet, text, ae, stats
+
+
 def run_stages(cfg, run):
     """Teacher -> reward models -> student, each skipped when its checkpoint exists, up to --until."""
     out = Path(cfg.out)
@@ -851,24 +874,7 @@ def run_stages(cfg, run):
             if run.main:
                 print(f"stage 1/3: phase 1 of the teacher is done ({phase1_path})")
         else:
-            init = None
-            if cfg.teacher_init:  # going on: the first stage and the frozen text tower come with the teacher
-                init = load_models(cfg.teacher_init, run.device)  # parse_config checked that it is a teacher
-                ae, text = init["ae"], init["text"]
-                if run.main:
-                    print(f"stage 1/3: going on from the teacher {cfg.teacher_init}")
-            else:
-                # the first stage, fitted by PCA on training clips (held-out captions never seen); saved with the
-                # teacher
-                ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=cfg.latent_channels,
-                                                           scale_factor=cfg.latent_scale))
-                kept = ae.fit(ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 3).batch(512)[0])
-                ae.to(run.device).eval()
-                if run.main:
-                    print(f"first stage: PCA of 4x4 patches keeps {ae.config.latent_channels} of 48 dims, "
-                          f"{kept:.1%} of the variance")
-                text = pretrain_text(cfg, run) if cfg.text_steps else None
-            unet, text, stats = train_teacher(cfg, run, data, ae, text, init=init and init["unet"])
+            unet, text, ae, stats = teacher_first_phase(cfg, run, data)
             if cfg.teacher_band_steps:
                 meta = model_meta(unet, text, ae, kind="teacher", train=meta_train(cfg), stats=stats,
                                   seconds=time.time() - t0)
