@@ -130,7 +130,8 @@ def bench_ddp(steps=30, batch=4):
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
         subprocess.run([sys.executable, str(root / "train.py"), "--out", str(base), "--teacher-steps", "1",
-                        "--teacher-band-steps", "0", "--turbo-steps", "1", *tiny], check=True, env=env, capture_output=True)
+                        "--teacher-band-steps", "0", "--turbo-steps", "1", *tiny], check=True, env=env,
+                       capture_output=True)
         for procs in (1, 2):
             d = Path(tmp) / f"p{procs}"
             d.mkdir()
