@@ -98,6 +98,8 @@ class Config:
     teacher_band_steps: int = 0    # then a second phase: this many steps with EVERY clip in the band, from the first
                                    # phase's EMA weights, a fresh optimizer (train_teacher says why; toy(): 900)
     teacher_band_lr: float = 3e-4  # ... and its lr
+    teacher_band_replay: float = 0.0  # ... and this share of its clips keeps a uniform t (replay: without it the
+                                   # second phase forgets the low noise levels; train_teacher says why; toy(): 0.25)
     prediction: str = "eps"        # the toy teacher's output: "eps" (VC2) or "v" (VideoCrafter's other option; toy())
     zero_terminal_snr: bool = False  # rescale the schedule so z_999 is pure noise (needs v; turbo.zero_terminal_snr;
                                    # toy(): on)
@@ -227,6 +229,8 @@ def parse_config(argv=None):
         p.error("--teacher-band-share must be in [0, 1]")
     if cfg.teacher_band_steps < 0:
         p.error("--teacher-band-steps must be >= 0")
+    if not 0 <= cfg.teacher_band_replay < 1:
+        p.error("--teacher-band-replay must be in [0, 1)")
     if cfg.teacher_band_steps and not cfg.teacher_t_band:
         p.error("--teacher-band-steps trains on --teacher-t-band only: give the band (e.g. 800,960), or "
                 "--teacher-band-steps 0")
@@ -886,7 +890,7 @@ def run_stages(cfg, run):
                 print(f"stage 1/3: phase 2 of the teacher, {cfg.teacher_band_steps} steps at t in "
                       f"[{cfg.teacher_t_band.replace(',', ', ')})")
             band_cfg = dataclasses.replace(cfg, teacher_steps=cfg.teacher_band_steps, teacher_lr=cfg.teacher_band_lr,
-                                           teacher_band_share=1.0)
+                                           teacher_band_share=1.0 - cfg.teacher_band_replay)
             unet, text, second = train_teacher(band_cfg, run, data, ae, text, init=unet, stage="teacher_band")
             stats = {**second, "bad_steps": stats["bad_steps"] + second["bad_steps"],
                      "log": stats["log"] + second["log"],  # one loss curve over both phases

@@ -156,7 +156,8 @@ def test_teacher_band_phase(tmp_path, monkeypatch):
     out = tmp_path / "two"
     argv = ["--out", str(out), "--until", "teacher", "--teacher-steps", "2", "--teacher-band-steps", "2",
             "--teacher-batch", "4", "--warmup", "1", "--text-steps", "2", "--text-batch", "4",
-            "--teacher-t-band", "500,510", "--teacher-band-share", "0", "--save-every", "1"]
+            "--teacher-t-band", "500,510", "--teacher-band-share", "0", "--save-every", "1",
+            "--teacher-band-replay", "0"]
     real, train.turbo.diffusion_loss = train.turbo.diffusion_loss, spy
     try:
         train.main(argv)
@@ -164,18 +165,24 @@ def test_teacher_band_phase(tmp_path, monkeypatch):
         (out / "teacher.safetensors").unlink()       # as if stopped after phase 1: it is not trained again
         before = (out / "teacher_phase1.safetensors").stat().st_mtime_ns
         train.main(argv)
+        second_t, seen_t[:] = torch.cat(seen_t), []
+        (out / "teacher.safetensors").unlink()       # phase 2 again, with half of its clips replaying uniform t
+        train.main(argv[:-1] + ["0.5", "--teacher-band-steps", "4"])
+        replay_t = torch.cat(seen_t)
     finally:
         train.turbo.diffusion_loss = real
-    assert len(first_t) == 16 and not ((500 <= first_t[:8]) & (first_t[:8] < 510)).all()  # share 0: uniform t
-    assert ((500 <= first_t[8:]) & (first_t[8:] < 510)).all()                            # phase 2: all in band
-    assert len(seen_t) == 2 and (out / "teacher_phase1.safetensors").stat().st_mtime_ns == before
+    in_band = lambda t: (500 <= t) & (t < 510)
+    assert len(first_t) == 16 and not in_band(first_t[:8]).all()                        # share 0: uniform t
+    assert in_band(first_t[8:]).all() and in_band(second_t).all()                       # phase 2: all in band
+    assert len(replay_t) == 16 and 0 < in_band(replay_t).sum() < 16                     # replay: some outside
+    assert len(second_t) == 8 and (out / "teacher_phase1.safetensors").stat().st_mtime_ns == before
     one, one_meta = read_checkpoint(out / "teacher_phase1.safetensors")
     two, two_meta = read_checkpoint(out / "teacher.safetensors")
-    assert len(two_meta["stats"]["log"]) == 4 and two_meta["stats"]["phase1"]["steps"] == 2
+    assert len(two_meta["stats"]["log"]) == 6 and two_meta["stats"]["phase1"]["steps"] == 2  # 2 + 4 steps
     for k, v in one.items():  # phase 2 moved the UNet only
         assert torch.equal(v, two[k]) != k.startswith("unet."), k
     assert not list(out.glob("*.state-*"))
-    assert looks == ["teacher_phase1_samples.gif", "teacher_samples.gif", "teacher_samples.gif"]
+    assert looks == ["teacher_phase1_samples.gif"] + ["teacher_samples.gif"] * 3
 
 
 def test_bad_flags_and_checkpoints(tmp_path):
@@ -184,6 +191,7 @@ def test_bad_flags_and_checkpoints(tmp_path):
                 ["--attention-levels", "3"], ["--attention-levels", "4"], ["--teacher-t-band", "800"],
                 ["--teacher-t-band", "960,800"], ["--teacher-t-band", "0,1001"], ["--teacher-band-share", "1.5"],
                 ["--teacher-band-steps", "-1"], ["--teacher-t-band", ""],  # the second phase needs a band
+                ["--teacher-band-replay", "1"], ["--teacher-band-replay", "-0.1"],
                 ["--teacher-t-power", "0"], ["--teacher-init", str(tmp_path / "missing.safetensors")],
                 ["--until", "sampling"]):
         with pytest.raises(SystemExit):
