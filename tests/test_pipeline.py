@@ -91,7 +91,8 @@ def test_presets():
     assert (toy.prediction, toy.zero_terminal_snr, toy.relative_position, toy.attention_levels) == ("v", True, True,
                                                                                                      "1,2")
     assert (toy.teacher_t_band, toy.guidance, toy.w_min, toy.w_max, toy.turbo_w) == ("800,960", 5.0, 2.0, 6.0, 4.0)
-    assert (toy.teacher_steps, toy.teacher_band_steps, vc2.teacher_band_steps) == (2000, 900, 0)
+    assert (toy.teacher_steps, toy.teacher_band_steps, toy.teacher_band_replay, vc2.teacher_band_steps) == (2000, 900,
+                                                                                                        0.5, 0)
     assert (vc2.w_min, vc2.w_max, vc2.turbo_w, vc2.guidance, vc2.beta_img, vc2.beta_vid) == (5.0, 15.0, 7.5, 12.0,
                                                                                               1.0, 2.0)
     off = train.parse_config(["--prediction", "eps", "--no-zero-terminal-snr", "--no-relative-position"])
