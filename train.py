@@ -157,7 +157,7 @@ def toy():
     - half of the teacher's clips draw t from [800, 960), the noise levels where the caption decides the motion
       (uniform t gives them 16%), for 2000 steps, then a second phase of 900 steps at a lower lr, half of its
       clips in the band and half replaying uniform t so the low noise levels are not forgotten (train_teacher);
-    - toy teachers sample best at CFG 3-5 (validation sweeps of two of them), not VC2's 12, so the teacher samples
+    - toy teachers sample best at CFG 2-5 (every validation sweep we ran), not VC2's 12, so the teacher samples
       at 5 and the students are distilled at w ~ U[2, 6] around it (w = CFG - 1, LCM's convention; the paper's
       [5, 15] brackets VC2's 12 the same way) and sample at w 4."""
     return dataclasses.replace(Config(), prediction="v", zero_terminal_snr=True, relative_position=True,

@@ -168,7 +168,7 @@ def test_teacher_band_phase(tmp_path, monkeypatch):
         train.main(argv)
         second_t, seen_t[:] = torch.cat(seen_t), []
         (out / "teacher.safetensors").unlink()       # phase 2 again, with half of its clips replaying uniform t
-        train.main(argv[:-1] + ["0.5", "--teacher-band-steps", "4"])
+        train.main(argv + ["--teacher-band-replay", "0.5", "--teacher-band-steps", "4"])  # the last flag counts
         replay_t = torch.cat(seen_t)
     finally:
         train.turbo.diffusion_loss = real
