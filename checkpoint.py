@@ -155,6 +155,11 @@ def load_models(path, device="cpu", dtype=None):
     return {**models, "meta": meta}
 
 
+def resolve_device(name):
+    """--device auto -> 'cuda' when torch sees a GPU, else 'cpu'; any other name as it is."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
 def model_meta(unet, text, ae, **extra):
     """The configs every checkpoint carries, as JSON-able dicts."""
     return {"unet": asdict(unet.config), "text": asdict(text.config), "ae": asdict(ae.config), **extra}

@@ -48,7 +48,7 @@ class AEConfig:
 
 
 def toy_ae():
-    # Exactly the ddconfig of shared/reference/vae_tiny_parity: 3 levels, so f4, 32x32 frames -> 8x8 latents.
+    # Exactly the ddconfig of tests/fixtures/vae_tiny_parity: 3 levels, so f4, 32x32 frames -> 8x8 latents.
     # scale_factor 1.0 is a placeholder: train.py measures 1 / std of the latents after training it (SD's
     # "scale_by_std" rule), the way 0.18215 was once measured for SD.
     return AEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, z_channels=4, embed_dim=4, resolution=32,

@@ -28,6 +28,8 @@ import torch
 
 import sample
 from toy import judge_dir, split_captions
+from checkpoint import resolve_device
+from train import TOY_MODELS
 
 
 def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, seed=1000, device="cpu"):
@@ -54,10 +56,30 @@ def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, se
 
 
 @torch.no_grad()
-def reward_scores(sample_dirs, run_dir):
-    """Mean toy image reward (over all 8 frames) and video reward of the videos in sample_dirs, each scored with
-    its own caption, using the reward models saved in run_dir (None where a model is missing)."""
+def score_videos(videos, caps, image_reward=None, video_reward=None):
+    """uint8 videos (n, t, h, w, 3) and their captions -> {'image': mean toy image reward over all frames,
+    'video': mean video reward}, each None where its model is None."""
+    video = torch.from_numpy(np.asarray(videos)).permute(0, 4, 1, 2, 3).float() / 255   # (n, 3, t, h, w) in [0, 1]
+    n, c, t = video.shape[:3]
+    out = {"image": None, "video": None}
+    if image_reward is not None:
+        frames = video.transpose(1, 2).flatten(0, 1)                                  # (n t, 3, h, w)
+        out["image"] = float(image_reward(frames, [cap for cap in caps for _ in range(t)]).view(n, t).mean())
+    if video_reward is not None:
+        out["video"] = float(video_reward(video, caps, generator=torch.Generator().manual_seed(0)).mean())
+    return out
+
+
+def load_reward_files(reward_dir):
+    """{'image': model or None, 'video': ...} from reward_dir/reward_{image,video}.safetensors."""
     from rewards import load_reward
+    paths = {k: Path(reward_dir) / f"reward_{k}.safetensors" for k in ("image", "video")}
+    return {k: load_reward(p)[0] if p.exists() else None for k, p in paths.items()}
+
+
+def reward_scores(sample_dirs, reward_dir):
+    """Mean toy image reward (over all 8 frames) and video reward of the videos in sample_dirs, each scored with
+    its own caption, using the reward models saved in reward_dir (None where a model is missing)."""
     import imageio.v3 as iio
     videos, caps = [], []
     for d in sample_dirs:
@@ -65,21 +87,59 @@ def reward_scores(sample_dirs, run_dir):
             r = json.loads(line)
             videos.append(np.asarray(iio.imread(Path(d) / r["file"], index=None))[..., :3])
             caps.append(r["prompt"])
-    video = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float() / 255    # (n, 3, t, h, w) in [0, 1]
-    out = {}
-    for kind in ("image", "video"):
-        path = Path(run_dir) / f"reward_{kind}.safetensors"
-        if not path.exists():
-            out[kind] = None
-            continue
-        model = load_reward(path)[0]
-        if kind == "image":
-            n, c, t = video.shape[:3]
-            frames = video.transpose(1, 2).flatten(0, 1)                                  # (n t, 3, h, w)
-            out[kind] = float(model(frames, caps).view(n, t).mean())
-        else:
-            out[kind] = float(model(video, caps, generator=torch.Generator().manual_seed(0)).mean())
-    return out
+    r = load_reward_files(reward_dir)
+    return score_videos(np.stack(videos), caps, r["image"], r["video"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The quick comparison train.py and prepare_toy.py end with: in memory, a few captions, one line
+
+
+def quick_captions():
+    """8 seen captions (every 10th training caption: each colour, shape and direction appears) and the 8 held out."""
+    return split_captions("train")[::10][:8], split_captions("heldout")
+
+
+@torch.no_grad()
+def toy_comparison(models, reward_paths, device="cpu", per_caption=1, seed=1000, grid=None):
+    """models: {name: load_models(...) dict} -> {name: {'judge_seen', 'judge_heldout', 'image', 'video',
+    's_per_video', 'steps'}}. Every model samples the same captions from the same seeds at its own default steps
+    and guidance (teacher: 50-step DDIM + CFG; student: 4 steps); `grid`: a GIF, two rows per model (seen, held out)."""
+    from rewards import load_reward
+    from toy import correct
+    rewards = {k: load_reward(p)[0] if Path(p).exists() else None for k, p in reward_paths.items()}
+    seen, held = quick_captions()
+    prompts = [c for c in seen + held for _ in range(per_caption)]
+    seeds = list(range(seed, seed + len(prompts)))
+    n_seen, results, rows = len(seen) * per_caption, {}, []
+    for name, m in models.items():
+        t0 = time.time()
+        videos = sample.generate(m, prompts, seeds, device=device, progress=False)
+        seconds = (time.time() - t0) / len(prompts)
+        right = [correct(v, p)["all"] for v, p in zip(videos, prompts)]
+        results[name] = {"judge_seen": float(np.mean(right[:n_seen])), "judge_heldout": float(np.mean(right[n_seen:])),
+                         **score_videos(videos, prompts, rewards.get("image"), rewards.get("video")),
+                         "s_per_video": seconds, "steps": sample.sampler_settings(m["meta"])[1]}
+        rows.append(videos)
+    if grid:
+        sample.save_grid(np.concatenate(rows), grid, ncol=n_seen, scale=3)
+    return results
+
+
+def compare_line(results, models=None):
+    """One line: 'teacher 50 steps: judge seen 0.875, held out 0.750, image 0.912, video 0.850, 1.95 s/video | ...'."""
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    return " | ".join(f"{name} {r['steps']} steps: judge seen {r['judge_seen']:.3f}, held out {r['judge_heldout']:.3f}"
+                      f", image reward {fmt(r['image'])}, video reward {fmt(r['video'])}, {r['s_per_video']:.2f} s/video"
+                      for name, r in results.items())
+
+
+def quick_look(models, out_gif, device="cpu"):
+    """A GIF grid for a person: 4 training captions (top row) and 4 held-out ones (bottom row), seeds 0-7."""
+    seen, held = quick_captions()
+    prompts = seen[:4] + held[:4]
+    videos = sample.generate(models, prompts, list(range(len(prompts))), device=device, progress=False)
+    sample.save_grid(videos, out_gif, ncol=4, scale=3)
 
 
 # Guidance tuning: the same grid for every method, on validation seeds only
@@ -87,7 +147,7 @@ GUIDANCE_GRID = (2.0, 3.0, 5.0, 8.5, 12.0)  # CFG scale g, VC2's convention (1 =
 VALIDATION_SEED = 5000                       # the evaluation uses seeds from 1000; validation never overlaps it
 
 
-def tune_guidance(ckpt, out, run_dir, steps, grid=GUIDANCE_GRID, seed=VALIDATION_SEED, device="cpu"):
+def tune_guidance(ckpt, out, reward_dir, steps, grid=GUIDANCE_GRID, seed=VALIDATION_SEED, device="cpu"):
     """-> (best guidance in the checkpoint's own convention, sweep rows). Samples every seen caption once per grid
     value and keeps the value with the highest judge + image reward + video reward (missing reward models count 0).
     Held-out captions are not used: they stay a test of composition only."""
@@ -98,7 +158,7 @@ def tune_guidance(ckpt, out, run_dir, steps, grid=GUIDANCE_GRID, seed=VALIDATION
         value = g - 1 if student else g                    # LCM's w for a student, VC2's g for a teacher
         d = Path(out) / f"g{g:g}"
         res = evaluate(ckpt, d, per_seen=1, per_heldout=0, steps=steps, guidance=value, seed=seed, device=device)
-        rw = reward_scores([d / "seen"], run_dir)
+        rw = reward_scores([d / "seen"], reward_dir)
         score = res["seen"]["all"] + sum(v for v in rw.values() if v is not None)
         sweep.append({"g": g, "guidance": value, "judge": res["seen"]["all"], **rw, "score": score})
         print(f"  {Path(ckpt).stem} g {g:g} ({'w' if student else 'CFG'} {value:g}): judge {res['seen']['all']:.3f}, "
@@ -117,44 +177,44 @@ TRAIN_ARGS = {"turbo": [], "vcm": ["--rewards", "none"], "turbo_image": ["--rewa
               "turbo_video": ["--rewards", "video"]}
 
 
-def train_missing(run_dir, extra=()):
-    """python train.py --out RUN_DIR [--rewards X] for every checkpoint of the table that is not there yet."""
+def train_missing(run_dir, toy_models, extra=()):
+    """python train.py --out RUN_DIR [--rewards X] for every student of the table that is not there yet."""
     import train
     for name, args in TRAIN_ARGS.items():
         if not (Path(run_dir) / f"{name}.safetensors").exists():
-            train.main(["--out", str(run_dir), *args, *extra])
+            train.main(["--out", str(run_dir), "--toy-models", str(toy_models), *args, *extra])
 
 
-def table(run_dir, per_seen=1, per_heldout=8, device="cpu", tune=False):
+def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=False):
     """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: method | steps | guidance |
     UNet evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
     run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves).
     Guidance: each checkpoint's default (its training config: toy teacher CFG 5, students w 4), or with tune=True
     each checkpoint's best on validation seeds (tune_guidance, once per checkpoint at its default step count: 50
     teacher, 4 student; kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the
-    grid are unchanged)."""
+    grid are unchanged). The teacher and the reward models are read from toy_models (prepare_toy.py's folder)."""
     from checkpoint import read_meta
-    run_dir = Path(run_dir)
+    run_dir, toy_models = Path(run_dir), Path(toy_models)
     rows, per_attr, grid_rows, labels = [], [], [], []
     tuned_path = run_dir / "guidance.json"
     tuned = json.loads(tuned_path.read_text()) if tune and tuned_path.exists() else {}
-    reward_files = sorted(run_dir.glob("reward_*.safetensors"))
+    reward_files = sorted(toy_models.glob("reward_*.safetensors"))
     for name, label, steps in ROWS:
-        ckpt = run_dir / f"{name}.safetensors"
+        ckpt = (toy_models if name == "teacher" else run_dir) / f"{name}.safetensors"
         if not ckpt.exists():
             continue
         stamp = {"files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in (ckpt, *reward_files)],
                  "grid": list(GUIDANCE_GRID), "seed": VALIDATION_SEED}   # what the sweep's scores depend on
         if tune and tuned.get(name, {}).get("stamp") != stamp:
             print(f"tuning the guidance of {ckpt} on validation seeds")
-            best, sweep = tune_guidance(ckpt, run_dir / f"tune_{name}", run_dir, None, GUIDANCE_GRID, device=device)
+            best, sweep = tune_guidance(ckpt, run_dir / f"tune_{name}", toy_models, None, GUIDANCE_GRID, device=device)
             tuned[name] = {"best": best, "sweep": sweep, "stamp": stamp}
             tuned_path.write_text(json.dumps(tuned, indent=1))
         student, _, guidance = sample.sampler_settings(read_meta(ckpt), steps, tuned[name]["best"] if tune else None)
         d = run_dir / f"eval_{name}_{steps}"
         res = evaluate(ckpt, d, per_seen, per_heldout, steps, guidance, device=device)
         evals = steps if student else 2 * steps               # CFG: a conditional and an unconditional call
-        rw = reward_scores([d / s for s in res], run_dir)
+        rw = reward_scores([d / s for s in res], toy_models)
         fmt = lambda v: "-" if v is None else f"{v:.3f}"
         knob = f"{'w' if student else 'CFG'} {guidance:g}"
         rows.append(f"| {label} | {steps} | {knob} | {evals} | {res['seen']['seconds_per_video']:.3f} | "
@@ -177,7 +237,7 @@ def table(run_dir, per_seen=1, per_heldout=8, device="cpu", tune=False):
         from sample import save_grid
         save_grid(np.concatenate(grid_rows), run_dir / "compare.gif", ncol=len(compare_prompts()), scale=3)
         print(f"wrote {run_dir / 'compare.gif'}: rows {labels}; columns: {compare_prompts()}")
-    plot_curves(run_dir, run_dir / "curves.png")
+    plot_curves(run_dir, toy_models, run_dir / "curves.png")
     return md
 
 
@@ -192,18 +252,18 @@ def compare_row(ckpt, steps, guidance=None, device="cpu"):
     """One row of compare.gif: every method samples the same prompts from the same seed (7)."""
     from checkpoint import load_models
     prompts = compare_prompts()
-    return sample.generate(load_models(ckpt, device), prompts, [7] * len(prompts), steps=steps, guidance=guidance,
+    return sample.generate(load_models(ckpt, device, dtype=torch.float32), prompts, [7] * len(prompts), steps=steps, guidance=guidance,
                            device=device, progress=False)
 
 
-def plot_curves(run_dir, path, width=900, height=300):
+def plot_curves(run_dir, toy_models, path, width=900, height=300):
     """Training curves from the checkpoints' logs, drawn with PIL (no plotting dependency): one panel per term
     (teacher loss, CD loss, image reward, video reward), one line per checkpoint, smoothed over 25 steps."""
     from PIL import Image, ImageDraw
     from checkpoint import read_meta
     series = {}  # panel -> {checkpoint name: values}
     for name in ("teacher", "vcm", "turbo_image", "turbo_video", "turbo"):
-        p = Path(run_dir) / f"{name}.safetensors"
+        p = Path(toy_models if name == "teacher" else run_dir) / f"{name}.safetensors"
         if not p.exists():
             continue
         log = read_meta(p).get("stats", {}).get("log") or []
@@ -244,26 +304,30 @@ def plot_curves(run_dir, path, width=900, height=300):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="runs/toy/teacher.safetensors")
+    p.add_argument("--ckpt", default="runs/toy/turbo.safetensors", help="a checkpoint to judge")
     p.add_argument("--out", default=None, help="sample folder (default: beside the checkpoint, eval_<name>)")
     p.add_argument("--per-seen", type=int, default=1, help="videos per training caption")
     p.add_argument("--per-heldout", type=int, default=8, help="videos per held-out caption")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--seed", type=int, default=1000, help="evaluation seeds differ from train.py's quick look")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--table", metavar="RUN_DIR", help="evaluate every checkpoint in RUN_DIR, write results.md")
-    p.add_argument("--train", action="store_true", help="with --table: first train (train.py) every checkpoint of "
-                   "the table that RUN_DIR lacks: teacher, reward models, T2V-Turbo, VCM, each reward alone")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda")
+    p.add_argument("--table", metavar="RUN_DIR", help="evaluate the teacher and every student in RUN_DIR, write "
+                   "RUN_DIR/results.md")
+    p.add_argument("--toy-models", default=str(TOY_MODELS), help="with --table: the teacher and reward models "
+                   "(prepare_toy.py's folder; default: the shipped ones)")
+    p.add_argument("--train", action="store_true", help="with --table: first train (train.py) every student of "
+                   "the table that RUN_DIR lacks: T2V-Turbo, VCM, each reward alone")
     p.add_argument("--tune-guidance", action="store_true", help="with --table: sample each checkpoint at its own "
                    "best guidance, picked on validation seeds (RUN_DIR/guidance.json); default: its stored default")
     args = p.parse_args(argv)
+    args.device = resolve_device(args.device)
     if (args.train or args.tune_guidance) and not args.table:
         p.error("--train and --tune-guidance go with --table RUN_DIR")
     if args.table:
         if args.train:
-            train_missing(args.table)
-        return table(args.table, args.per_seen, args.per_heldout, args.device, tune=args.tune_guidance)
+            train_missing(args.table, args.toy_models)
+        return table(args.table, args.toy_models, args.per_seen, args.per_heldout, args.device, tune=args.tune_guidance)
     ckpt = Path(args.ckpt)
     out = Path(args.out or ckpt.parent / f"eval_{ckpt.stem}")
     res = evaluate(ckpt, out, args.per_seen, args.per_heldout, args.steps, args.guidance, args.seed, args.device)

@@ -585,10 +585,7 @@ def train_toy_reward(model_kind, steps=None, batch=None, lr=2e-3, seed=0, captio
     captions while there are enough, so every caption's one-attribute neighbours are usually in-batch negatives.
     The image model sees ONE random frame per clip. -> (frozen reward module, stats dict)."""
     captions = list(captions if captions is not None else split_captions("train"))
-    try:
-        leaked = sorted(set(captions) & set(split_captions("heldout")))
-    except FileNotFoundError:                                  # no ../shared/toy: nothing to check against
-        leaked = []
+    leaked = sorted(set(captions) & set(split_captions("heldout")))
     if leaked:
         raise ValueError(f"held-out captions must never train a reward model: {leaked}")
     # (steps, batch) measured on 1 thread of a busy 2-core machine: image ~50 s, video ~110 s (half with 2 threads).

@@ -4,10 +4,10 @@ A teacher checkpoint samples with 50-step DDIM and classifier-free guidance (tur
 on its own (seed + index), so the same seed gives the same video whatever the batch.
 
 Writes DIR/{prompt-slug}-{i}.gif (and .mp4 with --mp4), DIR/prompts.jsonl (one {"file", "prompt", "seed",
-"steps"} a line, as ../shared/toy/SPEC.md asks) and DIR/grid.gif, every video side by side for a quick look.
+"steps"} a line: what evaluate.py and toy.py --judge read) and DIR/grid.gif, every video side by side for a quick look.
 
-    python sample.py --ckpt runs/toy/teacher.safetensors --prompt "a red circle moving left" --num-per-prompt 4
-    python sample.py --ckpt runs/toy/teacher.safetensors --prompts ../shared/toy/prompts_heldout.txt --out samples
+    python sample.py --prompt "a red circle moving left" --num-per-prompt 4      # the student train.py wrote
+    python sample.py --ckpt assets/toy/teacher.safetensors --prompts assets/toy/prompts_heldout.txt --out samples
 """
 
 import argparse
@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 import turbo
-from checkpoint import load_models
+from checkpoint import load_models, resolve_device
 from toy import read_prompts, to_uint8
 
 
@@ -104,7 +104,7 @@ def main(argv=None):
     p.add_argument("--out", default="samples")
     p.add_argument("--mp4", action="store_true", help="also write MP4 (needs imageio-ffmpeg)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and sampling dtype")
     p.add_argument("--vbench", action="store_true", help="VBench naming: {prompt}-{i}.mp4 (MP4 only)")
     p.add_argument("--fps-out", type=int, default=8, help="frame rate of the written files")
@@ -121,7 +121,8 @@ def main(argv=None):
     ckpt = Path(args.ckpt)
     if ckpt.is_dir():  # a run or converted folder: prefer the student
         ckpt = next((ckpt / n for n in ("turbo.safetensors", "teacher.safetensors") if (ckpt / n).exists()), ckpt)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    args.device = resolve_device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     models = load_models(ckpt, args.device, dtype=dtype)
     _, steps, _ = sampler_settings(models["meta"], args.steps, args.guidance)
     jobs = [(pr, k) for pr in prompts for k in range(args.num_per_prompt)]

@@ -72,7 +72,7 @@ def toy():
     8-channel latents (encoders.toy_linear_ae). The width must be well above the latent channels: an
     eps-predictor carries every noise channel through GroupNorm + SiLU to its last conv (48 channels at width
     64 left the loss stuck near 0.13). GroupNorm has 32 groups, so every width must stay a multiple of 32."""
-    return UNetConfig(in_channels=8, out_channels=8, model_channels=64, channel_mult=(1, 1), num_res_blocks=1,
+    return UNetConfig(in_channels=8, out_channels=8, model_channels=32, channel_mult=(1, 1), num_res_blocks=1,
                       attention_resolutions=(2,), num_head_channels=16, context_dim=64, temporal_length=8,
                       addition_attention=False)
 

@@ -1,6 +1,6 @@
 """The toy world, "moving shapes", and its pixel-level judge.
 
-`../shared/toy/SPEC.md` defines it: 8 frames of 32 x 32 RGB, one flat-coloured shape (square, circle or triangle)
+The world's rules (this file is its specification): 8 frames of 32 x 32 RGB, one flat-coloured shape (square, circle or triangle)
 on black, moving 2 px per frame left, right, up or down, captioned exactly `a {colour} {shape} moving {direction}`.
 84 captions; 8 of them are held out of every training stage (teacher, reward models, distillation), so generalising
 to them measures composition, not memorisation.
@@ -30,7 +30,7 @@ COLOURS = {  # RGB 0..255
 SHAPES = ("square", "circle", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy); +y is down the image
 
-SHARED = Path(__file__).resolve().parent.parent / "shared" / "toy"
+PROMPTS = Path(__file__).resolve().parent / "assets" / "toy"  # prompts_{all,train,heldout}.txt: the split is data
 CAPTION_RE = re.compile(r"^a (\w+) (\w+) moving (\w+)$")
 
 
@@ -58,14 +58,11 @@ def read_prompts(path):
 
 
 def split_captions(split):
-    """'train' (76), 'heldout' (8) or 'all' (84): from ../shared/toy when present, else rebuilt from the rules
-    (the held-out list itself is data, so it must come from the shared file)."""
-    path = SHARED / f"prompts_{split}.txt"
-    if path.exists():
-        return read_prompts(path)
-    if split == "all":
-        return all_captions()
-    raise FileNotFoundError(f"{path} is missing: the held-out split is defined by ../shared/toy/")
+    """'train' (76), 'heldout' (8) or 'all' (84), read from assets/toy/prompts_<split>.txt. The held-out 8 are a
+    choice, not a rule: every colour, shape and direction in them is seen in training, but not that combination."""
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+    return read_prompts(PROMPTS / f"prompts_{split}.txt")
 
 
 def shape_size(size):

@@ -1,22 +1,12 @@
-"""Shared test set-up: the repo root on sys.path, 1 CPU thread, ../shared located once.
+"""Test set-up: the repo root on sys.path, 1 CPU thread.
 
 One thread: the tests' tensors are small, so a second thread buys little, and two threads on a busy 2-core
 machine can make a step 100x slower (OpenMP threads spin-wait for each other)."""
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
-
-SHARED = ROOT.parent / "shared"
-
-
-@pytest.fixture
-def shared():
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent (CI puts ../shared beside the repo)")
-    return SHARED

@@ -383,7 +383,7 @@ def test_toy_training_lowers_the_loss(one_thread):
         assert len(stats["losses"]) == 20 and loss(trained) < before - 0.1, (kind, before, loss(trained))
 
 
-def test_held_out_captions_are_refused(shared):
+def test_held_out_captions_are_refused():
     held = rewards.split_captions("heldout")
     with pytest.raises(ValueError, match="held-out"):
         rewards.train_toy_reward("image", steps=1, batch=2, captions=rewards.split_captions("train")[:3] + held[:1])

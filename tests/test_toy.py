@@ -5,7 +5,7 @@ from toy import (DIRECTIONS, SHAPES, ToyWorld, all_captions, correct, judge, par
                  render_clip, shape_mask, split_captions)
 
 
-def test_captions_match_shared_files(shared):
+def test_caption_files_split_the_world():
     assert split_captions("all") == all_captions() and len(all_captions()) == 84
     train, held = split_captions("train"), split_captions("heldout")
     assert len(train) == 76 and len(held) == 8 and not set(train) & set(held)
@@ -15,7 +15,7 @@ def test_captions_match_shared_files(shared):
         assert all(a in s for a, s in zip(parse_caption(c), seen))
 
 
-def test_world_draws_only_training_captions(shared):
+def test_world_draws_only_training_captions():
     world = ToyWorld(seed=1)
     video, caps = world.batch(200)
     assert video.shape == (200, 3, 8, 32, 32) and video.min() == -1
