@@ -1,6 +1,7 @@
 """Benchmarks (not tests): figures measured in one run on this machine, printed as a table and as `name: value` lines.
 
     python bench.py            # every section
+    python bench.py main       # the main job: teacher and student step, GFLOP/s vs a matmul peak, minutes
     python bench.py sample     # 50-step CFG teacher vs 4-step T2V-Turbo student, end to end (text -> pixels)
     python bench.py train      # a student step with the mixed reward vs CD alone
     python bench.py load       # peak RSS of loading a full-size VC2 checkpoint over its size (~2 min, 7.4 GB)
@@ -22,11 +23,11 @@ from tiny_unet3d import UNet3D
 from tiny_unet3d import toy as toy_unet
 
 
-def toy():
-    """The UNet config the toy preset's teacher trains (train.py: toy() -> teacher_unet_options): v-prediction,
-    zero-terminal SNR, relative positions, transformers at both levels."""
-    import train
-    return dataclasses.replace(toy_unet(), **train.teacher_unet_options(train.toy()))
+def toy(**changes):
+    """The toy teacher's UNet config, as prepare_toy.py trains it (v-prediction, zero-terminal SNR, relative
+    positions, transformers at both levels); `changes` override fields (e.g. model_channels=64)."""
+    return dataclasses.replace(toy_unet(), prediction="v", zero_terminal_snr=True, use_relative_position=True,
+                               attention_resolutions=(1, 2), **changes)
 
 
 def _timed(fn, repeats):
@@ -153,7 +154,77 @@ def bench_ddp(steps=30, batch=4):
     return out
 
 
-SECTIONS = {"sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp}
+def matmul_peak(n=1024, repeats=20):
+    """GFLOP/s of an fp32 n x n matmul on this machine with torch's current threads: the ceiling to compare with."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / _timed(lambda: a @ b, repeats) / 1e9
+
+
+def _flops(fn):
+    """Floating-point operations of one call of fn (matmuls and convolutions, as torch's FlopCounterMode counts)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def bench_main(repeats=3):
+    """What the main job costs and what its design bought: the teacher's training step (prepare_toy.py, batch 16)
+    and the student's step (train.py, batch 8, CD + both rewards) for the toy UNet at width 32 and, for
+    comparison, at the earlier width 64; the FLOPs each step does and the GFLOP/s it achieves, against a matmul
+    peak measured in the same run; and the main job's minutes estimated from the measured student step."""
+    import train
+    from rewards import toy_image_reward, toy_video_reward
+    from toy import ToyWorld
+    torch.manual_seed(0)
+    world = ToyWorld(seed=0)
+    ae, text = LinearAutoencoder(toy_linear_ae()), TextEncoder(toy_text()).eval()
+    ae.fit(world.batch(64)[0])
+    image_reward, video_reward = toy_image_reward(), toy_video_reward()
+    video, caps = world.batch(16)
+    with torch.no_grad():
+        z0, ctx, unc = ae.encode(video), text.encode_text(caps), text.encode_text([""] * 8)
+    out = {"main_matmul_peak_gflops": matmul_peak()}
+    for label, cfg in (("w32", toy()), ("w64", toy(model_channels=64))):
+        teacher = UNet3D(cfg).train()
+        abar = turbo.schedule(cfg)
+        opt = torch.optim.AdamW(teacher.parameters(), lr=1e-4)
+
+        def teacher_step():
+            loss = turbo.diffusion_loss(teacher, z0, ctx, 16, abar)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        teacher.eval().requires_grad_(False)
+        student, _ = train.make_student(teacher, lora_rank=0)
+        teacher.train().requires_grad_(True)
+        target = UNet3D(student.config).eval().requires_grad_(False)
+        target.load_state_dict(student.state_dict())
+        frozen = UNet3D(cfg).eval().requires_grad_(False)
+        frozen.load_state_dict(teacher.state_dict())
+        sopt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+
+        def student_step():
+            loss, f, _ = turbo.cd_loss(student.train(), target, frozen, z0[:8], ctx[:8], unc, 16, abar)
+            loss = turbo.mixed_loss(loss, turbo.reward_terms(f, ae, caps[:8], image_reward, video_reward))
+            sopt.zero_grad(set_to_none=True)
+            loss.backward()
+            sopt.step()
+        for name, fn in (("teacher", teacher_step), ("student", student_step)):
+            s, flops = _timed(fn, repeats), _flops(fn)
+            out[f"main_{name}_step_s_{label}"] = s
+            out[f"main_{name}_step_gflop_{label}"] = flops / 1e9
+            out[f"main_{name}_gflops_achieved_{label}"] = flops / s / 1e9
+            out[f"main_{name}_share_of_peak_{label}"] = flops / s / 1e9 / out["main_matmul_peak_gflops"]
+    for name in ("teacher", "student"):
+        out[f"main_{name}_step_ratio_w32_over_w64"] = out[f"main_{name}_step_s_w32"] / out[f"main_{name}_step_s_w64"]
+    # the main job: the toy preset's student steps, plus the closing comparison (16 teacher videos at 50 steps with
+    # CFG, about 2 x 50 / 3 student steps' worth of forward passes each; measured as part of `time python train.py`)
+    out["main_job_student_minutes_est"] = train.toy().turbo_steps * out["main_student_step_s_w32"] / 60
+    return out
+
+
+SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp}
 
 
 def main(argv=None):

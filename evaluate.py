@@ -126,7 +126,7 @@ def toy_comparison(models, reward_paths, device="cpu", per_caption=1, seed=1000,
     return results
 
 
-def compare_line(results, models=None):
+def compare_line(results):
     """One line: 'teacher 50 steps: judge seen 0.875, held out 0.750, image 0.912, video 0.850, 1.95 s/video | ...'."""
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     return " | ".join(f"{name} {r['steps']} steps: judge seen {r['judge_seen']:.3f}, held out {r['judge_heldout']:.3f}"

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 import turbo
-from checkpoint import load_models, model_meta, read_checkpoint, save_checkpoint, save_tensors
+from checkpoint import load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_tensors
 from encoders import LinearAutoencoder, TextConfig, TextEncoder, first_stage_from_config, toy_linear_ae, toy_text
 from rewards import _render, contrastive_loss, discrimination, save_reward, toy_video_reward, train_toy_reward
 from tiny_unet3d import UNet3D
@@ -117,6 +117,9 @@ def check_config(cfg, error):
 
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# where the toy teacher's UNet departs from VC2's (the module docstring says why)
+TEACHER_UNET = {"prediction": "v", "zero_terminal_snr": True, "use_relative_position": True,
+                "attention_resolutions": (1, 2)}
 
 
 def band(cfg):
@@ -200,7 +203,7 @@ def train_teacher(cfg, run, ae, text):
     data = ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 1)
     unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
                                    temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout,
-                                   context_dim=text.config.width)
+                                   context_dim=text.config.width, **TEACHER_UNET)
     unet = UNet3D(unet_cfg).to(run.device).train()
     ema_unet = UNet3D(unet_cfg).to(run.device).eval().requires_grad_(False)
     ema_unet.load_state_dict(unet.state_dict())
@@ -275,6 +278,13 @@ def cast_file(path, dtype, extra):
     save_tensors(path, tensors, meta)
 
 
+def cast_already(path):
+    """True when cast_file has written its recipe (the command) into the file's metadata."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return any("command" in json.loads(v) for v in (f.metadata() or {}).values())
+
+
 def main(argv=None):
     cfg = cli_config(Config, argv, __doc__, check_config)
     if cfg.threads:
@@ -287,9 +297,13 @@ def main(argv=None):
     t0 = time.time()
     text, ae = text_and_first_stage(cfg, run, out)
     t_text = time.time() - t0
-    unet, stats = train_teacher(cfg, run, ae, text)
     teacher_path = out / "teacher.safetensors"
-    if run.main:
+    kept = cfg.resume and teacher_path.exists()
+    if kept:
+        print(f"teacher: reusing {teacher_path}")
+    else:
+        unet, stats = train_teacher(cfg, run, ae, text)
+    if run.main and not kept:
         meta = model_meta(unet, text, ae, kind="teacher", stats=stats, seconds=time.time() - t0,
                           train={**dataclasses.asdict(cfg), "height": cfg.size, "width": cfg.size})
         save_checkpoint(teacher_path, {"unet": unet, "text": text, "ae": ae}, meta)
@@ -300,10 +314,12 @@ def main(argv=None):
         return  # the reward models and the measurement are one process's work
     paths = train_rewards(cfg, out)
     recipe = {"command": command, "minutes": round((time.time() - t0) / 60, 1)}
-    # the shipped precision: measure the teacher as it will be used, after the cast
+    # the shipped precision: measure the teacher as it will be used, after the cast. A file that --resume kept
+    # was cast by the run that wrote it (its metadata holds the command) and stays as it is
     for path in (teacher_path, *paths.values()):
-        cast_file(path, DTYPES[cfg.dtype], recipe)
-    if cfg.eval_per_caption:
+        if not cast_already(path):
+            cast_file(path, DTYPES[cfg.dtype], recipe)
+    if cfg.eval_per_caption and "quality" not in read_meta(teacher_path):
         models = load_models(teacher_path, run.device, dtype=torch.float32)
         quality = toy_comparison({"teacher": models}, paths, run.device, per_caption=cfg.eval_per_caption,
                                  grid=out / "teacher_samples.gif")["teacher"]

@@ -12,7 +12,8 @@ the text branch runs under no_grad and the reward models are frozen, so gradient
 The SAME classes build the real models (`ImageTextReward.hpsv21(path)`, `ViCLIP(viclip_l14())` + `load_viclip`) and
 the toy ones (`toy_image_reward()`, `toy_video_reward()`), which `train_toy_reward` trains contrastively (CLIP's
 InfoNCE) on the moving-shapes clips of toy.py, so the CPU demo runs the code path the real rewards use.
-Everything follows shared/reference/REWARDS.md (key names, preprocessing, scores); nothing is downloaded.
+Key names, preprocessing and scores follow the originals (tgxs002/HPSv2, OpenGVLab/InternVideo's ViCLIP, and
+T2V-Turbo's reward_fn.py); nothing is downloaded.
 InternVideo2-S2 (the video reward of the VideoCrafter2 release, `vi_clip2`) is NOT implemented here.
 
     python rewards.py                   # parameter counts (toy and full size) and one toy score with random weights
@@ -532,7 +533,7 @@ def reward_from_state(tensors, config):
 
 def save_reward(path, module, stats=None):
     """One safetensors file: the tensors of reward_state, its config (and optional training stats) as JSON metadata
-    under 'reward'. runs/toy/reward_{image,video}.safetensors is where tests/test_rewards.py looks for trained ones."""
+    under 'reward' (prepare_toy.py writes the toy ones; assets/toy/ holds the shipped pair)."""
     from safetensors.torch import save_file
     tensors, config = reward_state(module)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

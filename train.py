@@ -205,6 +205,11 @@ def check_config(cfg, error):
                   f"--toy-models DIR, or --rewards naming only what you have (none = VCM)")
 
 
+def parse_config(argv=None):
+    """train.py's command line (argv; None = sys.argv) -> its checked Config, as main() reads it."""
+    return cli_config(Config, argv, __doc__, check_config, PRESETS)
+
+
 def teacher_path(cfg):
     return Path(cfg.teacher) if cfg.teacher else Path(cfg.toy_models) / "teacher.safetensors"
 
@@ -505,7 +510,10 @@ def train_turbo(cfg, run, data, teacher_path, image_reward=None, video_reward=No
     torch.manual_seed(cfg.seed)
     name = student_name(cfg)
     # the frozen teacher, text encoder and first stage
-    models = load_models(teacher_path, run.device, dtype=torch.float32)  # the shipped toy files are fp16
+    try:
+        models = load_models(teacher_path, run.device, dtype=torch.float32)  # the shipped toy files are fp16
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"train.py: the teacher {teacher_path} does not load: {one_line(e)}") from None
     teacher, text, ae = models["unet"], models["text"], models["ae"]
     student, params = make_student(teacher, cfg.lora_rank, cfg.temporal_dropout, cfg.grad_ckpt_unet)
     student.to(run.device).train()                                   # fp32 master weights
@@ -575,6 +583,12 @@ def meta_train(cfg):
     return {**dataclasses.asdict(cfg), "height": cfg.height or cfg.size, "width": cfg.width or cfg.size}
 
 
+def one_line(e):
+    """An exception as one line: its first line, and how many more it had (e.g. a list of missing keys)."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
+
+
 def reward_models(cfg):
     """-> (image_reward or None, video_reward or None): the real HPSv2.1 / ViCLIP where --hps / --viclip name them,
     else the toy ones that prepare_toy.py trained (TOY_MODELS/reward_{image,video}.safetensors)."""
@@ -586,7 +600,11 @@ def reward_models(cfg):
         elif kind == "video" and cfg.viclip:
             found[kind] = VideoTextReward(load_viclip(ViCLIP(viclip_l14()), cfg.viclip))
         else:
-            found[kind] = load_reward(toy_reward_path(cfg, kind))[0]
+            path = toy_reward_path(cfg, kind)
+            try:
+                found[kind] = load_reward(path)[0]
+            except Exception as e:  # a truncated or foreign file: one line that names it
+                raise SystemExit(f"train.py: the {kind} reward model {path} does not load: {one_line(e)}") from None
     return found.get("image"), found.get("video")
 
 
@@ -635,12 +653,14 @@ def main(argv=None):
     # 3. the closing comparison on the toy world: teacher 50 steps vs student 4 steps, one line and a GIF grid
     if run.main and not cfg.data and cfg.compare_per_caption:
         from evaluate import compare_line, toy_comparison
+        label = {"turbo": "T2V-Turbo", "vcm": "VCM"}.get(name, name)
         models = {"teacher": load_models(teacher, run.device, dtype=torch.float32),
-                  name: load_models(path, run.device, dtype=torch.float32)}
+                  label: load_models(path, run.device, dtype=torch.float32)}
         res = toy_comparison(models, {k: toy_reward_path(cfg, k) for k in ("image", "video")}, run.device,
                              per_caption=cfg.compare_per_caption, grid=out / "compare.gif")
-        print(f"wrote {out / 'compare.gif'} (rows: teacher seen, teacher held out, {name} seen, {name} held out)")
-        print(compare_line(res, models) + f"; {(time.time() - t0) / 60:.1f} minutes in all")
+        print(f"wrote {out / 'compare.gif'} (rows: teacher on seen captions, teacher on held-out ones, {label} on "
+              f"seen, {label} on held out)")
+        print(compare_line(res) + f"; {(time.time() - t0) / 60:.1f} minutes in all")
     if run.world > 1:
         dist.destroy_process_group()
 

@@ -54,7 +54,7 @@ def test_guided_ode_step_is_cfg_then_ddim():
     out1 = turbo.guided_ode_step(teacher, z, t1, t0, ctx, unc, 16, torch.ones(2), AB)
     out2 = turbo.guided_ode_step(teacher, z, t1, t0, ctx, unc, 16, 2 * torch.ones(2), AB)
     assert torch.allclose(out2 - out1, out1 - out0, atol=1e-4)
-    assert not torch.allclose(out1, out0, atol=1e-3)
+    assert (out1 - out0).abs().max() > 1e-4       # guidance moves the step (by about 2e-3 here)
 
 
 def test_student_starts_as_teacher():
@@ -90,21 +90,23 @@ def test_lora_starts_at_zero_and_merges_exactly():
 
 
 def test_cd_loss_decreases_on_a_fixed_batch():
-    """A few CD steps on one batch of latents reduce the loss (the student can fit its target)."""
+    """A few CD steps on one batch of latents reduce the loss (the student can fit its target). In eval mode (no
+    dropout) and at a small lr: Adam's first steps move every weight by about lr, and on this tiny random UNet an lr
+    of 1e-4 or more first raises the loss for some steps. 12 steps at 3e-5 leave 0.45-0.48 of it (5 seeds)."""
     torch.manual_seed(0)
     teacher = tiny_unet()
-    student = UNet3D(replace(teacher.config, guidance_embed_dim=256)).train()
+    student = UNet3D(replace(teacher.config, guidance_embed_dim=256)).eval()
     student.load_state_dict(teacher.state_dict(), strict=False)
     target = copy.deepcopy(student).eval()
-    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
-    z0, ctx, unc = torch.randn(4, 4, 4, 8, 8) * 0.5, torch.randn(4, 16, 64), torch.randn(4, 16, 64)
+    opt = torch.optim.Adam(student.parameters(), lr=3e-5)
+    z0, ctx, unc = torch.randn(2, 4, 4, 8, 8) * 0.5, torch.randn(2, 16, 64), torch.randn(2, 16, 64)
 
     def loss_at(seed):
         return turbo.cd_loss(student, target, teacher, z0, ctx, unc, 16, AB, generator=torch.Generator().manual_seed(seed))
 
     with torch.no_grad():
         before = sum(loss_at(s)[0].item() for s in range(4))
-    for i in range(30):
+    for i in range(12):
         loss, f, info = loss_at(i % 4)
         assert f.shape == z0.shape and f.requires_grad and (info["w"] >= 5).all() and (info["w"] <= 15).all()
         opt.zero_grad()
@@ -112,7 +114,7 @@ def test_cd_loss_decreases_on_a_fixed_batch():
         opt.step()
     with torch.no_grad():
         after = sum(loss_at(s)[0].item() for s in range(4))
-    assert after < 0.8 * before, (before, after)
+    assert after < 0.7 * before, (before, after)
 
 
 def test_consistency_sampler_recovers_a_point_mass():

@@ -1,6 +1,8 @@
-"""End to end on a tiny budget: train.py's stages write checkpoints that sample.py and the judge read back."""
+"""End to end on a tiny budget: train.py distils students from prepare_toy.py's models into checkpoints that
+sample.py, the judge and the evaluator read back; every bad flag or missing model stops train.py before it starts."""
+import dataclasses
 import json
-from pathlib import Path
+import shutil
 
 import imageio.v3 as iio
 import pytest
@@ -9,57 +11,62 @@ import torch
 import evaluate
 import sample
 import train
-from checkpoint import read_checkpoint
+from checkpoint import load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_tensors
+from tiny_unet3d import UNet3D
+
+FAST = ["--turbo-batch", "2", "--warmup", "1", "--compare-per-caption", "0", "--threads", "1", "--device", "cpu"]
 
 
-def test_train_then_sample(tmp_path, monkeypatch):
+def mtimes(folder):
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_train_then_sample(tmp_path, monkeypatch, toy_models):
     out = tmp_path / "run"
-    small = ["--teacher-batch", "2", "--turbo-batch", "2", "--warmup", "1", "--reward-steps", "2", "--text-steps", "2",
-             "--text-batch", "4", "--teacher-band-steps", "0"]
-    train.main(["--out", str(out), "--teacher-steps", "3", "--turbo-steps", "3"] + small)
-    assert (out / "reward_image.safetensors").exists() and (out / "reward_video.safetensors").exists()
-    for name in ("teacher", "turbo"):
-        tensors, meta = read_checkpoint(out / f"{name}.safetensors")
-        assert meta["kind"] == name and meta["train"]["teacher_steps"] == 3 and "unet" in meta
-        assert (out / f"{name}_samples.gif").exists()
-    _, meta = read_checkpoint(out / "turbo.safetensors")
+    shipped = mtimes(toy_models)
+    base = ["--toy-models", str(toy_models), "--out", str(out), "--turbo-steps", "3"] + FAST
+    train.main(base)
+    tensors, meta = read_checkpoint(out / "turbo.safetensors")
+    assert meta["kind"] == "turbo" and meta["train"]["turbo_steps"] == 3 and "unet" in meta
+    assert meta["train"]["toy_models"] == str(toy_models)
     assert meta["unet"]["guidance_embed_dim"] == 256          # the student carries its w-projection by name
-    assert any(k == "unet.w_proj.weight" for k in tensors)
-    # a second run reuses the teacher and reward models; --rewards none distils the VCM baseline beside it
-    before = (out / "teacher.safetensors").stat().st_mtime_ns
-    train.main(["--out", str(out), "--teacher-steps", "3", "--turbo-steps", "3", "--rewards", "none"] + small)
-    assert (out / "teacher.safetensors").stat().st_mtime_ns == before
-    _, vcm = read_checkpoint(out / "vcm.safetensors")
-    assert vcm["train"]["rewards"] == "none" and all(k in vcm["stats"]["final"] for k in ("cd", "loss"))
-    _, t2v = read_checkpoint(out / "turbo.safetensors")
-    assert {"r_img", "r_vid"} <= set(t2v["stats"]["final"])     # every term logged
-    # --until rewards trains a missing reward model even though the student exists, and stops there
-    (out / "reward_video.safetensors").unlink()
+    assert "unet.w_proj.weight" in tensors
+    teacher_meta = read_meta(toy_models / "teacher.safetensors")
+    training_only = ("temporal_dropout", "use_checkpoint", "guidance_embed_dim")
+    assert {k: v for k, v in meta["unet"].items() if k not in training_only} == \
+        {k: v for k, v in teacher_meta["unet"].items() if k not in training_only}   # the teacher's UNet, plus w
+    assert len(meta["stats"]["log"]) == 3 and {"cd", "r_img", "r_vid", "loss"} <= set(meta["stats"]["final"])
+    assert not list(out.glob("*.state-*")), "a finished run drops its resumable states"
+    # --rewards none distils the VCM baseline beside it; an existing student is not trained again without --fresh
     before = (out / "turbo.safetensors").stat().st_mtime_ns
-    train.main(["--out", str(out), "--until", "rewards"] + small)
-    assert (out / "reward_video.safetensors").exists() and (out / "turbo.safetensors").stat().st_mtime_ns == before
+    train.main(base + ["--rewards", "none"])
+    train.main(base)
+    assert (out / "turbo.safetensors").stat().st_mtime_ns == before
+    _, vcm = read_checkpoint(out / "vcm.safetensors")
+    assert vcm["train"]["rewards"] == "none" and set(vcm["stats"]["final"]) == {"cd", "loss"}
+    assert mtimes(toy_models) == shipped                      # the teacher and reward models are only read
 
-    for name, steps in (("teacher", 2), ("turbo", None)):
-        d = tmp_path / f"samples_{name}"
-        argv = ["--ckpt", str(out / f"{name}.safetensors"), "--prompt", "a red circle moving left",
-                "--num-per-prompt", "2", "--out", str(d), "--seed", "7", "--quiet"]
+    for ckpt, steps in ((toy_models / "teacher.safetensors", 2), (out / "turbo.safetensors", None)):
+        d = tmp_path / f"samples_{ckpt.stem}"
+        argv = ["--ckpt", str(ckpt), "--prompt", "a red circle moving left", "--num-per-prompt", "2",
+                "--out", str(d), "--seed", "7", "--device", "cpu", "--quiet"]
         sample.main(argv + (["--steps", str(steps)] if steps else []))
         rows = [json.loads(l) for l in (d / "prompts.jsonl").read_text().splitlines()]
         assert [r["seed"] for r in rows] == [7, 8] and rows[0]["steps"] == (steps or 4)
         clip = iio.imread(d / rows[0]["file"], index=None)
         assert clip.shape[1:] == (32, 32, 3) and clip.shape[0] == 8
 
-    # half precision and VBench naming (MP4 named by the full prompt)
+    # half precision and VBench naming (MP4 named by the full prompt); a run folder means its student
     d = tmp_path / "vbench"
     sample.main(["--ckpt", str(out), "--prompt", "a red circle moving left", "--out", str(d), "--dtype", "bf16",
-                 "--vbench", "--quiet"])
+                 "--vbench", "--device", "cpu", "--quiet"])
     mp4 = d / "a red circle moving left-0.mp4"
     assert mp4.exists() and iio.imread(mp4, index=None).shape[0] == 8
 
     # the evaluator: held-out captions only, 2 steps, then the toy rewards of what it sampled
     res = evaluate.evaluate(out / "turbo.safetensors", tmp_path / "eval", per_seen=0, per_heldout=1, steps=2)
     assert set(res) == {"heldout"} and res["heldout"]["n"] == 8 and 0 <= res["heldout"]["all"] <= 1
-    rw = evaluate.reward_scores([tmp_path / "eval" / "heldout"], out)
+    rw = evaluate.reward_scores([tmp_path / "eval" / "heldout"], toy_models)
     assert -1 <= rw["image"] <= 1 and -1 <= rw["video"] <= 1
 
     # guidance tuning: validation seeds (5000 on), seen captions only, the best-scoring grid value, in the student's
@@ -68,7 +75,7 @@ def test_train_then_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "split_captions", few.get)
     monkeypatch.setattr(evaluate, "GUIDANCE_GRID", (2.0, 6.0))
     monkeypatch.setattr(evaluate, "ROWS", [("turbo", "T2V-Turbo", 1)])
-    evaluate.table(out, per_seen=1, per_heldout=1, tune=True)
+    evaluate.table(out, toy_models, per_seen=1, per_heldout=1, tune=True)
     tuned = json.loads((out / "guidance.json").read_text())["turbo"]
     assert [r["guidance"] for r in tuned["sweep"]] == [1.0, 5.0]
     assert tuned["best"] == max(tuned["sweep"], key=lambda r: r["score"])["guidance"]
@@ -81,129 +88,116 @@ def test_train_then_sample(tmp_path, monkeypatch):
     assert f"| w {tuned['best']:g} |" in (out / "results.md").read_text()
     # a second table reuses the sweep while the checkpoint and reward models are unchanged
     monkeypatch.setattr(evaluate, "tune_guidance", lambda *a, **k: pytest.fail("tuned again"))
-    evaluate.table(out, per_seen=1, per_heldout=1, tune=True)
+    evaluate.table(out, toy_models, per_seen=1, per_heldout=1, tune=True)
 
 
-def test_presets():
-    """The toy preset departs from the paper / VC2 only in its teacher recipe and guidance; the VC2 presets keep
-    the paper's w ~ U[5, 15] and sample at w 7.5; a preset's switch can be turned off (--no-...)."""
-    toy, vc2 = train.parse_config([]), train.parse_config(["--preset", "vc2_256"])
-    assert (toy.prediction, toy.zero_terminal_snr, toy.relative_position, toy.attention_levels) == ("v", True, True,
-                                                                                                     "1,2")
-    assert (toy.teacher_t_band, toy.guidance, toy.w_min, toy.w_max, toy.turbo_w) == ("800,960", 5.0, 2.0, 6.0, 4.0)
-    assert (toy.teacher_steps, toy.teacher_band_steps, toy.teacher_band_replay, vc2.teacher_band_steps) == (2000, 900,
-                                                                                                        0.5, 0)
-    assert (vc2.w_min, vc2.w_max, vc2.turbo_w, vc2.guidance, vc2.beta_img, vc2.beta_vid) == (5.0, 15.0, 7.5, 12.0,
-                                                                                              1.0, 2.0)
-    off = train.parse_config(["--prediction", "eps", "--no-zero-terminal-snr", "--no-relative-position"])
-    assert (off.prediction, off.zero_terminal_snr, off.relative_position) == ("eps", False, False)
+def test_closing_comparison(tmp_path, monkeypatch, capsys, toy_models):
+    """--compare-per-caption N: after training, the teacher and the student sample the same captions from the same
+    seeds (evaluate.toy_comparison): one printed line and OUT/compare.gif, two rows (seen, held out) per model.
+    Here 1 seen and 1 held-out caption, and the teacher at 2 DDIM steps instead of 50, to keep it fast."""
+    monkeypatch.setattr(evaluate, "quick_captions", lambda: (["a red circle moving left"],
+                                                             evaluate.split_captions("heldout")[:1]))
+    real = sample.sampler_settings
+    monkeypatch.setattr(sample, "sampler_settings", lambda meta, steps=None, guidance=None: real(
+        meta, steps or (None if meta.get("kind") == "turbo" else 2), guidance))
+    out = tmp_path / "run"
+    train.main(["--toy-models", str(toy_models), "--out", str(out), "--turbo-steps", "1", "--rewards", "none"]
+               + FAST + ["--compare-per-caption", "1"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    teacher, student = line.split(" | ")
+    assert teacher.startswith("teacher 2 steps: judge seen ") and " 4 steps: judge seen " in student
+    for part in (teacher, student):
+        assert all(w in part for w in ("held out", "image reward", "video reward", "s/video")), part
+    grid = iio.imread(out / "compare.gif", index=None)
+    assert grid.shape[:3] == (8, 4 * 34 * 3, 34 * 3)          # 4 rows of one 32-px video (1-px border, x3)
 
 
-def test_vc2_style_teacher_run(tmp_path):
-    """The toy teacher's options (here VC2's own: eps-prediction on VC2's schedule, no relative positions,
-    transformers at the 4x4 level only) travel in the UNet config: the student inherits them and sample.py reads
-    them back."""
-    out = tmp_path / "eps"
-    train.main(["--out", str(out), "--teacher-steps", "2", "--turbo-steps", "2", "--teacher-batch", "2",
-                "--turbo-batch", "2", "--warmup", "1", "--text-steps", "2", "--text-batch", "4", "--rewards", "none",
-                "--teacher-band-steps", "0",
-                "--prediction", "eps", "--no-zero-terminal-snr", "--no-relative-position", "--attention-levels", "2"])
-    for name in ("teacher", "vcm"):
-        _, meta = read_checkpoint(out / f"{name}.safetensors")
-        u = meta["unet"]
-        assert u["prediction"] == "eps" and not u["zero_terminal_snr"] and not u["use_relative_position"]
-        assert tuple(u["attention_resolutions"]) == (2,)
+def test_presets(toy_models):
+    """The toy preset departs from the paper / VC2 in its student's size (full fine-tuning at lr 1e-4) and its
+    guidance range; the VC2 presets keep the paper's w ~ U[5, 15] and sample at w 7.5; a preset's switch can be
+    turned off (--no-...); a flag overrides the preset."""
+    models = ["--toy-models", str(toy_models)]
+    as_vc2 = models + ["--preset", "vc2_256", "--teacher", str(toy_models / "teacher.safetensors")]
+    toy, vc2 = train.parse_config(models), train.parse_config(as_vc2)
+    assert (toy.w_min, toy.w_max, toy.turbo_w, toy.lora_rank, toy.turbo_lr) == (2.0, 6.0, 4.0, 0, 1e-4)
+    assert (toy.turbo_steps, toy.turbo_batch, toy.device, toy.compare_per_caption) == (300, 8, "auto", 1)
+    assert (vc2.w_min, vc2.w_max, vc2.turbo_w, vc2.beta_img, vc2.beta_vid, vc2.lora_rank) == (5.0, 15.0, 7.5, 1.0,
+                                                                                             2.0, 64)
+    assert (vc2.precision, vc2.grad_ckpt_unet, vc2.compare_per_caption) == ("bf16", True, 0)
+    off = train.parse_config(as_vc2 + ["--no-grad-ckpt-unet", "--turbo-w", "6"])
+    assert (off.grad_ckpt_unet, off.grad_ckpt_decoder, off.turbo_w) == (False, True, 6.0)
+    assert train.parse_config(models) == train.cli_config(train.Config, models, train.__doc__, train.check_config,
+                                                          train.PRESETS)
+
+
+def test_vc2_style_teacher(tmp_path, toy_models):
+    """A teacher's UNet options (here VC2's own: eps-prediction on VC2's schedule, no relative positions,
+    transformers at the 4x4 level only) travel in its checkpoint's UNet config: the student inherits them and
+    sample.py reads them back. No toy reward models are needed for --rewards none."""
+    toy = load_models(toy_models / "teacher.safetensors", dtype=torch.float32)
+    assert toy["unet"].config.prediction == "v"
+    torch.manual_seed(0)
+    unet = UNet3D(dataclasses.replace(toy["unet"].config, prediction="eps", zero_terminal_snr=False,
+                                      use_relative_position=False, attention_resolutions=(2,)))
+    teacher = tmp_path / "eps" / "teacher.safetensors"
+    save_checkpoint(teacher, {"unet": unet, "text": toy["text"], "ae": toy["ae"]},
+                    model_meta(unet, toy["text"], toy["ae"], kind="teacher", train=toy["meta"]["train"]))
+    out = tmp_path / "vcm"
+    train.main(["--teacher", str(teacher), "--toy-models", str(tmp_path / "nothing_here"), "--out", str(out),
+                "--turbo-steps", "2", "--rewards", "none"] + FAST)
+    u = read_meta(out / "vcm.safetensors")["unet"]
+    assert u["prediction"] == "eps" and not u["zero_terminal_snr"] and not u["use_relative_position"]
+    assert tuple(u["attention_resolutions"]) == (2,) and u["guidance_embed_dim"] == 256
     models = sample.load_models(out / "vcm.safetensors")
     vids = sample.generate(models, ["a red circle moving left"], [0], progress=False)
     assert vids.shape == (1, 8, 32, 32, 3)
 
-    # a second phase: --teacher-init goes on training that teacher, every clip's t drawn from --teacher-t-band
-    for clash in (["--attention-levels", "1,2"], ["--teacher", str(out / "teacher.safetensors")]):
-        with pytest.raises(SystemExit):  # flags may repeat the init's UNet, not change it; --teacher is final
-            train.parse_config(["--teacher-init", str(out / "teacher.safetensors")] + clash)
-    with pytest.raises(SystemExit):  # a student is not a teacher to go on from
-        train.parse_config(["--teacher-init", str(out / "vcm.safetensors")])
-    seen_t = []
-    def spy(unet, z0, context, fps, abar, t=None, **kw):
-        seen_t.append(t.clone())
-        return real(unet, z0, context, fps, abar, t=t, **kw)
-    real, train.turbo.diffusion_loss = train.turbo.diffusion_loss, spy
-    try:
-        out2 = tmp_path / "v2"
-        train.main(["--out", str(out2), "--teacher-init", str(out / "teacher.safetensors"), "--teacher-steps", "2",
-                    "--teacher-batch", "3", "--warmup", "1", "--teacher-t-band", "500,510", "--teacher-band-share",
-                    "1", "--until", "teacher", "--attention-levels", "2", "--teacher-band-steps", "0"])
-    finally:
-        train.turbo.diffusion_loss = real
-    assert sorted(p.name for p in out2.glob("*.safetensors")) == ["teacher.safetensors"]  # --until teacher
-    t = torch.cat(seen_t)
-    assert len(t) == 6 and ((500 <= t) & (t < 510)).all()
-    first, second = read_checkpoint(out / "teacher.safetensors"), read_checkpoint(out2 / "teacher.safetensors")
-    assert second[1]["unet"] == first[1]["unet"] and second[1]["train"]["teacher_init"].endswith("teacher.safetensors")
-    assert second[1]["train"]["prediction"] == "eps" and not second[1]["train"]["zero_terminal_snr"]  # the init's
-    for k, v in first[0].items():  # the frozen text tower and first stage come along; the UNet moved on
-        assert torch.equal(v, second[0][k]) != k.startswith("unet."), k
 
-
-def test_teacher_band_phase(tmp_path, monkeypatch):
-    """The toy teacher's second phase (--teacher-band-steps): every clip's t in the band, from phase 1's weights;
-    phase 1 is kept as OUT/teacher_phase1.safetensors, and a run that stopped between the phases goes on from it."""
-    looks = []
-    monkeypatch.setattr(train, "quick_look", lambda ckpt, gif, device: looks.append(Path(gif).name))  # 50-step GIFs
-    seen_t = []
-    def spy(unet, z0, context, fps, abar, t=None, **kw):
-        seen_t.append(t.clone())
-        return real(unet, z0, context, fps, abar, t=t, **kw)
-    out = tmp_path / "two"
-    argv = ["--out", str(out), "--until", "teacher", "--teacher-steps", "2", "--teacher-band-steps", "2",
-            "--teacher-batch", "4", "--warmup", "1", "--text-steps", "2", "--text-batch", "4",
-            "--teacher-t-band", "500,510", "--teacher-band-share", "0", "--save-every", "1",
-            "--teacher-band-replay", "0"]
-    real, train.turbo.diffusion_loss = train.turbo.diffusion_loss, spy
-    try:
-        train.main(argv)
-        first_t, seen_t[:] = torch.cat(seen_t), []
-        (out / "teacher.safetensors").unlink()       # as if stopped after phase 1: it is not trained again
-        before = (out / "teacher_phase1.safetensors").stat().st_mtime_ns
-        train.main(argv)
-        second_t, seen_t[:] = torch.cat(seen_t), []
-        (out / "teacher.safetensors").unlink()       # phase 2 again, with half of its clips replaying uniform t
-        train.main(argv + ["--teacher-band-replay", "0.5", "--teacher-band-steps", "4"])  # the last flag counts
-        replay_t = torch.cat(seen_t)
-    finally:
-        train.turbo.diffusion_loss = real
-    in_band = lambda t: (500 <= t) & (t < 510)
-    assert len(first_t) == 16 and not in_band(first_t[:8]).all()                        # share 0: uniform t
-    assert in_band(first_t[8:]).all() and in_band(second_t).all()                       # phase 2: all in band
-    assert len(replay_t) == 16 and 0 < in_band(replay_t).sum() < 16                     # replay: some outside
-    assert len(second_t) == 8 and (out / "teacher_phase1.safetensors").stat().st_mtime_ns == before
-    one, one_meta = read_checkpoint(out / "teacher_phase1.safetensors")
-    two, two_meta = read_checkpoint(out / "teacher.safetensors")
-    assert len(two_meta["stats"]["log"]) == 6 and two_meta["stats"]["phase1"]["steps"] == 2  # 2 + 4 steps
-    for k, v in one.items():  # phase 2 moved the UNet only
-        assert torch.equal(v, two[k]) != k.startswith("unet."), k
-    assert not list(out.glob("*.state-*"))
-    assert looks == ["teacher_phase1_samples.gif"] + ["teacher_samples.gif"] * 3
-
-
-def test_bad_flags_and_checkpoints(tmp_path):
-    for bad in (["--target", "nonsense"], ["--prediction", "eps", "--zero-terminal-snr"], ["--prediction", "eps"],
-                ["--prediction", "x0"],
-                ["--attention-levels", "3"], ["--attention-levels", "4"], ["--teacher-t-band", "800"],
-                ["--teacher-t-band", "960,800"], ["--teacher-t-band", "0,1001"], ["--teacher-band-share", "1.5"],
-                ["--teacher-band-steps", "-1"], ["--teacher-t-band", ""],  # the second phase needs a band
-                ["--teacher-band-replay", "1"], ["--teacher-band-replay", "-0.1"],
-                ["--teacher-t-power", "0"], ["--teacher-init", str(tmp_path / "missing.safetensors")],
-                ["--until", "sampling"]):
+def test_bad_flags_and_checkpoints(tmp_path, capsys, toy_models):
+    """Each bad value stops train.py with one line naming it, before anything is loaded or written."""
+    models = ["--toy-models", str(toy_models), "--out", str(tmp_path / "never")]
+    bad_values = {
+        ("--target", "nonsense"): "--target", ("--rewards", "all"): "--rewards", ("--w-min", "0"): "--w-min",
+        ("--w-min", "7", "--w-max", "6"): "--w-max", ("--precision", "fp8"): "--precision",
+        ("--optim", "sgd"): "--optim", ("--turbo-steps", "0"): "--turbo-steps", ("--turbo-batch", "0"): "--turbo-batch",
+        ("--grad-accum", "0"): "--grad-accum", ("--save-every", "0"): "--save-every", ("--keep", "0"): "--keep",
+        ("--size", "0"): "--size", ("--frames", "0"): "--frames", ("--compare-per-caption", "-1"): "--compare",
+        ("--data", "videos"): "--captions", ("--device", "tpu"): "--device tpu", ("--preset", "vc3"): "--preset",
+        ("--no-such-flag", "1"): "unrecognized arguments",
+    }
+    for bad, says in bad_values.items():
         with pytest.raises(SystemExit):
-            train.parse_config(bad)
-    with pytest.raises(SystemExit):
-        train.parse_config(["--no-such-flag", "1"])
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(b"not a checkpoint at all")
+            train.main(models + list(bad))
+        err = capsys.readouterr().err
+        assert says in err, (bad, err)
+    assert not (tmp_path / "never").exists()
+
+    # the teacher and reward model files: missing, corrupt, or the wrong kind
+    teacher = toy_models / "teacher.safetensors"
+    only_teacher = tmp_path / "only_teacher"
+    only_teacher.mkdir()
+    shutil.copy(teacher, only_teacher / "teacher.safetensors")
+    tensors, meta = read_checkpoint(teacher)
+    student = tmp_path / "student.safetensors"
+    save_tensors(student, tensors, {"t2v_turbo": json.dumps({**meta, "kind": "turbo"})})
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    cases = [(["--teacher", str(tmp_path / "missing.safetensors")], "no teacher checkpoint at"),
+             (["--toy-models", str(tmp_path / "empty")], "no teacher checkpoint at"),
+             (["--teacher", str(student)], "is a 'turbo' checkpoint, not a teacher"),
+             (["--teacher", str(corrupt)], "not a readable safetensors"),
+             (["--toy-models", str(only_teacher)], "no image reward model at"),
+             (["--toy-models", str(only_teacher), "--rewards", "video"], "no video reward model at"),
+             (["--hps", str(tmp_path / "HPS.pt")], "no image reward model at")]
+    for argv, says in cases:
+        with pytest.raises(SystemExit):
+            train.parse_config(models + argv)
+        err = capsys.readouterr().err
+        assert says in err, (argv, err)
+    # the VCM baseline needs no reward model
+    assert train.parse_config(models + ["--toy-models", str(only_teacher), "--rewards", "none"]).rewards == "none"
+
     with pytest.raises(ValueError, match="not a readable safetensors"):
-        read_checkpoint(bad)
+        read_checkpoint(corrupt)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.safetensors")
-    with pytest.raises(SystemExit):
-        train.parse_config(["--teacher-init", str(bad)])

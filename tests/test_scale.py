@@ -21,49 +21,34 @@ from checkpoint import read_meta, save_tensors
 from data import VideoFolder, read_captions
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--warmup", "1", "--temporal-dropout", "0", "--threads", "1"]
+TINY = ["--warmup", "1", "--temporal-dropout", "0", "--threads", "1", "--device", "cpu", "--compare-per-caption", "0"]
 
 
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    """A 1-step teacher and 2-step toy reward models: the frozen parts every student test below reuses."""
-    out = tmp_path_factory.mktemp("teacher")
-    train.main(["--out", str(out), "--teacher-steps", "1", "--teacher-batch", "2", "--reward-steps", "2",
-                "--text-steps", "2", "--turbo-steps", "1", "--turbo-batch", "1", "--teacher-band-steps", "0"] + TINY)
-    return out
-
-
-def student_dir(tmp_path, teacher_run, name):
-    d = tmp_path / name
-    d.mkdir()
-    for kind in ("image", "video"):
-        (d / f"reward_{kind}.safetensors").write_bytes((teacher_run / f"reward_{kind}.safetensors").read_bytes())
-    return d
-
-
-def student_args(teacher_run, out, *more):
-    return ["--teacher", str(teacher_run / "teacher.safetensors"), "--out", str(out), *TINY, *more]
+def student_args(toy_models, out, *more):
+    """train.py's flags for a tiny student distilled from the test run's prepare_toy.py folder."""
+    return ["--toy-models", str(toy_models), "--out", str(out), *TINY, *more]
 
 
 def unet_weights(path):
     return {k: v for k, v in load_file(str(path)).items() if k.startswith("unet.")}
 
 
-def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, teacher_run):
+def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, toy_models):
     """torchrun --nproc_per_node=2 with 1 clip each == 1 process with 2 clips == 1 process with 1 clip x 2
-    micro-batches: same loss terms at every step, same weights up to float rounding."""
+    micro-batches: same loss terms at every step, same weights up to float rounding. 2 processes and 2
+    micro-batches agree bit for bit: each computes the same per-clip gradients, halves them (exact) and adds them."""
     steps = ["--turbo-steps", "3", "--turbo-lr", "1e-3"]
-    two = student_dir(tmp_path, teacher_run, "two")
+    two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(ROOT / "train.py"), *student_args(teacher_run, two, "--turbo-batch", "1", *steps)],
+                        str(ROOT / "train.py"), *student_args(toy_models, two, "--turbo-batch", "1", *steps)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es) x 1 clips" in r.stdout
-    one = student_dir(tmp_path, teacher_run, "one")
-    train.main(student_args(teacher_run, one, "--turbo-batch", "2", *steps))
-    acc = student_dir(tmp_path, teacher_run, "acc")
-    train.main(student_args(teacher_run, acc, "--turbo-batch", "1", "--grad-accum", "2", *steps))
+    one = tmp_path / "one"
+    train.main(student_args(toy_models, one, "--turbo-batch", "2", *steps))
+    acc = tmp_path / "acc"
+    train.main(student_args(toy_models, acc, "--turbo-batch", "1", "--grad-accum", "2", *steps))
 
     logs = {d.name: read_meta(d / "turbo.safetensors")["stats"]["log"] for d in (two, one, acc)}
     assert len(logs["two"]) == 3 and {"cd", "r_img", "r_vid", "loss"} <= set(logs["two"][0])
@@ -72,22 +57,23 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, teac
             for k in a:
                 assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (other, k)
     w2, w1, wa = (unet_weights(d / "turbo.safetensors") for d in (two, one, acc))
-    t0 = {k: v for k, v in load_file(str(teacher_run / "teacher.safetensors")).items() if k in w2}
+    t0 = {k: v for k, v in load_file(str(toy_models / "teacher.safetensors")).items() if k in w2}
     moved = sum((w1[k] - t0[k]).abs().sum() for k in t0)
-    for w in (w2, wa):
-        # Adam turns float-rounding-sized gradients into +-lr steps on a few elements; the bulk must agree
-        diff = sum((w[k] - w1[k]).abs().sum() for k in w1)
-        assert diff < 0.01 * moved, (diff, moved)
+    assert all(torch.equal(w2[k], wa[k]) for k in w2)
+    # 2 clips in one batch round differently; Adam turns float-rounding-sized gradients into +-lr steps on a few
+    # elements, but the bulk must agree (measured: 7e-6 of the distance moved)
+    diff = sum((w2[k] - w1[k]).abs().sum() for k in w1)
+    assert diff < 0.01 * moved, (diff, moved)
 
 
-def test_kill_minus_9_then_resume(tmp_path, teacher_run):
+def test_kill_minus_9_then_resume(tmp_path, toy_models, capsys):
     """SIGKILL mid-run: every checkpoint file left behind is whole, --resume restarts from the newest state (at
     most one save interval lost) and ends with the very weights of an uninterrupted run."""
     args = ["--turbo-steps", "14", "--turbo-batch", "1", "--save-every", "3", "--keep", "2", "--rewards", "none"]
     killed = tmp_path / "killed"
     killed.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *student_args(teacher_run, killed, *args)],
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *student_args(toy_models, killed, *args)],
                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not list(killed.glob("vcm.state-0000006.safetensors")) and time.time() < deadline and p.poll() is None:
@@ -103,15 +89,14 @@ def test_kill_minus_9_then_resume(tmp_path, teacher_run):
     newest = int(states[-1].name.split("-")[-1].split(".")[0])
     assert newest >= 6
 
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *student_args(teacher_run, killed, *args),
-                        "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resuming from {states[-1]} (step {newest} of 14)" in r.stdout
+    capsys.readouterr()
+    train.main(student_args(toy_models, killed, *args, "--resume"))
+    assert f"resuming from {states[-1]} (step {newest} of 14)" in capsys.readouterr().out
     assert not list(killed.glob("vcm.state-*")), "a finished stage drops its resumable states"
 
     straight = tmp_path / "straight"
     straight.mkdir()
-    train.main(student_args(teacher_run, straight, *args))
+    train.main(student_args(toy_models, straight, *args))
     a, b = unet_weights(killed / "vcm.safetensors"), unet_weights(straight / "vcm.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     la = read_meta(killed / "vcm.safetensors")["stats"]["log"]
@@ -126,7 +111,7 @@ def test_a_write_that_dies_leaves_no_file(tmp_path):
     assert not path.exists()
 
 
-def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path, teacher_run, monkeypatch):
+def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path, toy_models, monkeypatch):
     real, calls = turbo.cd_loss, {"n": 0}
 
     def flaky(*a, **k):  # steps 1 and 2 (0-based calls) produce NaN
@@ -135,16 +120,16 @@ def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path, teacher_run, 
         return (loss * float("nan") if calls["n"] in (2, 3) else loss), f, info
 
     monkeypatch.setattr(turbo, "cd_loss", flaky)
-    out = student_dir(tmp_path, teacher_run, "flaky")
-    train.main(student_args(teacher_run, out, "--turbo-steps", "5", "--turbo-batch", "1", "--rewards", "none"))
+    out = tmp_path / "flaky"
+    train.main(student_args(toy_models, out, "--turbo-steps", "5", "--turbo-batch", "1", "--rewards", "none"))
     meta = read_meta(out / "vcm.safetensors")
     assert meta["stats"]["bad_steps"] == 2 and len(meta["stats"]["log"]) == 3
     assert all(torch.isfinite(v).all() for v in unet_weights(out / "vcm.safetensors").values())
 
     monkeypatch.setattr(turbo, "cd_loss", lambda *a, **k: (lambda l, f, i: (l * float("nan"), f, i))(*real(*a, **k)))
-    out = student_dir(tmp_path, teacher_run, "nan")
+    out = tmp_path / "nan"
     with pytest.raises(RuntimeError, match="3 steps in a row with a non-finite loss"):
-        train.main(student_args(teacher_run, out, "--turbo-steps", "5", "--turbo-batch", "1", "--rewards", "none",
+        train.main(student_args(toy_models, out, "--turbo-steps", "5", "--turbo-batch", "1", "--rewards", "none",
                                 "--max-bad-steps", "3", "--save-every", "1"))
     assert not list(out.glob("vcm*.safetensors")), "nothing saved from a run of NaNs"
 
@@ -197,22 +182,22 @@ def test_caption_files(tmp_path):
         read_captions(bad)
 
 
-def test_student_trains_on_a_video_folder(tmp_path, teacher_run):
+def test_student_trains_on_a_video_folder(tmp_path, toy_models, capsys):
     caps = write_videos(tmp_path / "videos")
     out = tmp_path / "run"
-    train.main(student_args(teacher_run, out, "--data", str(tmp_path / "videos"), "--captions", str(caps),
+    train.main(student_args(toy_models, out, "--data", str(tmp_path / "videos"), "--captions", str(caps),
                             "--turbo-steps", "2", "--turbo-batch", "4", "--rewards", "none"))
     meta = read_meta(out / "vcm.safetensors")
     assert len(meta["stats"]["log"]) == 2 and sum(meta["stats"]["skipped_videos"].values()) >= 1
     with pytest.raises(SystemExit):
-        train.parse_config(["--data", str(tmp_path / "videos")])             # --captions missing
+        train.parse_config(student_args(toy_models, out, "--data", str(tmp_path / "videos")))  # --captions missing
+    assert "--data and --captions go together" in capsys.readouterr().err
 
 
-def test_a_corrupt_state_gives_a_clear_error(tmp_path, teacher_run):
-    out = student_dir(tmp_path, teacher_run, "corrupt")
+def test_a_corrupt_state_gives_a_clear_error(tmp_path, toy_models):
+    out = tmp_path / "corrupt"
+    out.mkdir()
     (out / "vcm.state-0000002.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(ValueError, match="not a readable training state"):
-        train.main(student_args(teacher_run, out, "--turbo-steps", "3", "--turbo-batch", "1", "--rewards", "none",
+        train.main(student_args(toy_models, out, "--turbo-steps", "3", "--turbo-batch", "1", "--rewards", "none",
                                 "--resume"))
-    with pytest.raises(SystemExit):
-        train.parse_config(["--teacher-weighting", "x0"])
