@@ -108,7 +108,7 @@ class Config:
     resume: bool = False           # continue from the newest saved state instead of from step 0
     max_bad_steps: int = 10        # consecutive steps with a non-finite loss or gradient before the run stops
     val_every: int = 0             # a validation GIF grid every N steps (OUT/val/); 0 = none
-    compare_per_caption: int = 1   # toy: videos per caption in the closing teacher-vs-student comparison (0: skip)
+    compare_per_caption: int = 2   # toy: videos per caption in the closing teacher-vs-student comparison (0: skip)
 
 
 def toy():
@@ -125,7 +125,7 @@ def vc2_256():
     """VideoCrafter2 -> T2V-Turbo on ONE GPU at reduced resolution: 16 frames at 256 x 256 (latents 4 x 16 x 32 x
     32), LoRA rank 64, bf16 autocast, gradient checkpointing everywhere (add --optim adamw8bit with bitsandbytes).
     Needs `python convert.py --vc2 model.ckpt --out weights/vc2`, --data/--captions, and --hps/--viclip for the
-    rewards (or --rewards none). Memory: see README ("Distilling VideoCrafter2")."""
+    rewards (or --rewards none). Memory: TUTORIAL.md section 10."""
     return dataclasses.replace(
         Config(), out="runs/vc2_256", teacher="weights/vc2/teacher.safetensors", height=256, width=256, frames=16,
         warmup=0, save_every=500, keep=5, val_every=500, precision="bf16", grad_ckpt_unet=True,
@@ -609,7 +609,7 @@ def reward_models(cfg):
 
 
 def main(argv=None):
-    cfg = cli_config(Config, argv, __doc__, check_config, PRESETS)
+    cfg = parse_config(argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = setup_processes(cfg)
