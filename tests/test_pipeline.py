@@ -120,7 +120,7 @@ def test_presets(toy_models):
     as_vc2 = models + ["--preset", "vc2_256", "--teacher", str(toy_models / "teacher.safetensors")]
     toy, vc2 = train.parse_config(models), train.parse_config(as_vc2)
     assert (toy.w_min, toy.w_max, toy.turbo_w, toy.lora_rank, toy.turbo_lr) == (2.0, 6.0, 4.0, 0, 1e-4)
-    assert (toy.turbo_steps, toy.turbo_batch, toy.device, toy.compare_per_caption) == (300, 8, "auto", 1)
+    assert (toy.turbo_steps, toy.turbo_batch, toy.device, toy.compare_per_caption) == (300, 8, "auto", 2)
     assert (vc2.w_min, vc2.w_max, vc2.turbo_w, vc2.beta_img, vc2.beta_vid, vc2.lora_rank) == (5.0, 15.0, 7.5, 1.0,
                                                                                              2.0, 64)
     assert (vc2.precision, vc2.grad_ckpt_unet, vc2.compare_per_caption) == ("bf16", True, 0)
