@@ -40,15 +40,17 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, toy_
     steps = ["--turbo-steps", "3", "--turbo-lr", "1e-3"]
     two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(ROOT / "train.py"), *student_args(toy_models, two, "--turbo-batch", "1", *steps)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "2 process(es) x 1 clips" in r.stdout
+    # the two-process run in the background while this process does the two one-process runs
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(ROOT / "train.py"), *student_args(toy_models, two, "--turbo-batch", "1", *steps)],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     one = tmp_path / "one"
     train.main(student_args(toy_models, one, "--turbo-batch", "2", *steps))
     acc = tmp_path / "acc"
     train.main(student_args(toy_models, acc, "--turbo-batch", "1", "--grad-accum", "2", *steps))
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr[-3000:]
+    assert "2 process(es) x 1 clips" in stdout
 
     logs = {d.name: read_meta(d / "turbo.safetensors")["stats"]["log"] for d in (two, one, acc)}
     assert len(logs["two"]) == 3 and {"cd", "r_img", "r_vid", "loss"} <= set(logs["two"][0])
@@ -69,14 +71,14 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, toy_
 def test_kill_minus_9_then_resume(tmp_path, toy_models, capsys):
     """SIGKILL mid-run: every checkpoint file left behind is whole, --resume restarts from the newest state (at
     most one save interval lost) and ends with the very weights of an uninterrupted run."""
-    args = ["--turbo-steps", "14", "--turbo-batch", "1", "--save-every", "3", "--keep", "2", "--rewards", "none"]
+    args = ["--turbo-steps", "10", "--turbo-batch", "1", "--save-every", "2", "--keep", "2", "--rewards", "none"]
     killed = tmp_path / "killed"
     killed.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *student_args(toy_models, killed, *args)],
                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not list(killed.glob("vcm.state-0000006.safetensors")) and time.time() < deadline and p.poll() is None:
+    while not list(killed.glob("vcm.state-0000004.safetensors")) and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -87,11 +89,11 @@ def test_kill_minus_9_then_resume(tmp_path, toy_models, capsys):
         with safe_open(str(s), "pt") as f:
             [f.get_tensor(k) for k in f.keys()]
     newest = int(states[-1].name.split("-")[-1].split(".")[0])
-    assert newest >= 6
+    assert newest >= 4
 
     capsys.readouterr()
     train.main(student_args(toy_models, killed, *args, "--resume"))
-    assert f"resuming from {states[-1]} (step {newest} of 14)" in capsys.readouterr().out
+    assert f"resuming from {states[-1]} (step {newest} of 10)" in capsys.readouterr().out
     assert not list(killed.glob("vcm.state-*")), "a finished stage drops its resumable states"
 
     straight = tmp_path / "straight"
@@ -100,7 +102,7 @@ def test_kill_minus_9_then_resume(tmp_path, toy_models, capsys):
     a, b = unet_weights(killed / "vcm.safetensors"), unet_weights(straight / "vcm.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     la = read_meta(killed / "vcm.safetensors")["stats"]["log"]
-    assert la == read_meta(straight / "vcm.safetensors")["stats"]["log"] and len(la) == 14
+    assert la == read_meta(straight / "vcm.safetensors")["stats"]["log"] and len(la) == 10
 
 
 def test_a_write_that_dies_leaves_no_file(tmp_path):

@@ -27,13 +27,13 @@ def test_files_are_fp16_and_record_their_recipe():
 
 
 def test_teacher_samples_pass_the_judge():
-    """Four seen and two held-out captions, one video each, 50-step DDIM at the teacher's own CFG."""
+    """Two seen and two held-out captions, one video each, 50-step DDIM at the teacher's own CFG."""
     models = load_models(TOY / "teacher.safetensors", dtype=torch.float32)
     assert next(models["unet"].parameters()).dtype == torch.float32
-    prompts = split_captions("train")[::19][:4] + split_captions("heldout")[:2]
+    prompts = split_captions("train")[::19][:2] + split_captions("heldout")[:2]
     videos = sample.generate(models, prompts, list(range(len(prompts))), progress=False)
     right = [correct(v, p)["all"] for v, p in zip(videos, prompts)]
-    assert sum(right) >= 3, list(zip(prompts, right))     # 5 of 6 where the shipped files were made
+    assert sum(right) >= 2, list(zip(prompts, right))     # 4 of 4 where the shipped files were made
 
 
 def test_reward_models_load_and_score_in_fp32():
