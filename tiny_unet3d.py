@@ -69,7 +69,7 @@ def toy():
     """A CPU-sized UNet with the same structure: 2 levels of 32 channels over the toy's 8x8 latent grid, one
     ResBlock per level, spatial + temporal transformers at the coarse (4x4) level (prepare_toy.py adds them at
     8x8 too), no init_attn. Every block still has VC2's temporal convs; the cuts are for speed on 2 cores: at
-    width 32 a training step costs about a third of width 64's (python bench.py main). The toy's first stage
+    width 32 a training step costs about half of width 64's (python bench.py main). The toy's first stage
     gives 8-channel latents (encoders.toy_linear_ae); the width must stay well above them (48 latent channels at
     width 64 left an eps-predictor's loss stuck near 0.13). GroupNorm has 32 groups, so every width must stay a
     multiple of 32."""
