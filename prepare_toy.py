@@ -3,7 +3,7 @@ and ViCLIP (like nanoGPT's prepare.py). T2V-Turbo never trains its teacher or it
 pre-trained ones. So does the toy: the models this script writes ship in assets/toy/, and `python train.py` (the
 paper's method, Algorithm 1) starts from them.
 
-    python prepare_toy.py                          # -> runs/toy_models/ (about 75 minutes on 2 cores)
+    python prepare_toy.py                          # -> runs/toy_models/ (about 77 minutes on 2 cores)
     python prepare_toy.py --resume                 # after a kill: goes on from the newest saved state
     python train.py --toy-models runs/toy_models   # distil from what it wrote instead of the shipped models
 
