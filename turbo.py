@@ -87,13 +87,13 @@ def split_output(out, z_t, t, abar, prediction="eps"):
     return a * z_t - s * out, s * z_t + a * out
 
 
-def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None, weight=None):
+def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None):
     """The teacher's own objective (DDPM, eps-prediction): E_{t, eps} || eps - eps_theta(z_t, t, c) ||^2
     (a v-prediction UNet regresses v = alpha_t eps - sigma_t z0 instead).
-    T2V-Turbo never trains the teacher; the toy world needs one, so it is trained here the way VC2 was.
+    T2V-Turbo never trains the teacher; the toy world needs one, so prepare_toy.py trains it the way VC2 was.
     z0: (b, c, t, h, w) latents; context: (b, L, d) text tokens (already with caption dropout applied).
-    t (b,) and noise (like z0) are drawn from `generator` unless given (train.py draws them for a whole
-    multi-process batch and hands each process its rows). weight (b,): per-clip loss weights (None: all 1)."""
+    t (b,) and noise (like z0) are drawn from `generator` unless given (prepare_toy.py draws them for a whole
+    multi-process batch and hands each process its rows)."""
     b = z0.shape[0]
     if t is None:
         t = torch.randint(0, len(abar), (b,), device=z0.device, generator=generator)
@@ -104,9 +104,7 @@ def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=N
     target = noise
     if prediction_of(unet) == "v":
         target = _at(abar, t, z0).sqrt() * noise - (1 - _at(abar, t, z0)).sqrt() * z0
-    if weight is None:
-        return F.mse_loss(out, target)
-    return (weight.to(out) * (out.float() - target.float()).pow(2).flatten(1).mean(1)).mean()
+    return F.mse_loss(out, target)
 
 
 # ----------------------------------------------------------------------------------------------------------------
