@@ -101,13 +101,12 @@ def quick_captions():
 
 
 @torch.no_grad()
-def toy_comparison(models, reward_paths, device="cpu", per_caption=1, seed=1000, grid=None):
+def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, grid=None):
     """models: {name: load_models(...) dict} -> {name: {'judge_seen', 'judge_heldout', 'image', 'video',
     's_per_video', 'steps'}}. Every model samples the same captions from the same seeds at its own default steps
     and guidance (teacher: 50-step DDIM + CFG; student: 4 steps); `grid`: a GIF, two rows per model (seen, held out)."""
-    from rewards import load_reward
     from toy import correct
-    rewards = {k: load_reward(p)[0] if Path(p).exists() else None for k, p in reward_paths.items()}
+    rewards = load_reward_files(reward_dir)            # reward_dir/reward_{image,video}.safetensors, None if absent
     seen, held = quick_captions()
     prompts = [c for c in seen + held for _ in range(per_caption)]
     seeds = list(range(seed, seed + len(prompts)))

@@ -321,7 +321,7 @@ def main(argv=None):
             cast_file(path, DTYPES[cfg.dtype], recipe)
     if cfg.eval_per_caption and "quality" not in read_meta(teacher_path):
         models = load_models(teacher_path, run.device, dtype=torch.float32)
-        quality = toy_comparison({"teacher": models}, paths, run.device, per_caption=cfg.eval_per_caption,
+        quality = toy_comparison({"teacher": models}, out, run.device, per_caption=cfg.eval_per_caption,
                                  grid=out / "teacher_samples.gif")["teacher"]
         cast_file(teacher_path, DTYPES[cfg.dtype], {"quality": quality})
         print(f"teacher (50 steps, CFG {cfg.guidance:g}): judge {quality['judge_seen']:.3f} seen, "

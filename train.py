@@ -656,7 +656,7 @@ def main(argv=None):
         label = {"turbo": "T2V-Turbo", "vcm": "VCM"}.get(name, name)
         models = {"teacher": load_models(teacher, run.device, dtype=torch.float32),
                   label: load_models(path, run.device, dtype=torch.float32)}
-        res = toy_comparison(models, {k: toy_reward_path(cfg, k) for k in ("image", "video")}, run.device,
+        res = toy_comparison(models, cfg.toy_models, run.device,
                              per_caption=cfg.compare_per_caption, grid=out / "compare.gif")
         print(f"wrote {out / 'compare.gif'} (rows: teacher on seen captions, teacher on held-out ones, {label} on "
               f"seen, {label} on held out)")
