@@ -13,21 +13,37 @@ the same model size, so they travel between machines better than the absolute se
 
 import argparse
 import dataclasses
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+import train
 import turbo
-from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
-from tiny_unet3d import UNet3D
-from tiny_unet3d import toy as toy_unet
+from checkpoint import META_KEY, build_models, read_meta, save_tensors
+from convert import VC2_TRAIN
+from prepare_toy import TEACHER_UNET
+from encoders import LinearAutoencoder, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_linear_ae, toy_text
+from rewards import toy_image_reward, toy_video_reward
+from tiny_unet3d import UNet3D, toy_unet, vc2
+from toy import ToyWorld
+
+ROOT = Path(__file__).resolve().parent
 
 
-def toy(**changes):
-    """The toy teacher's UNet config, as prepare_toy.py trains it (v-prediction, zero-terminal SNR, relative
-    positions, transformers at both levels); `changes` override fields (e.g. model_channels=64)."""
-    return dataclasses.replace(toy_unet(), prediction="v", zero_terminal_snr=True, use_relative_position=True,
-                               attention_resolutions=(1, 2), **changes)
+def toy_teacher(**changes):
+    """The toy teacher's UNet config, as prepare_toy.py trains it (TEACHER_UNET: v-prediction, zero-terminal SNR,
+    relative positions, transformers at both levels); `changes` override fields (e.g. model_channels=64)."""
+    return dataclasses.replace(toy_unet(), **TEACHER_UNET, **changes)
 
 
 def _timed(fn, repeats):
@@ -44,11 +60,11 @@ def bench_sample(batch=8, repeats=3):
     The teacher makes 2 x 50 UNet evaluations per video (CFG doubles them), the student 4: the limit is 25x."""
     torch.manual_seed(0)
     ae, text = LinearAutoencoder(toy_linear_ae()), TextEncoder(toy_text()).eval()
-    teacher = UNet3D(toy()).eval()
-    student = UNet3D(dataclasses.replace(toy(), guidance_embed_dim=256)).eval()
+    teacher = UNet3D(toy_teacher()).eval()
+    student = UNet3D(dataclasses.replace(toy_teacher(), guidance_embed_dim=256)).eval()
     abar = turbo.schedule(teacher.config)
     prompts = ["a red circle moving left"] * batch
-    noise = torch.randn(batch, toy().in_channels, 8, 8, 8)
+    noise = torch.randn(batch, toy_teacher().in_channels, 8, 8, 8)
 
     def teacher50():
         ctx, unc = text.encode_text(prompts), text.encode_text([""] * batch)
@@ -67,16 +83,12 @@ def bench_sample(batch=8, repeats=3):
 def bench_train(batch=8, repeats=5):
     """One student training step on the toy preset, CD only vs CD + both rewards (same batch, same models):
     the reward terms decode 5 + 8 frames of f_theta and run two reward models forward and backward."""
-    import resource
-
-    from rewards import toy_image_reward, toy_video_reward
-    from toy import ToyWorld
     torch.manual_seed(0)
     ae, text = LinearAutoencoder(toy_linear_ae()), TextEncoder(toy_text()).eval()
     world = ToyWorld(seed=0)
     ae.fit(world.batch(64)[0])
-    teacher = UNet3D(toy()).eval().requires_grad_(False)
-    student = UNet3D(dataclasses.replace(toy(), guidance_embed_dim=256)).train()
+    teacher = UNet3D(toy_teacher()).eval().requires_grad_(False)
+    student = UNet3D(dataclasses.replace(toy_teacher(), guidance_embed_dim=256)).train()
     student.load_state_dict(teacher.state_dict(), strict=False)
     target = UNet3D(student.config).eval().requires_grad_(False)
     target.load_state_dict(student.state_dict())
@@ -106,11 +118,72 @@ def bench_train(batch=8, repeats=5):
             "train_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
-def bench_load():
-    """Peak RSS of loading a synthetic full-size VC2 checkpoint, over its size (convert.bench_load; ~1-2 min and
-    ~7.4 GB of disk and RAM)."""
-    from convert import bench_load as run
-    return run()
+_BENCH_CHILD = r"""
+import json, re, resource, sys, time
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[2])
+from checkpoint import load_models
+
+
+def peak_rss():
+    # VmHWM is this process's own peak. ru_maxrss would also count the parent that spawned it: Linux keeps the
+    # high-water mark of the pre-exec copy of the parent across exec. ru_maxrss is the fallback off Linux.
+    try:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+base = peak_rss()  # an interpreter that has imported torch and this repo
+t0 = time.time()
+models = load_models(sys.argv[1])
+seconds = time.time() - t0
+# read every number once, so that memory which is only mapped, not yet resident, would count too
+params = [p for k in ("unet", "text", "ae") for p in models[k].parameters()]
+checksum = sum(float(p.sum()) for p in params)
+print(json.dumps({"base": base, "peak": peak_rss(), "seconds": seconds, "numbers": sum(p.numel() for p in params)}))
+"""
+
+
+def bench_load(workdir=None):
+    """Peak RSS of checkpoint.load_models on a synthetic full-size VC2 teacher checkpoint (what sample.py loads:
+    our safetensors file, 2026 tensors of the real shapes, random values; 1.85 B numbers, 7.4 GB in fp32), over the
+    file's size. The load runs in a fresh interpreter; its peak RSS after importing torch and this repo is subtracted.
+    Needs ~7.4 GB of disk (a temporary folder in `workdir`) and of RAM; where RAM is short it measures fp16 instead
+    (a 3.7 GB file) and says so. Takes a minute or two, most of it writing the file."""
+    meta = {"kind": "teacher", "unet": asdict(vc2()), "text": asdict(openclip_vit_h14()), "ae": asdict(sd_kl_f8()),
+            "train": VC2_TRAIN, "source": {"vc2": "synthetic (bench_load)"}}
+    shapes = {f"{p}.{k}": v.shape for p, m in build_models(meta).items() for k, v in m.state_dict().items()}
+    numel = sum(math.prod(s) for s in shapes.values())
+    avail = next((int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemAvailable")), None) \
+        if os.path.exists("/proc/meminfo") else None
+    dtype = torch.float32 if avail is None or avail > 1.5 * 4 * numel else torch.float16
+    with tempfile.TemporaryDirectory(dir=workdir) as d:
+        free = os.statvfs(d).f_bavail * os.statvfs(d).f_frsize
+        if free < 1.1 * numel * dtype.itemsize:
+            raise RuntimeError(f"bench_load needs {numel * dtype.itemsize / 1e9:.1f} GB free in {d}; "
+                               f"{free / 1e9:.1f} GB are")
+        path = Path(d) / "teacher.safetensors"
+        gen = torch.Generator().manual_seed(0)
+        placeholders = {k: torch.empty(s, dtype=dtype, device="meta") for k, s in shapes.items()}
+        t0 = time.time()
+        save_tensors(path, placeholders, {META_KEY: json.dumps(meta)},
+                     lambda k: torch.randn(shapes[k], generator=gen).to(dtype))  # one tensor at a time
+        t_write, size = time.time() - t0, path.stat().st_size
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        run = subprocess.run([sys.executable, "-c", _BENCH_CHILD, str(path), str(ROOT)],
+                             capture_output=True, text=True, env=env)
+        if run.returncode:
+            raise RuntimeError(f"bench_load's loader failed:\n{run.stderr[-2000:]}")
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+    return {"vc2_load_peak_rss_over_ckpt_bytes": (r["peak"] - r["base"]) / size, "vc2_load_ckpt_bytes": size,
+            "vc2_load_peak_rss_bytes": r["peak"], "vc2_load_baseline_rss_bytes": r["base"],
+            "vc2_load_s": r["seconds"], "vc2_load_write_s": t_write, "vc2_load_dtype_bytes": dtype.itemsize}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
 
 
 def bench_ddp(steps=30, batch=4):
@@ -118,34 +191,25 @@ def bench_ddp(steps=30, batch=4):
     steps on 1 process with `batch` clips, and under torchrun on 2 processes with batch/2 clips each (the same
     global batch), 1 thread per process. Step time = the stage's wall time over its steps; peak memory = the
     largest RSS of any process of the run."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-    from checkpoint import read_meta
-    root = Path(__file__).resolve().parent
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    tiny = ["--warmup", "1", "--threads", "1", "--reward-steps", "2", "--text-steps", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    tiny = ["--warmup", "1", "--threads", "1", "--device", "cpu"]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        subprocess.run([sys.executable, str(root / "train.py"), "--out", str(base), "--teacher-steps", "1",
-                        "--teacher-band-steps", "0", "--turbo-steps", "1", *tiny], check=True, env=env,
-                       capture_output=True)
+        base = Path(tmp) / "base"   # tiny random-ish toy models: the step costs the same as with the shipped ones
+        subprocess.run([sys.executable, str(ROOT / "prepare_toy.py"), "--out", str(base), "--teacher-steps", "1",
+                        "--text-steps", "1", "--reward-steps", "1", "--eval-per-caption", "0", *tiny], check=True,
+                       env=env, capture_output=True)
         for procs in (1, 2):
             d = Path(tmp) / f"p{procs}"
             d.mkdir()
-            for f in ("reward_image.safetensors", "reward_video.safetensors"):
-                (d / f).write_bytes((base / f).read_bytes())
             launcher = [sys.executable] if procs == 1 else \
                 [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
             # a fresh parent per run, so that its RUSAGE_CHILDREN peak covers this run's processes only
             peak_of = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
                        "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-            r = subprocess.run([sys.executable, "-c", peak_of, *launcher, str(root / "train.py"), "--teacher",
-                                str(base / "teacher.safetensors"), "--out", str(d), "--turbo-steps", str(steps),
-                                "--turbo-batch", str(batch // procs), *tiny], check=True, env=env,
+            r = subprocess.run([sys.executable, "-c", peak_of, *launcher, str(ROOT / "train.py"), "--toy-models",
+                                str(base), "--out", str(d), "--turbo-steps", str(steps), "--compare-per-caption",
+                                "0", "--turbo-batch", str(batch // procs), *tiny], check=True, env=env,
                                capture_output=True, text=True)
             meta = read_meta(d / "turbo.safetensors")
             out[f"ddp_toy_step_s_{procs}proc"] = meta["seconds"] / steps
@@ -162,7 +226,6 @@ def matmul_peak(n=1024, repeats=20):
 
 def _flops(fn):
     """Floating-point operations of one call of fn (matmuls and convolutions, as torch's FlopCounterMode counts)."""
-    from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
@@ -173,9 +236,6 @@ def bench_main(repeats=3):
     and the student's step (train.py, batch 8, CD + both rewards) for the toy UNet at width 32 and, for
     comparison, at the earlier width 64; the FLOPs each step does and the GFLOP/s it achieves, against a matmul
     peak measured in the same run; and the main job's minutes estimated from the measured student step."""
-    import train
-    from rewards import toy_image_reward, toy_video_reward
-    from toy import ToyWorld
     torch.manual_seed(0)
     world = ToyWorld(seed=0)
     ae, text = LinearAutoencoder(toy_linear_ae()), TextEncoder(toy_text()).eval()
@@ -185,7 +245,7 @@ def bench_main(repeats=3):
     with torch.no_grad():
         z0, ctx, unc = ae.encode(video), text.encode_text(caps), text.encode_text([""] * 8)
     out = {"main_matmul_peak_gflops": matmul_peak()}
-    for label, cfg in (("w32", toy()), ("w64", toy(model_channels=64))):
+    for label, cfg in (("w32", toy_teacher()), ("w64", toy_teacher(model_channels=64))):
         teacher = UNet3D(cfg).train()
         abar = turbo.schedule(cfg)
         opt = torch.optim.AdamW(teacher.parameters(), lr=1e-4)

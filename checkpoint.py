@@ -17,8 +17,10 @@ Memory. A VideoCrafter2-size checkpoint is 7.4 GB (fp32), so neither direction e
 
 import json
 import os
+import pickle
 import struct
 import sys
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -153,6 +155,48 @@ def load_models(path, device="cpu", dtype=None):
         assert not left, f"{name}: still on the meta device after loading: {left[:5]}"
         m.eval().requires_grad_(False)
     return {**models, "meta": meta}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Other people's torch files (VC2's model.ckpt, HPSv2.1, ViCLIP, InternVideo2, T2V-Turbo's LoRA): read safely
+
+
+def safe_torch_load(path, what=""):
+    """torch.load that can only build tensors and plain containers (weights_only=True), memory-mapped when the file
+    is in torch's zip format (a legacy pre-1.6 file cannot be mapped and is read whole). A file whose pickle names
+    anything else, e.g. a class whose __reduce__ would run code, is refused with a ValueError before any of it runs;
+    there is deliberately no fallback that would unpickle it. `what` names the file's role in the messages."""
+    path, where = Path(path).expanduser(), f"{what}: " if what else ""
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}no such file: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        # torch names the class a pickle wanted ("Unsupported global: ..."); garbage bytes fail on an opcode
+        # instead. Its message goes on to advise turning the safety off: only the line naming the culprit is kept
+        why = next((l.strip() for l in str(e).splitlines() if "Unsupported global" in l), "")
+        if why:
+            raise ValueError(f"{where}refused to load {path}: it holds a pickled object other than tensors and "
+                             f"containers, which could run code when unpickled; nothing in it was run. "
+                             f"{why[:200]}".rstrip()) from None
+        raise ValueError(f"{where}{path} is not a torch checkpoint (its bytes are not a pickle of tensors)") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:  # torch's errors for a damaged file
+        raise ValueError(f"{where}{path} is not a readable torch checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+
+def unwrap(checkpoint, wrappers=("state_dict",), strip_module=False, what="checkpoint"):
+    """The state dict inside a loaded file: {'state_dict' | 'model' | 'module': {...}} (the first of `wrappers`
+    present) or a bare one; strip_module drops DDP's 'module.' key prefix."""
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{what}: expected a state dict (name -> tensor), got {type(checkpoint).__name__}")
+    for key in wrappers:                    # VC2 / HPS: 'state_dict'; ViCLIP: 'model'; InternVideo2: 'module'
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    if strip_module:
+        checkpoint = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()}
+    return checkpoint
 
 
 def resolve_device(name):

@@ -32,15 +32,10 @@ other direction, loading a converted checkpoint (bench.py load).
 
 import argparse
 import json
-import math
 import os
-import pickle
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
-import zipfile
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -49,7 +44,7 @@ import torch
 import torch.nn as nn
 
 import turbo
-from checkpoint import META_KEY, build_models, save_tensors
+from checkpoint import META_KEY, safe_torch_load, save_tensors, unwrap
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
 from lora import LoRA, add_lora
 from tiny_unet3d import UNet3D, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2, vc2
@@ -69,39 +64,6 @@ GUIDANCE_EMBED_DIM = 256  # the student's time_cond_proj_dim (app.py)
 RELEASE_RANK = 64         # unet_lora.pt's rank, clipped to min(in, out) per layer (4 for the first and last conv)
 # VC2's init_attn proj_in/proj_out are Conv1d, which the release's injector does not search (Linear here)
 RELEASE_UNWRAPPED = ("init_attn.0.proj_in", "init_attn.0.proj_out")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading torch files without running code
-
-
-def safe_torch_load(path):
-    """torch.load that can only build tensors and plain containers (weights_only=True), memory-mapped when the file
-    is in torch's zip format (a legacy pre-1.6 file cannot be mapped and is read whole). A file whose pickle names
-    anything else, e.g. a class whose __reduce__ would run code, is refused with a ValueError before any of it runs;
-    there is deliberately no weights_only=False fallback."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
-            why = next((l.strip() for l in str(e).splitlines() if "Unsupported" in l), str(e).splitlines()[0])
-            raise ValueError(f"refused to load {path}: it holds a pickled object other than tensors and containers, "
-                             f"which could run code when unpickled; nothing in it was run. ({why[:300]})") from None
-        raise ValueError(f"{path} is not a readable torch checkpoint ({e})") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:  # torch's errors for a damaged file
-        raise ValueError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
-
-
-def unwrap(checkpoint):
-    """model.ckpt is either a bare state dict or {'state_dict': ...} (VC2's loader accepts both, sec. 1)."""
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"expected a state dict (name -> tensor), got {type(checkpoint).__name__}")
-    return checkpoint
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -366,73 +328,6 @@ def convert(vc2_path, out_dir, lora=None, merged_unet=None, unet_config=None, te
         paths.append(_write(out / "turbo.safetensors", {"unet": unet, "text": ours["text"], "ae": ours["ae"]},
                             turbo_meta, materialize))
     return paths
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Benchmark: peak memory of loading a full-size checkpoint (bench.py load)
-
-_BENCH_CHILD = r"""
-import json, re, resource, sys, time
-import torch
-torch.set_num_threads(1)
-sys.path.insert(0, sys.argv[2])
-from checkpoint import load_models
-
-
-def peak_rss():
-    # VmHWM is this process's own peak. ru_maxrss would also count the parent that spawned it: Linux keeps the
-    # high-water mark of the pre-exec copy of the parent across exec. ru_maxrss is the fallback off Linux.
-    try:
-        return int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
-base = peak_rss()  # an interpreter that has imported torch and this repo
-t0 = time.time()
-models = load_models(sys.argv[1])
-seconds = time.time() - t0
-# read every number once, so that memory which is only mapped, not yet resident, would count too
-params = [p for k in ("unet", "text", "ae") for p in models[k].parameters()]
-checksum = sum(float(p.sum()) for p in params)
-print(json.dumps({"base": base, "peak": peak_rss(), "seconds": seconds, "numbers": sum(p.numel() for p in params)}))
-"""
-
-
-def bench_load(workdir=None):
-    """Peak RSS of checkpoint.load_models on a synthetic full-size VC2 teacher checkpoint (what sample.py loads:
-    our safetensors file, 2026 tensors of the real shapes, random values; 1.85 B numbers, 7.4 GB in fp32), over the
-    file's size. The load runs in a fresh interpreter; its peak RSS after importing torch and this repo is subtracted.
-    Needs ~7.4 GB of disk (a temporary folder in `workdir`) and of RAM; where RAM is short it measures fp16 instead
-    (a 3.7 GB file) and says so. Takes a minute or two, most of it writing the file."""
-    meta = {"kind": "teacher", "unet": asdict(vc2()), "text": asdict(openclip_vit_h14()), "ae": asdict(sd_kl_f8()),
-            "train": VC2_TRAIN, "source": {"vc2": "synthetic (bench_load)"}}
-    shapes = {f"{p}.{k}": v.shape for p, m in build_models(meta).items() for k, v in m.state_dict().items()}
-    numel = sum(math.prod(s) for s in shapes.values())
-    avail = next((int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemAvailable")), None) \
-        if os.path.exists("/proc/meminfo") else None
-    dtype = torch.float32 if avail is None or avail > 1.5 * 4 * numel else torch.float16
-    with tempfile.TemporaryDirectory(dir=workdir) as d:
-        free = os.statvfs(d).f_bavail * os.statvfs(d).f_frsize
-        if free < 1.1 * numel * dtype.itemsize:
-            raise RuntimeError(f"bench_load needs {numel * dtype.itemsize / 1e9:.1f} GB free in {d}; "
-                               f"{free / 1e9:.1f} GB are")
-        path = Path(d) / "teacher.safetensors"
-        gen = torch.Generator().manual_seed(0)
-        placeholders = {k: torch.empty(s, dtype=dtype, device="meta") for k, s in shapes.items()}
-        t0 = time.time()
-        save_tensors(path, placeholders, {META_KEY: json.dumps(meta)},
-                     lambda k: torch.randn(shapes[k], generator=gen).to(dtype))  # one tensor at a time
-        t_write, size = time.time() - t0, path.stat().st_size
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        run = subprocess.run([sys.executable, "-c", _BENCH_CHILD, str(path), str(Path(__file__).resolve().parent)],
-                             capture_output=True, text=True, env=env)
-        if run.returncode:
-            raise RuntimeError(f"bench_load's loader failed:\n{run.stderr[-2000:]}")
-        r = json.loads(run.stdout.strip().splitlines()[-1])
-    return {"vc2_load_peak_rss_over_ckpt_bytes": (r["peak"] - r["base"]) / size, "vc2_load_ckpt_bytes": size,
-            "vc2_load_peak_rss_bytes": r["peak"], "vc2_load_baseline_rss_bytes": r["base"],
-            "vc2_load_s": r["seconds"], "vc2_load_write_s": t_write, "vc2_load_dtype_bytes": dtype.itemsize}
 
 
 # ----------------------------------------------------------------------------------------------------------------

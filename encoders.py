@@ -16,6 +16,7 @@ Video tensors are (b, c, t, h, w) throughout; images are (n, c, h, w).
 """
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -494,7 +495,8 @@ class TextEncoder(nn.Module):
         zero padded; longer captions are cut to context_length with the last id set to 49407 (EOT)."""
         global _TOKENIZER
         if _TOKENIZER is None:
-            # imported lazily (importing open_clip takes seconds); the BPE merges file ships inside the package
+            # the one import inside a function here, on purpose: importing open_clip takes about 6 s on a CPU, and
+            # sample.py and convert.py never need it unless a caption is tokenized. The BPE ships inside the package
             from open_clip.tokenizer import SimpleTokenizer
             _TOKENIZER = SimpleTokenizer()
         return _TOKENIZER(list(texts), context_length=self.config.context_length)
@@ -578,8 +580,6 @@ def load_vc2_text(model, state_dict):
 # ----------------------------------------------------------------------------------------------------------------
 
 if __name__ == "__main__":
-    import time
-
     torch.manual_seed(0)
     with torch.device("meta"):                                 # shapes only: builds the full-size models instantly
         for name, make, cls in [("toy_ae", toy_ae, AutoencoderKL), ("sd_kl_f8", sd_kl_f8, AutoencoderKL),

@@ -20,16 +20,20 @@ convention for the same guidance strength), and writes the sweep to RUN_DIR/guid
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 import sample
-from toy import judge_dir, split_captions
-from checkpoint import resolve_device
-from train import TOY_MODELS
+from checkpoint import load_models, read_meta, resolve_device
+from rewards import load_reward
+from toy import TOY_MODELS, correct, judge_dir, split_captions
+from videoio import read_video, save_grid
 
 
 def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, seed=1000, device="cpu"):
@@ -72,7 +76,6 @@ def score_videos(videos, caps, image_reward=None, video_reward=None):
 
 def load_reward_files(reward_dir):
     """{'image': model or None, 'video': ...} from reward_dir/reward_{image,video}.safetensors."""
-    from rewards import load_reward
     paths = {k: Path(reward_dir) / f"reward_{k}.safetensors" for k in ("image", "video")}
     return {k: load_reward(p)[0] if p.exists() else None for k, p in paths.items()}
 
@@ -80,12 +83,11 @@ def load_reward_files(reward_dir):
 def reward_scores(sample_dirs, reward_dir):
     """Mean toy image reward (over all 8 frames) and video reward of the videos in sample_dirs, each scored with
     its own caption, using the reward models saved in reward_dir (None where a model is missing)."""
-    import imageio.v3 as iio
     videos, caps = [], []
     for d in sample_dirs:
         for line in (Path(d) / "prompts.jsonl").read_text().splitlines():
             r = json.loads(line)
-            videos.append(np.asarray(iio.imread(Path(d) / r["file"], index=None))[..., :3])
+            videos.append(read_video(Path(d) / r["file"]))
             caps.append(r["prompt"])
     r = load_reward_files(reward_dir)
     return score_videos(np.stack(videos), caps, r["image"], r["video"])
@@ -105,7 +107,6 @@ def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, g
     """models: {name: load_models(...) dict} -> {name: {'judge_seen', 'judge_heldout', 'image', 'video',
     's_per_video', 'steps'}}. Every model samples the same captions from the same seeds at its own default steps
     and guidance (teacher: 50-step DDIM + CFG; student: 4 steps); `grid`: a GIF, two rows per model (seen, held out)."""
-    from toy import correct
     rewards = load_reward_files(reward_dir)            # reward_dir/reward_{image,video}.safetensors, None if absent
     seen, held = quick_captions()
     prompts = [c for c in seen + held for _ in range(per_caption)]
@@ -121,7 +122,7 @@ def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, g
                          "s_per_video": seconds, "steps": sample.sampler_settings(m["meta"])[1]}
         rows.append(videos)
     if grid:
-        sample.save_grid(np.concatenate(rows), grid, ncol=n_seen, scale=3)
+        save_grid(np.concatenate(rows), grid, ncol=n_seen, scale=3)
     return results
 
 
@@ -138,7 +139,7 @@ def quick_look(models, out_gif, device="cpu"):
     seen, held = quick_captions()
     prompts = seen[:4] + held[:4]
     videos = sample.generate(models, prompts, list(range(len(prompts))), device=device, progress=False)
-    sample.save_grid(videos, out_gif, ncol=4, scale=3)
+    save_grid(videos, out_gif, ncol=4, scale=3)
 
 
 # Guidance tuning: the same grid for every method, on validation seeds only
@@ -150,7 +151,6 @@ def tune_guidance(ckpt, out, reward_dir, steps, grid=GUIDANCE_GRID, seed=VALIDAT
     """-> (best guidance in the checkpoint's own convention, sweep rows). Samples every seen caption once per grid
     value and keeps the value with the highest judge + image reward + video reward (missing reward models count 0).
     Held-out captions are not used: they stay a test of composition only."""
-    from checkpoint import read_meta
     student = sample.sampler_settings(read_meta(ckpt))[0]
     sweep = []
     for g in grid:
@@ -178,10 +178,10 @@ TRAIN_ARGS = {"turbo": [], "vcm": ["--rewards", "none"], "turbo_image": ["--rewa
 
 def train_missing(run_dir, toy_models, extra=()):
     """python train.py --out RUN_DIR [--rewards X] for every student of the table that is not there yet."""
-    import train
     for name, args in TRAIN_ARGS.items():
         if not (Path(run_dir) / f"{name}.safetensors").exists():
-            train.main(["--out", str(run_dir), "--toy-models", str(toy_models), *args, *extra])
+            subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "train.py"), "--out", str(run_dir),
+                            "--toy-models", str(toy_models), *args, *extra], check=True)
 
 
 def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=False):
@@ -192,7 +192,6 @@ def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=Fal
     each checkpoint's best on validation seeds (tune_guidance, once per checkpoint at its default step count: 50
     teacher, 4 student; kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the
     grid are unchanged). The teacher and the reward models are read from toy_models (prepare_toy.py's folder)."""
-    from checkpoint import read_meta
     run_dir, toy_models = Path(run_dir), Path(toy_models)
     rows, per_attr, grid_rows, labels = [], [], [], []
     tuned_path = run_dir / "guidance.json"
@@ -233,7 +232,6 @@ def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=Fal
     (run_dir / "results.md").write_text(md)
     print(md)
     if grid_rows:
-        from sample import save_grid
         save_grid(np.concatenate(grid_rows), run_dir / "compare.gif", ncol=len(compare_prompts()), scale=3)
         print(f"wrote {run_dir / 'compare.gif'}: rows {labels}; columns: {compare_prompts()}")
     plot_curves(run_dir, toy_models, run_dir / "curves.png")
@@ -249,17 +247,14 @@ def compare_prompts():
 @torch.no_grad()
 def compare_row(ckpt, steps, guidance=None, device="cpu"):
     """One row of compare.gif: every method samples the same prompts from the same seed (7)."""
-    from checkpoint import load_models
     prompts = compare_prompts()
-    return sample.generate(load_models(ckpt, device, dtype=torch.float32), prompts, [7] * len(prompts), steps=steps, guidance=guidance,
-                           device=device, progress=False)
+    return sample.generate(load_models(ckpt, device, dtype=torch.float32), prompts, [7] * len(prompts), steps=steps,
+                           guidance=guidance, device=device, progress=False)
 
 
 def plot_curves(run_dir, toy_models, path, width=900, height=300):
     """Training curves from the checkpoints' logs, drawn with PIL (no plotting dependency): one panel per term
     (teacher loss, CD loss, image reward, video reward), one line per checkpoint, smoothed over 25 steps."""
-    from PIL import Image, ImageDraw
-    from checkpoint import read_meta
     series = {}  # panel -> {checkpoint name: values}
     for name in ("teacher", "vcm", "turbo_image", "turbo_video", "turbo"):
         p = Path(toy_models if name == "teacher" else run_dir) / f"{name}.safetensors"

@@ -1,7 +1,9 @@
 """LoRA on every Linear / Conv2d / Conv3d of the UNet, as T2V-Turbo's release trains its VC2 student.
 
-W x  ->  W x + up(down(x)) * scale, with `down` drawn N(0, 1/r) and `up` zero, so a fresh LoRA changes nothing
-(the student starts as exactly the teacher). For a conv, `down` is a conv with the layer's own kernel and
+W x  ->  W x + dropout(up(down(x))) * scale, with `down` drawn N(0, 1/r) and `up` zero, so a fresh LoRA changes
+nothing (the student starts as exactly the teacher). The dropout is the release's: p = 0.1 on the branch of every
+Linear and Conv2d, none on a Conv3d (cloneofsimo's lora.py, which T2V-Turbo uses; its --lora_dropout flag never
+reaches it). It acts in train mode only, so the EMA target and sampling never see it. For a conv, `down` is a conv with the layer's own kernel and
 stride to r channels and `up` a 1x1 (x1x1) conv back, so up @ down is again a kernel of the layer's shape and the
 LoRA merges into W exactly (`merge_lora`). The rank is clipped to min(in, out) per layer (the release does the
 same, which is why its conv_in / out conv get rank 4).
@@ -13,18 +15,23 @@ match than peft's wrappers, and keep the dependency list at the design card's.
     python lora.py     # wraps the toy UNet, prints trainable / total parameters, checks merged == unmerged
 """
 
+import copy
+
 import torch
 import torch.nn as nn
+
+from tiny_unet3d import UNet3D, toy_unet
 
 LORA_TYPES = (nn.Linear, nn.Conv2d, nn.Conv3d)
 
 
 class LoRA(nn.Module):
-    """Wraps one layer: base (frozen) + up(down(x)) * scale."""
+    """Wraps one layer: base (frozen) + dropout(up(down(x))) * scale."""
 
-    def __init__(self, base, rank, scale=1.0):
+    def __init__(self, base, rank, scale=1.0, dropout=0.1):
         super().__init__()
         self.base, self.scale = base, scale
+        self.dropout = nn.Dropout(0.0 if isinstance(base, nn.Conv3d) else dropout)  # the release: none on Conv3d
         if isinstance(base, nn.Linear):
             fan_in, fan_out = base.in_features, base.out_features
             r = min(rank, fan_in, fan_out)
@@ -43,7 +50,7 @@ class LoRA(nn.Module):
         return self.base.weight
 
     def forward(self, x):
-        return self.base(x) + self.up(self.down(x)) * self.scale
+        return self.base(x) + self.dropout(self.up(self.down(x))) * self.scale
 
     def delta(self):
         """The weight change up @ down, in the base weight's shape."""
@@ -51,15 +58,17 @@ class LoRA(nn.Module):
         return (up @ down).view_as(self.base.weight) * self.scale
 
 
-def add_lora(model, rank, scale=1.0):
+def add_lora(model, rank, scale=1.0, dropout=0.1):
     """Replaces every Linear/Conv2d/Conv3d in `model` by a LoRA wrapper, in named_modules() order (the release's
-    order). Freezes the base weights; returns the list of LoRA modules (their down/up are the trainable ones)."""
+    order). Freezes the base weights; returns the list of LoRA modules (their down/up are the trainable ones).
+    dropout: on the LoRA branch of Linear and Conv2d layers (0.1, the release's)."""
     model.requires_grad_(False)
     wrapped = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, LORA_TYPES):
-                lora = LoRA(child, rank, scale).to(child.weight.device, child.weight.dtype)
+                lora = LoRA(child, rank, scale, dropout).to(child.weight.device, child.weight.dtype)
+                lora.train(child.training)  # a new module starts in train mode: take the wrapped layer's mode
                 setattr(module, child_name, lora)
                 wrapped.append(lora)
     return wrapped
@@ -77,10 +86,8 @@ def merge_lora(model):
 
 
 if __name__ == "__main__":
-    import copy
-    from tiny_unet3d import UNet3D, toy
     torch.manual_seed(0)
-    unet = UNet3D(toy()).eval()
+    unet = UNet3D(toy_unet()).eval()
     loras = add_lora(unet, rank=16)
     for l in loras:
         nn.init.normal_(l.up.weight, std=0.02)

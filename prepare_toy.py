@@ -12,11 +12,11 @@ What it trains, in order (each stage writes one file into --out; with --resume a
                       32 x 32 frames -> 8 x 8 x 8 latents (encoders.LinearAutoencoder)
     2. text tower     OpenCLIP-structured (encoders.TextEncoder), pre-trained contrastively against a tiny video
                       tower on the training captions, then frozen (plays VC2's frozen OpenCLIP ViT-H-14 text tower)
-    3. teacher        the toy 3D UNet (tiny_unet3d.toy: VC2's structure, 32 channels) trained with the diffusion
+    3. teacher        the toy 3D UNet (tiny_unet3d.toy_unet: VC2's structure, 32 channels) trained with the diffusion
                       loss (turbo.diffusion_loss) and 10% caption dropout for classifier-free guidance; its EMA is
                       saved (teacher.safetensors, plays VideoCrafter2)
     4. reward models  a tiny CLIP (image-text, plays HPSv2.1) and a tiny ViCLIP (video-text, plays ViCLIP /
-                      InternVideo2), trained contrastively on the training captions (rewards.train_toy_reward)
+                      InternVideo2), trained contrastively on the training captions (train_toy_reward)
 Then the three files are written in fp16 (--dtype), with the command, the recipe and the teacher's measured judge
 and rewards in their metadata (python checkpoint.py FILE prints it).
 
@@ -32,6 +32,7 @@ Where the toy teacher departs from VC2, and why (RESULTS.md has the measurements
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -39,17 +40,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from einops import rearrange
+from safetensors import safe_open
 from tqdm import tqdm
 
 import turbo
 from checkpoint import load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_tensors
 from encoders import LinearAutoencoder, TextConfig, TextEncoder, first_stage_from_config, toy_linear_ae, toy_text
-from rewards import _render, contrastive_loss, discrimination, save_reward, toy_video_reward, train_toy_reward
-from tiny_unet3d import UNet3D
-from tiny_unet3d import toy as toy_unet
-from toy import ToyWorld, split_captions
 from evaluate import toy_comparison
-from train import check_in_sync, cli_config, fit, lr_at, setup_processes, state_paths, step_draws
+from loop import check_in_sync, cli_config, fit, lr_at, setup_processes, state_paths, step_draws
+from rewards import save_reward, toy_image_reward, toy_video_reward
+from tiny_unet3d import UNet3D, toy_unet
+from toy import COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, parse_caption, render_clip, split_captions, to_tensor
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Config:
     teacher_batch: int = 16        # clips per step and process
     teacher_lr: float = 1e-3
     warmup: int = 100              # linear lr warm-up steps, then cosine decay to 10%
+    lr_schedule: str = "cosine"    # after the warm-up: cosine decay to 10% (loop.lr_at)
     caption_dropout: float = 0.1   # share of captions replaced by "" (classifier-free guidance training)
     t_band: str = "800,960"        # "lo,hi": a share of the clips draws t from [lo, hi) ("" = uniform t, as VC2)
     band_share: float = 0.5        # ... that share
@@ -79,11 +83,11 @@ class Config:
     temporal_dropout: float = 0.1  # dropout in the UNet's temporal convs while training (VC2 hard-codes 0.1)
     guidance: float = 5.0          # the CFG scale the teacher samples at (written into its metadata)
     # the reward models
-    reward_steps: int = 0          # 0 = rewards.train_toy_reward's defaults (image 500, video 600)
+    reward_steps: int = 0          # 0 = train_toy_reward's defaults (image 500, video 600)
     # the files
     dtype: str = "fp16"            # fp16, bf16 or fp32: the precision the finished models are written in
     eval_per_caption: int = 2      # teacher videos per caption for the metadata's judge and rewards (0: none)
-    # what train.fit reads (the plumbing both scripts share)
+    # what loop.fit reads (the plumbing both scripts share)
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     precision: str = "fp32"
@@ -157,7 +161,7 @@ def pretrain_text(cfg, run):
     for step in bar:
         idx = rng.choice(len(captions), size=cfg.text_batch, replace=cfg.text_batch > len(captions))
         caps = [captions[i] for i in idx]
-        feats = video_tower.encode_videos(_render(caps, rng))                        # (b, d)
+        feats = video_tower.encode_videos(render_captions(caps, rng))                        # (b, d)
         loss = contrastive_loss(feats, text.pooled(text.tokenize(caps)), 1 / video_tower.viclip.temp,
                                 torch.from_numpy(idx))
         for g in opt.param_groups:
@@ -198,7 +202,7 @@ def text_and_first_stage(cfg, run, out):
 def train_teacher(cfg, run, ae, text):
     """The toy teacher: turbo.diffusion_loss on toy clips, 10% of captions dropped (CFG), the frozen text tower.
     -> (EMA UNet, stats). Everything random in step k is drawn from generators seeded by (seed, "teacher", k)
-    (train.step_draws), so --resume replays exactly what the killed run would have done."""
+    (loop.step_draws), so --resume replays exactly what the killed run would have done."""
     torch.manual_seed(cfg.seed)
     data = ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 1)
     unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
@@ -230,17 +234,146 @@ def train_teacher(cfg, run, ae, text):
         loss = turbo.diffusion_loss(unet_d, z0, context, cfg.fps, abar, t=t[rows.start:rows.stop], noise=noise)
         return loss, {}
 
-    warm = lambda step: min(cfg.ema_decay, (1 + step) / (10 + step))           # short runs: warm the EMA up
+    def update_ema(step):                        # the saved teacher is the EMA; short runs warm the rate up
+        turbo.ema_update(ema_unet, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
+
     logs, n_bad = fit(cfg, run, "teacher", cfg.teacher_steps, cfg.teacher_lr, list(unet.parameters()), micro_step,
                       {"unet": unet, "ema_unet": ema_unet}, synced=[unet_d] if unet_d is not unet else [],
-                      emas=[(ema_unet, unet, warm)], batch=b)
+                      emas=[update_ema], batch=b)
     check_in_sync(run, unet, "teacher")
     return ema_unet, {"final_loss": float(np.mean([l["loss"] for l in logs[-100:]])) if logs else None,
                       "bad_steps": n_bad, "log": logs}
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Stage 4: the reward models (play HPSv2.1 and ViCLIP)
+# Stage 4: the reward models (play HPSv2.1 and ViCLIP): CLIP-style contrastive training on toy clips of the
+# training captions only
+
+
+def contrastive_loss(features, text_features, logit_scale, ids=None):
+    """CLIP's symmetric InfoNCE: mean of the image->text and text->image cross-entropies of
+    logit_scale · cos(features_i, text_j). `ids` (n,) marks which rows share a caption: all pairs with equal ids
+    are positives (soft targets spread evenly over them), so duplicate captions in a batch are not negatives."""
+    # cosine similarities times the learned inverse temperature, as the reward's score (which omits the scale)
+    a, t = F.normalize(features, dim=-1), F.normalize(text_features, dim=-1)
+    logits = logit_scale * a @ t.T                             # (n, n)
+    if ids is None:
+        ids = torch.arange(a.shape[0], device=a.device)
+    pos = (ids[:, None] == ids[None, :]).float()               # (n, n), symmetric, diagonal is 1
+    # with all ids distinct the targets are the identity and this is exactly CLIP's cross-entropy on arange(n)
+    targets = pos / pos.sum(1, keepdim=True)
+    loss_a = -(targets * logits.log_softmax(dim=1)).sum(1).mean()      # each clip picks its caption(s)
+    loss_t = -(targets * logits.T.log_softmax(dim=1)).sum(1).mean()    # each caption picks its clip(s)
+    return (loss_a + loss_t) / 2
+
+
+def render_captions(captions, rng):
+    """list of captions -> video (n, 3, 8, 32, 32) in [0, 1], the range the rewards take (the decoder's output
+    (x + 1) / 2, as T2V-Turbo feeds its rewards)."""
+    return (to_tensor([render_clip(*parse_caption(c), rng) for c in captions]) + 1) / 2
+
+
+def train_toy_reward(model_kind, steps=None, batch=None, lr=2e-3, seed=0, captions=None, log_every=0):
+    """Trains toy_image_reward() ('image') or toy_video_reward() ('video') with contrastive_loss on freshly rendered
+    clips of `captions` (default: the 76 training captions; held-out ones are refused). A batch holds distinct
+    captions while there are enough, so every caption's one-attribute neighbours are usually in-batch negatives.
+    The image model sees ONE random frame per clip. -> (frozen reward module, stats dict)."""
+    captions = list(captions if captions is not None else split_captions("train"))
+    leaked = sorted(set(captions) & set(split_captions("heldout")))
+    if leaked:
+        raise ValueError(f"held-out captions must never train a reward model: {leaked}")
+    # (steps, batch) measured on 1 thread of a busy 2-core machine: image ~50 s, video ~110 s (half with 2 threads).
+    # The image loss cannot go below ~log 3.4: a single frame shows no motion, so the ~3.4 captions of a batch that
+    # differ only in direction look alike to it (it still learns colour and shape perfectly).
+    defaults = {"image": (500, 64), "video": (600, 64)}[model_kind]
+    steps, batch = steps or defaults[0], batch or defaults[1]
+    torch.manual_seed(seed)                                    # the model's init
+    rng = np.random.default_rng(seed)                          # the data: captions, start positions, frames
+    reward = toy_image_reward() if model_kind == "image" else toy_video_reward()
+    reward.requires_grad_(True).train()                        # reward modules come frozen; unfreeze to train
+    opt = torch.optim.AdamW(reward.parameters(), lr=lr, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(            # linear warm-up over 5%, then cosine decay to 0
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    replace = batch > len(captions)                            # more clips than captions: duplicates are unavoidable
+    losses, t0 = [], time.time()
+    for step in range(steps):
+        # 1. a batch of captions (distinct when possible) and a fresh clip for each: nothing is seen twice
+        idx = rng.choice(len(captions), size=batch, replace=replace)
+        caps = [captions[i] for i in idx]
+        video = render_captions(caps, rng)                             # (b, 3, 8, 32, 32) in [0, 1]
+        # 2. features with gradients for BOTH towers (the reward's forward would freeze the text side)
+        if model_kind == "image":
+            t_idx = torch.from_numpy(rng.integers(0, video.shape[2], batch))         # one random frame per clip
+            feats = reward.encode_images(video[torch.arange(batch), :, t_idx])      # frames (b, 3, 32, 32) -> (b, d)
+            scale = reward.clip.logit_scale.exp()              # open_clip stores log(1 / temperature)
+        else:
+            feats = reward.encode_videos(video)                # (b, d)
+            scale = 1 / reward.viclip.temp                     # ViCLIP stores the temperature: logits = cos / temp
+        # 3. symmetric InfoNCE; rows with the same caption index are positives of each other
+        loss = contrastive_loss(feats, reward.encode_texts(caps), scale, torch.from_numpy(idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():                                  # the originals clamp in place: CLIP at scale 100,
+            if model_kind == "image":                          # ViCLIP at temp_min = 0.01 (the same bound)
+                reward.clip.logit_scale.clamp_(max=math.log(100))
+            else:
+                reward.viclip.temp.clamp_(min=0.01)
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == steps - 1):
+            print(f"{model_kind} step {step:4d} loss {loss.item():.3f} scale {scale.item():.1f} "
+                  f"{time.time() - t0:.0f}s")
+    reward.requires_grad_(False).eval()
+    stats = {"kind": model_kind, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
+             "n_captions": len(captions), "first_loss": losses[0], "final_loss": float(np.mean(losses[-20:])),
+             "losses": losses, "seconds": time.time() - t0, "threads": torch.get_num_threads(),
+             "params": sum(p.numel() for p in reward.parameters())}
+    return reward, stats
+
+
+def one_attribute_neighbours(text):
+    """caption -> {'colour': [...], 'shape': [...], 'direction': [...]}: every caption differing in exactly that."""
+    c, s, d = parse_caption(text)
+    return {"colour": [caption(x, s, d) for x in COLOURS if x != c],
+            "shape": [caption(c, x, d) for x in SHAPES if x != s],
+            "direction": [caption(c, s, x) for x in DIRECTIONS if x != d]}
+
+
+@torch.no_grad()
+def discrimination(reward, kind, captions, n_clips=256, seed=0):
+    """For n_clips clips of `captions` (cycled evenly), the share whose own caption scores above EVERY caption that
+    differs from it in exactly one attribute: per attribute and 'all' (any neighbour). Neighbours range over all
+    84 captions. The image reward scores each clip as the mean over its 8 frames; it cannot see motion, so its
+    'direction' is None and its 'all' covers colour and shape only."""
+    rng = np.random.default_rng(seed)
+    caps = [captions[i % len(captions)] for i in range(n_clips)]          # every caption equally often
+    attrs = ["colour", "shape"] + (["direction"] if kind == "video" else [])
+    # the texts to score: each clip's caption and its one-attribute neighbours (6 colours, 2 shapes, 3 directions)
+    vocab = sorted({n for c in set(caps) for a in attrs for n in one_attribute_neighbours(c)[a]} | set(caps))
+    col = {c: i for i, c in enumerate(vocab)}
+    txt = reward.encode_texts(vocab)                           # (V, d), normalised
+    wins = {a: 0 for a in attrs + ["all"]}
+    for i in range(0, n_clips, 64):                            # chunks of 64 clips
+        chunk = caps[i:i + 64]
+        video = render_captions(chunk, rng)                            # (b, 3, 8, 32, 32)
+        if kind == "image":
+            b, c, t, h, w = video.shape
+            f = reward.encode_images(rearrange(video, "b c t h w -> (b t) c h w"))   # (b*t, d)
+            s = (f @ txt.T).view(b, t, -1).mean(1)             # (b, V): mean cosine over frames, as J_img's mean
+        else:
+            s = reward.encode_videos(video) @ txt.T            # (b, V) cosines
+        for row, cap in zip(s, chunk):
+            own, nb = row[col[cap]], one_attribute_neighbours(cap)
+            # strictly above every neighbour of that attribute: a tie (e.g. a collapsed model) counts as a loss
+            beats = {a: bool((own > row[[col[x] for x in nb[a]]]).all()) for a in attrs}
+            for a in attrs:
+                wins[a] += beats[a]
+            wins["all"] += all(beats.values())
+    out = {a: wins[a] / n_clips for a in wins}
+    out.setdefault("direction", None)
+    return {"n": n_clips, **out}
 
 
 def train_rewards(cfg, out):
@@ -269,7 +402,6 @@ def train_rewards(cfg, out):
 def cast_file(path, dtype, extra):
     """Rewrites a safetensors file with its floating tensors in `dtype` and `extra` merged into each JSON entry
     of its metadata (the teacher's 't2v_turbo', a reward model's 'reward')."""
-    from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -280,7 +412,6 @@ def cast_file(path, dtype, extra):
 
 def cast_already(path):
     """True when cast_file has written its recipe (the command) into the file's metadata."""
-    from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         return any("command" in json.loads(v) for v in (f.metadata() or {}).values())
 

@@ -10,32 +10,30 @@ Both scores are the plain cosine of the L2-normalised video/image and text featu
 the text branch runs under no_grad and the reward models are frozen, so gradients reach only the pixels.
 
 The SAME classes build the real models (`ImageTextReward.hpsv21(path)`, `ViCLIP(viclip_l14())` + `load_viclip`) and
-the toy ones (`toy_image_reward()`, `toy_video_reward()`), which `train_toy_reward` trains contrastively (CLIP's
+the toy ones (`toy_image_reward()`, `toy_video_reward()`), which prepare_toy.py trains contrastively (CLIP's
 InfoNCE) on the moving-shapes clips of toy.py, so the CPU demo runs the code path the real rewards use.
 Key names, preprocessing and scores follow the originals (tgxs002/HPSv2, OpenGVLab/InternVideo's ViCLIP, and
 T2V-Turbo's reward_fn.py); nothing is downloaded.
 InternVideo2-S2 (the video reward of the VideoCrafter2 release, `vi_clip2`) is NOT implemented here.
 
     python rewards.py                   # parameter counts (toy and full size) and one toy score with random weights
-    python rewards.py --train           # trains both toy reward models and prints their discrimination
 """
 
 import json
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import open_clip
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
+from checkpoint import safe_torch_load, unwrap
 from encoders import SelfAttention, _load_strict, causal_mask
-from toy import COLOURS, DIRECTIONS, SHAPES, caption, parse_caption, render_clip, split_captions, to_tensor
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)     # CLIP's normalisation, used by HPSv2 (open_clip constants)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -104,30 +102,6 @@ def normalize(images, mean, std):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Which frames of x̂₀ get scored (T2V_TURBO_DIGEST.md 2.2; train_t2v_turbo_v1_lora.py:1043-1098)
-
-
-def image_reward_frames(num_frames, m=5, generator=None):
-    """-> LongTensor (m,) of distinct random frame indices for R_img: `randperm(num_frames)[:m]`.
-    m = 5 is the released code's `reward_frame_bsz`; the paper (section 4.1) says M = 6."""
-    if not 1 <= m <= num_frames:
-        raise ValueError(f"cannot pick {m} distinct frames out of {num_frames}")
-    # each frame is decoded through the VAE with gradients, so M trades reward signal against memory
-    return torch.randperm(num_frames, generator=generator)[:m]
-
-
-def video_reward_frames(num_frames, n=8, generator=None):
-    """-> LongTensor (n,) of evenly strided frames for R_vid: stride = num_frames // n, start ~ U{0..stride-1},
-    `arange(start, num_frames, stride)[:n]`. VC2's 16 frames give {s, s+2, ..., s+14}; the toy's 8 give all 8."""
-    stride = num_frames // n
-    if stride < 1:
-        raise ValueError(f"a video reward on {n} frames needs at least {n} frames, got {num_frames}")
-    # the random phase means every frame of the clip gets reward gradients over training, not only the even ones
-    start = int(torch.randint(0, stride, (1,), generator=generator))
-    return torch.arange(start, num_frames, stride)[:n]
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Image-text reward: HPSv2.1 = an open_clip ViT-H-14 CLIP with fine-tuned weights (REWARDS.md section 2)
 
 
@@ -156,6 +130,10 @@ class ImageTextReward(nn.Module):
         self.image_size, self.antialias = image_size, antialias
         self.mean, self.std = tuple(mean), tuple(std)
         self.clip_cfg = clip_cfg                               # open_clip.CLIP kwargs, kept for reward_state()
+
+    def set_grad_checkpointing(self, on=True):
+        """Recompute the vision tower's blocks in the backward pass (open_clip's switch): memory for time."""
+        self.clip.set_grad_checkpointing(on)
 
     def preprocess(self, images):                              # (n, 3, H, W) in [0, 1]
         x = letterbox(images, self.image_size, self.antialias)  # (n, 3, S, S), black bands
@@ -188,7 +166,7 @@ class ImageTextReward(nn.Module):
         strictly; weights are cast to fp32 (autocast can bring bf16 back, as T2V-Turbo's default precision).
         clip_cfg (open_clip.CLIP kwargs) swaps in another architecture: the tests use the toy one."""
         # read (and validate) the file first: a wrong path fails in milliseconds, not after a 10 s model build
-        ckpt = _torch_load(path, "HPSv2.1 (xswu/HPSv2 on Hugging Face: HPS_v2.1_compressed.pt)")
+        ckpt = safe_torch_load(path, "HPSv2.1 (xswu/HPSv2 on Hugging Face: HPS_v2.1_compressed.pt)")
         if clip_cfg is None:
             clip, clip_cfg = open_clip.create_model("ViT-H-14", pretrained=None), open_clip.get_model_config("ViT-H-14")
         else:
@@ -197,32 +175,10 @@ class ImageTextReward(nn.Module):
         return cls(clip, image_size=image_size, clip_cfg=clip_cfg)
 
 
-def _torch_load(path, what):
-    """torch.load(weights_only=True) with one clear error for a missing or unreadable file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:                                     # truncated zip, pickle with code objects, ...
-        raise ValueError(f"{what}: cannot read {path} as a weights-only torch checkpoint ({e})") from e
-
-
-def _unwrap(ckpt, wrappers, what):
-    """Takes the state dict out of {'state_dict' | 'model' | 'module': {...}} and strips DDP's 'module.' prefix."""
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{what}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    for key in wrappers:                                       # HPS: 'state_dict'; ViCLIP: 'model'; IV2: 'module'
-        if key in ckpt and isinstance(ckpt[key], dict):
-            ckpt = ckpt[key]
-            break
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in ckpt.items()}
-
-
 def load_hps_state(clip, ckpt):
     """open_clip CLIP <- an HPS checkpoint dict (or a bare state dict). One ValueError lists every missing,
     unexpected and mis-shaped key; floating tensors are cast to fp32 (the release is fp16)."""
-    sd = _unwrap(ckpt, ["state_dict"], "HPSv2.1")
+    sd = unwrap(ckpt, ["state_dict"], strip_module=True, what="HPSv2.1")
     sd = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in sd.items()}
     return _load_strict(clip, sd, "HPSv2.1 (open_clip ViT-H-14)")
 
@@ -449,8 +405,8 @@ def load_viclip(model, path_or_state_dict):
     prefixes are accepted too. One ValueError lists every missing, unexpected and mis-shaped key."""
     ckpt = path_or_state_dict
     if isinstance(ckpt, (str, Path)):
-        ckpt = _torch_load(ckpt, "ViCLIP (OpenGVLab/ViCLIP on Hugging Face: ViClip-InternVid-10M-FLT.pth)")
-    sd = _unwrap(ckpt, ["model", "state_dict", "module"], "ViCLIP")
+        ckpt = safe_torch_load(ckpt, "ViCLIP (OpenGVLab/ViCLIP on Hugging Face: ViClip-InternVid-10M-FLT.pth)")
+    sd = unwrap(ckpt, ["model", "state_dict", "module"], strip_module=True, what="ViCLIP")
     return _load_strict(model, sd, "ViCLIP")
 
 
@@ -467,6 +423,10 @@ class VideoTextReward(nn.Module):
         self.image_size, self.antialias = image_size, antialias
         self.mean, self.std = tuple(mean), tuple(std)
 
+    def set_grad_checkpointing(self, on=True):
+        """Recompute every vision block in the backward pass (ViCLIP's checkpoint_num = all of them)."""
+        self.viclip.vision_encoder.cfg.grad_checkpoint = on
+
     def preprocess(self, video, generator=None):               # (b, 3, t, H, W) in [0, 1]
         b, c, t, h, w = video.shape
         x = rearrange(video, "b c t h w -> (b t) c h w")       # the original crops the stacked (b*t) frames at once
@@ -477,7 +437,7 @@ class VideoTextReward(nn.Module):
     def encode_videos(self, video, generator=None):
         """(b, 3, t, H, W) in [0, 1] -> L2-normalised (b, embed_dim), differentiable."""
         n = self.viclip.config.num_frames
-        assert video.shape[2] == n, f"ViCLIP scores exactly {n} frames, got {video.shape[2]} (see video_reward_frames)"
+        assert video.shape[2] == n, f"ViCLIP scores exactly {n} frames, got {video.shape[2]} (see turbo.video_reward_frames)"
         # .float() as get_vid_feat_with_grad: the score is computed in fp32 even when the model runs in fp16/bf16
         return F.normalize(self.viclip.encode_video(self.preprocess(video, generator)).float(), dim=-1)
 
@@ -534,7 +494,6 @@ def reward_from_state(tensors, config):
 def save_reward(path, module, stats=None):
     """One safetensors file: the tensors of reward_state, its config (and optional training stats) as JSON metadata
     under 'reward' (prepare_toy.py writes the toy ones; assets/toy/ holds the shipped pair)."""
-    from safetensors.torch import save_file
     tensors, config = reward_state(module)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"reward": json.dumps({"config": config, "stats": stats or {}})})
@@ -543,8 +502,6 @@ def save_reward(path, module, stats=None):
 
 def load_reward(path):
     """-> (reward module, stats) from save_reward's file; a clear ValueError when it is not one."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     with safe_open(str(path), framework="pt") as f:            # reads the header only
         meta = (f.metadata() or {}).get("reward")
     if meta is None:
@@ -554,146 +511,8 @@ def load_reward(path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Toy reward models: CLIP-style contrastive training on toy clips (the training captions only)
-
-
-def contrastive_loss(features, text_features, logit_scale, ids=None):
-    """CLIP's symmetric InfoNCE: mean of the image->text and text->image cross-entropies of
-    logit_scale · cos(features_i, text_j). `ids` (n,) marks which rows share a caption: all pairs with equal ids
-    are positives (soft targets spread evenly over them), so duplicate captions in a batch are not negatives."""
-    # cosine similarities times the learned inverse temperature, as the reward's score (which omits the scale)
-    a, t = F.normalize(features, dim=-1), F.normalize(text_features, dim=-1)
-    logits = logit_scale * a @ t.T                             # (n, n)
-    if ids is None:
-        ids = torch.arange(a.shape[0], device=a.device)
-    pos = (ids[:, None] == ids[None, :]).float()               # (n, n), symmetric, diagonal is 1
-    # with all ids distinct the targets are the identity and this is exactly CLIP's cross-entropy on arange(n)
-    targets = pos / pos.sum(1, keepdim=True)
-    loss_a = -(targets * logits.log_softmax(dim=1)).sum(1).mean()      # each clip picks its caption(s)
-    loss_t = -(targets * logits.T.log_softmax(dim=1)).sum(1).mean()    # each caption picks its clip(s)
-    return (loss_a + loss_t) / 2
-
-
-def _render(captions, rng):
-    """list of captions -> video (n, 3, 8, 32, 32) in [0, 1], the range the rewards take (the decoder's output
-    (x + 1) / 2, as T2V-Turbo feeds its rewards)."""
-    return (to_tensor([render_clip(*parse_caption(c), rng) for c in captions]) + 1) / 2
-
-
-def train_toy_reward(model_kind, steps=None, batch=None, lr=2e-3, seed=0, captions=None, log_every=0):
-    """Trains toy_image_reward() ('image') or toy_video_reward() ('video') with contrastive_loss on freshly rendered
-    clips of `captions` (default: the 76 training captions; held-out ones are refused). A batch holds distinct
-    captions while there are enough, so every caption's one-attribute neighbours are usually in-batch negatives.
-    The image model sees ONE random frame per clip. -> (frozen reward module, stats dict)."""
-    captions = list(captions if captions is not None else split_captions("train"))
-    leaked = sorted(set(captions) & set(split_captions("heldout")))
-    if leaked:
-        raise ValueError(f"held-out captions must never train a reward model: {leaked}")
-    # (steps, batch) measured on 1 thread of a busy 2-core machine: image ~50 s, video ~110 s (half with 2 threads).
-    # The image loss cannot go below ~log 3.4: a single frame shows no motion, so the ~3.4 captions of a batch that
-    # differ only in direction look alike to it (it still learns colour and shape perfectly).
-    defaults = {"image": (500, 64), "video": (600, 64)}[model_kind]
-    steps, batch = steps or defaults[0], batch or defaults[1]
-    torch.manual_seed(seed)                                    # the model's init
-    rng = np.random.default_rng(seed)                          # the data: captions, start positions, frames
-    reward = toy_image_reward() if model_kind == "image" else toy_video_reward()
-    reward.requires_grad_(True).train()                        # reward modules come frozen; unfreeze to train
-    opt = torch.optim.AdamW(reward.parameters(), lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(            # linear warm-up over 5%, then cosine decay to 0
-        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
-    replace = batch > len(captions)                            # more clips than captions: duplicates are unavoidable
-    losses, t0 = [], time.time()
-    for step in range(steps):
-        # 1. a batch of captions (distinct when possible) and a fresh clip for each: nothing is seen twice
-        idx = rng.choice(len(captions), size=batch, replace=replace)
-        caps = [captions[i] for i in idx]
-        video = _render(caps, rng)                             # (b, 3, 8, 32, 32) in [0, 1]
-        # 2. features with gradients for BOTH towers (the reward's forward would freeze the text side)
-        if model_kind == "image":
-            t_idx = torch.from_numpy(rng.integers(0, video.shape[2], batch))         # one random frame per clip
-            feats = reward.encode_images(video[torch.arange(batch), :, t_idx])      # frames (b, 3, 32, 32) -> (b, d)
-            scale = reward.clip.logit_scale.exp()              # open_clip stores log(1 / temperature)
-        else:
-            feats = reward.encode_videos(video)                # (b, d)
-            scale = 1 / reward.viclip.temp                     # ViCLIP stores the temperature: logits = cos / temp
-        # 3. symmetric InfoNCE; rows with the same caption index are positives of each other
-        loss = contrastive_loss(feats, reward.encode_texts(caps), scale, torch.from_numpy(idx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():                                  # the originals clamp in place: CLIP at scale 100,
-            if model_kind == "image":                          # ViCLIP at temp_min = 0.01 (the same bound)
-                reward.clip.logit_scale.clamp_(max=math.log(100))
-            else:
-                reward.viclip.temp.clamp_(min=0.01)
-        losses.append(loss.item())
-        if log_every and (step % log_every == 0 or step == steps - 1):
-            print(f"{model_kind} step {step:4d} loss {loss.item():.3f} scale {scale.item():.1f} "
-                  f"{time.time() - t0:.0f}s")
-    reward.requires_grad_(False).eval()
-    stats = {"kind": model_kind, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-             "n_captions": len(captions), "first_loss": losses[0], "final_loss": float(np.mean(losses[-20:])),
-             "losses": losses, "seconds": time.time() - t0, "threads": torch.get_num_threads(),
-             "params": sum(p.numel() for p in reward.parameters())}
-    return reward, stats
-
-
-def one_attribute_neighbours(text):
-    """caption -> {'colour': [...], 'shape': [...], 'direction': [...]}: every caption differing in exactly that."""
-    c, s, d = parse_caption(text)
-    return {"colour": [caption(x, s, d) for x in COLOURS if x != c],
-            "shape": [caption(c, x, d) for x in SHAPES if x != s],
-            "direction": [caption(c, s, x) for x in DIRECTIONS if x != d]}
-
-
-@torch.no_grad()
-def discrimination(reward, kind, captions, n_clips=256, seed=0):
-    """For n_clips clips of `captions` (cycled evenly), the share whose own caption scores above EVERY caption that
-    differs from it in exactly one attribute: per attribute and 'all' (any neighbour). Neighbours range over all
-    84 captions. The image reward scores each clip as the mean over its 8 frames; it cannot see motion, so its
-    'direction' is None and its 'all' covers colour and shape only."""
-    rng = np.random.default_rng(seed)
-    caps = [captions[i % len(captions)] for i in range(n_clips)]          # every caption equally often
-    attrs = ["colour", "shape"] + (["direction"] if kind == "video" else [])
-    # the texts to score: each clip's caption and its one-attribute neighbours (6 colours, 2 shapes, 3 directions)
-    vocab = sorted({n for c in set(caps) for a in attrs for n in one_attribute_neighbours(c)[a]} | set(caps))
-    col = {c: i for i, c in enumerate(vocab)}
-    txt = reward.encode_texts(vocab)                           # (V, d), normalised
-    wins = {a: 0 for a in attrs + ["all"]}
-    for i in range(0, n_clips, 64):                            # chunks of 64 clips
-        chunk = caps[i:i + 64]
-        video = _render(chunk, rng)                            # (b, 3, 8, 32, 32)
-        if kind == "image":
-            b, c, t, h, w = video.shape
-            f = reward.encode_images(rearrange(video, "b c t h w -> (b t) c h w"))   # (b*t, d)
-            s = (f @ txt.T).view(b, t, -1).mean(1)             # (b, V): mean cosine over frames, as J_img's mean
-        else:
-            s = reward.encode_videos(video) @ txt.T            # (b, V) cosines
-        for row, cap in zip(s, chunk):
-            own, nb = row[col[cap]], one_attribute_neighbours(cap)
-            # strictly above every neighbour of that attribute: a tie (e.g. a collapsed model) counts as a loss
-            beats = {a: bool((own > row[[col[x] for x in nb[a]]]).all()) for a in attrs}
-            for a in attrs:
-                wins[a] += beats[a]
-            wins["all"] += all(beats.values())
-    out = {a: wins[a] / n_clips for a in wins}
-    out.setdefault("direction", None)
-    return {"n": n_clips, **out}
-
-
-# ----------------------------------------------------------------------------------------------------------------
 
 if __name__ == "__main__":
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", action="store_true", help="train both toy reward models and report discrimination")
-    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: train_toy_reward's)")
-    p.add_argument("--out", default=None, help="with --train: save DIR/reward_{image,video}.safetensors")
-    args = p.parse_args()
-
     def count(m):
         return sum(x.numel() for x in m.parameters())
 
@@ -705,17 +524,6 @@ if __name__ == "__main__":
     img, vid = toy_image_reward(), toy_video_reward()
     print(f"{'toy image reward':22s} {count(img):>12,d} parameters")
     print(f"{'toy video reward':22s} {count(vid):>12,d} parameters")
-    video = _render(["a red circle moving left"], np.random.default_rng(0))          # (1, 3, 8, 32, 32)
+    video = torch.rand(1, 3, 8, 32, 32)                        # (b, 3, t, h, w) in [0, 1]
     print("random-weight toy scores: image", img(video[:, :, 0], ["a red circle moving left"]).item(),
           "video", vid(video, ["a red circle moving left"]).item())
-    if args.train:
-        for kind in ("image", "video"):
-            reward, stats = train_toy_reward(kind, steps=args.steps, log_every=50)
-            seen = discrimination(reward, kind, split_captions("train"), 304, seed=1)
-            held = discrimination(reward, kind, split_captions("heldout"), 256, seed=2)
-            print(kind, json.dumps({k: v for k, v in stats.items() if k != "losses"}))
-            print(f"{kind} seen     {json.dumps(seen)}")
-            print(f"{kind} held-out {json.dumps(held)}")
-            if args.out:
-                stats = {**{k: v for k, v in stats.items() if k != "losses"}, "seen": seen, "heldout": held}
-                print("wrote", save_reward(Path(args.out) / f"reward_{kind}.safetensors", reward, stats))

@@ -12,44 +12,16 @@ Writes DIR/{prompt-slug}-{i}.gif (and .mp4 with --mp4), DIR/prompts.jsonl (one {
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import turbo
 from checkpoint import load_models, resolve_device
-from toy import read_prompts, to_uint8
-
-
-def slug(text):
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:80]
-
-
-def save_video(frames, path, fps=8):
-    """frames: uint8 (t, h, w, 3) -> GIF or MP4 by suffix."""
-    path = Path(path)
-    if path.suffix == ".gif":
-        iio.imwrite(path, frames, extension=".gif", duration=int(1000 / fps), loop=0)
-    else:
-        iio.imwrite(path, frames, extension=path.suffix, fps=fps, codec="libx264", macro_block_size=1)
-
-
-def save_grid(clips, path, ncol=8, scale=2, fps=8):
-    """clips: uint8 (n, t, h, w, 3) -> one GIF with the n videos tiled (n / ncol rows), each upscaled x scale."""
-    clips = np.asarray(clips)
-    n, t, h, w, _ = clips.shape
-    nrow = -(-n // ncol)
-    pad = np.full((nrow * ncol, t, h + 2, w + 2, 3), 64, np.uint8)  # a grey 1-px border around each video
-    pad[:n, :, 1:-1, 1:-1] = clips
-    grid = pad.reshape(nrow, ncol, t, h + 2, w + 2, 3).transpose(2, 0, 3, 1, 4, 5)
-    grid = grid.reshape(t, nrow * (h + 2), ncol * (w + 2), 3).repeat(scale, 1).repeat(scale, 2)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_video(grid, path, fps)
+from videoio import read_prompts, save_grid, save_video, slug, to_uint8
 
 
 def sampler_settings(meta, steps=None, guidance=None):
@@ -76,13 +48,14 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     out = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=f"sampling ({steps} steps)", disable=not progress):
         ps, ss = prompts[i:i + batch_size], seeds[i:i + batch_size]
-        noise = torch.stack([torch.randn(unet.config.in_channels, frames, height // f, width // f,
-                                         generator=torch.Generator().manual_seed(s)) for s in ss])
-        noise = noise.to(device, next(unet.parameters()).dtype)  # drawn in fp32 on the CPU: same video anywhere
+        # one CPU generator per video, seeded by that video's seed: its starting noise (and a student's re-injected
+        # noise between steps) depends on nothing else, so a video is the same alone, in any batch, on any device
+        gens = [torch.Generator().manual_seed(s) for s in ss]
+        shape = (len(ps), unet.config.in_channels, frames, height // f, width // f)       # (b, c, t, h, w)
+        noise = turbo.fresh_noise(shape, gens, device, next(unet.parameters()).dtype)
         context = text.encode_text(ps)                     # (b, L, d)
         if student:
-            gen = torch.Generator(device).manual_seed(ss[0])  # the re-injected noise between steps
-            z0 = turbo.consistency_sample(unet, noise, context, fps, abar, steps=steps, w=guidance, generator=gen)
+            z0 = turbo.consistency_sample(unet, noise, context, fps, abar, steps=steps, w=guidance, generator=gens)
         else:
             uncond = text.encode_text([""] * len(ps))      # the empty caption, VC2's unconditional embedding
             z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps=steps, guidance=guidance)

@@ -15,7 +15,7 @@ that also takes the guidance scale w. Its student adds w_proj(guidance_embedding
 embedding before time_embed (`guidance_embed_dim=256`). We zero-initialise w_proj, so a fresh student equals
 the teacher exactly.
 
-Run:  python tiny_unet3d.py    # parameter counts of toy() and vc2() (vc2 is built on the meta device: no memory)
+Run:  python tiny_unet3d.py    # parameter counts of toy_unet() and vc2() (vc2 is built on the meta device: no memory)
 """
 import math
 from dataclasses import dataclass, fields, replace
@@ -65,7 +65,7 @@ def vc2():
     return UNetConfig()
 
 
-def toy():
+def toy_unet():
     """A CPU-sized UNet with the same structure: 2 levels of 32 channels over the toy's 8x8 latent grid, one
     ResBlock per level, spatial + temporal transformers at the coarse (4x4) level (prepare_toy.py adds them at
     8x8 too), no init_attn. Every block still has VC2's temporal convs; the cuts are for speed on 2 cores: at
@@ -574,10 +574,10 @@ def config_from_vc2(kwargs):
 
 if __name__ == "__main__":
     count = lambda m: sum(p.numel() for p in m.parameters())
-    for name, cfg in [("toy", toy()), ("vc2", vc2())]:
+    for name, cfg in [("toy", toy_unet()), ("vc2", vc2())]:
         with torch.device('meta'):  # shapes only: the 1.4 B model costs no memory
             teacher, student = UNet3D(cfg), UNet3D(replace(cfg, guidance_embed_dim=256))
         print(f"{name}: teacher {count(teacher):,} params, student (+w_proj 256->{cfg.model_channels}) "
               f"{count(student):,}")
     x = torch.randn(1, 4, 8, 16, 16)  # (b, c, t, h, w)
-    print("toy forward:", tuple(x.shape), "->", tuple(UNet3D(toy())(x, 500, torch.randn(1, 16, 64), 8).shape))
+    print("toy forward:", tuple(x.shape), "->", tuple(UNet3D(toy_unet())(x, 500, torch.randn(1, 16, 64), 8).shape))

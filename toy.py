@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videoio import read_prompts, read_video, save_grid
+
 # ----------------------------------------------------------------------------------------------------------------
-# The world, exactly as SPEC.md says
+# The world
 
 COLOURS = {  # RGB 0..255
     "red": (230, 40, 40), "green": (40, 200, 40), "blue": (50, 80, 240), "yellow": (240, 220, 40),
@@ -30,7 +32,9 @@ COLOURS = {  # RGB 0..255
 SHAPES = ("square", "circle", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy); +y is down the image
 
-PROMPTS = Path(__file__).resolve().parent / "assets" / "toy"  # prompts_{all,train,heldout}.txt: the split is data
+TOY_ASSETS = Path(__file__).resolve().parent / "assets" / "toy"
+PROMPTS = TOY_ASSETS             # prompts_{all,train,heldout}.txt: the split is data
+TOY_MODELS = TOY_ASSETS          # the shipped teacher.safetensors, reward_{image,video}.safetensors (prepare_toy.py)
 CAPTION_RE = re.compile(r"^a (\w+) (\w+) moving (\w+)$")
 
 
@@ -49,12 +53,6 @@ def parse_caption(text):
 
 def all_captions():
     return [caption(c, s, d) for c in COLOURS for s in SHAPES for d in DIRECTIONS]
-
-
-def read_prompts(path):
-    """One caption a line; blank lines and '#' comments skipped."""
-    lines = Path(path).read_text().splitlines()
-    return [l.strip() for l in lines if l.strip() and not l.strip().startswith("#")]
 
 
 def split_captions(split):
@@ -111,11 +109,6 @@ def render_clip(colour, shape, direction, rng, size=32, frames=8):
 def to_tensor(clips):
     """uint8 (b, t, h, w, 3) -> float (b, c, t, h, w) in [-1, 1], the layout every model here uses."""
     return torch.from_numpy(np.asarray(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-
-
-def to_uint8(video):
-    """float (b, c, t, h, w) in [-1, 1] -> uint8 (b, t, h, w, 3)."""
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 class ToyWorld:
@@ -205,14 +198,13 @@ def correct(clip, text):
 
 def judge_dir(out_dir):
     """Scores a sample folder (prompts.jsonl + videos) -> {'n', 'all', 'colour', 'shape', 'direction'} shares."""
-    import imageio.v3 as iio
     out_dir = Path(out_dir)
     rows = [json.loads(l) for l in (out_dir / "prompts.jsonl").read_text().splitlines() if l.strip()]
     if not rows:
         raise ValueError(f"{out_dir}/prompts.jsonl lists no videos")
     tally = {"colour": 0, "shape": 0, "direction": 0, "all": 0}
     for r in rows:
-        clip = np.asarray(iio.imread(out_dir / r["file"], index=None))[..., :3]  # (t, h, w, 3)
+        clip = read_video(out_dir / r["file"])                                   # (t, h, w, 3)
         for k, ok in correct(clip, r["prompt"]).items():
             tally[k] += ok
     return {"n": len(rows), **{k: v / len(rows) for k, v in tally.items()}}
@@ -226,7 +218,6 @@ if __name__ == "__main__":
     if args.judge:
         print(json.dumps(judge_dir(args.judge)))
     else:
-        from sample import save_grid
         rng = np.random.default_rng(0)
         caps = split_captions("all")
         clips = np.stack([render_clip(*parse_caption(c), rng) for c in caps])

@@ -1,20 +1,21 @@
 """T2V-Turbo's algorithm, in the order a reader meets it (Li et al., arXiv 2405.18750).
 
-    Part 0  the teacher's diffusion: VideoCrafter2's noise schedule, eps-prediction, its training loss (and two
-            toy-teacher options: v-prediction, zero terminal SNR)
+    Part 0  the teacher's diffusion: VideoCrafter2's noise schedule, alpha_t and sigma_t, eps-prediction
     Part 1  the teacher's sampler: DDIM (eta = 0) with classifier-free guidance, 50 steps
     Part 2  consistency distillation (Algorithm 1): the consistency function f_theta with its boundary condition
             (eq. 5), the augmented PF-ODE solver with guidance w (eq. 7, App. A eq. 11), the CD loss with the
-            skipped-step target and a pseudo-Huber distance (eq. 6)
+            skipped-step target and a pseudo-Huber distance (eq. 6), and the target network's EMA update
     Part 3  the multistep consistency sampler (4 steps, no CFG: w enters through the student's embedding)
     Part 4  mixed reward feedback (eqs. 8-10): the single-step prediction f_theta is decoded and scored by an
             image-text and a video-text reward model; L = L_CD - beta_img J_img - beta_vid J_vid
+    Part 5  what only the toy teacher uses: v-prediction, zero terminal SNR, the teacher's own training loss
 
-The UNet lives in tiny_unet3d.py, the autoencoder and text encoder in encoders.py; this file only holds math.
-Notation follows the paper: z_t = alpha_t z_0 + sigma_t eps with alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)
-(paper Sec. 3, "latent diffusion"); t is an integer in [0, 999].
+The UNet lives in tiny_unet3d.py, the autoencoder and text encoder in encoders.py, the reward models in rewards.py;
+this file holds the math and imports only torch. Notation follows the paper: z_t = alpha_t z_0 + sigma_t eps with
+alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) (paper Sec. 3, "latent diffusion"); t is an integer in [0, 999].
+Latent videos are (b, c, t, h, w) everywhere: b clips, c latent channels, t frames, h x w latent pixels.
 
-    python turbo.py      # prints the schedule's golden values and the 50-step DDIM grid
+    python turbo.py      # prints the schedule's golden values, the 50-step DDIM grid and the boundary scalings
 """
 
 import math
@@ -36,75 +37,45 @@ def vc2_alphas_cumprod(num_train_timesteps=NUM_TRAIN_TIMESTEPS):
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def _at(a, t, like):
-    """a[t] broadcast against a (b, c, t, h, w) tensor `like`; t is (b,) long."""
-    return a.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-def add_noise(z0, noise, t, abar):
-    """Forward process q(z_t | z_0): z_t = alpha_t z_0 + sigma_t eps."""
-    return _at(abar, t, z0).sqrt() * z0 + (1 - _at(abar, t, z0)).sqrt() * noise
-
-
-def predicted_x0(z_t, eps, t, abar):
-    """The eps-parameterised model's clean estimate: x0_hat = (z_t - sigma_t eps_hat) / alpha_t."""
-    return (z_t - (1 - _at(abar, t, z_t)).sqrt() * eps) / _at(abar, t, z_t).sqrt()
-
-
-def zero_terminal_snr(abar):
-    """Lin et al. 2024 ("Common diffusion noise schedules and sample steps are flawed", Alg. 1): shift and scale
-    alpha_t = sqrt(abar_t) so that alpha_999 = 0 exactly and alpha_0 is unchanged. VC2's schedule leaves
-    abar_999 = 0.0047: a training z_999 still carries 7% of the clip, and a model learns to read the motion from
-    that residue instead of from the caption, then reads it from pure noise when sampling. An option for toy
-    teachers only (it needs v-prediction: with alpha_999 = 0 an eps-model cannot say anything about x0)."""
-    a = abar.sqrt()
-    a0, aT = a[0].clone(), a[-1].clone()
-    return ((a - aT) * a0 / (a0 - aT)) ** 2
-
-
 def schedule(config=None):
-    """abar_t (1000,) float64 for a UNet config: VC2's schedule, rescaled to zero terminal SNR if the config says
-    so (tiny_unet3d.UNetConfig.zero_terminal_snr; a VC2 checkpoint never does)."""
+    """abar_t (1000,) float64 for a UNet config: VC2's schedule, rescaled to zero terminal SNR (Part 5) if the
+    config says so (tiny_unet3d.UNetConfig.zero_terminal_snr; a VC2 checkpoint never does)."""
     abar = vc2_alphas_cumprod()
     return zero_terminal_snr(abar) if config is not None and config.zero_terminal_snr else abar
 
 
+def alpha_sigma(abar, t, like):
+    """The paper's alpha_t = sqrt(abar_t) and sigma_t = sqrt(1 - abar_t) for a batch of timesteps t (b,) long,
+    each shaped (b, 1, 1, 1, 1) to broadcast against `like` (b, c, t, h, w), in its dtype and on its device."""
+    a = abar.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))   # (b, 1, 1, 1, 1)
+    return a.sqrt(), (1 - a).sqrt()
+
+
+def add_noise(z0, noise, t, abar):
+    """The forward process q(z_t | z_0): z_t = alpha_t z_0 + sigma_t eps."""
+    alpha, sigma = alpha_sigma(abar, t, z0)
+    return alpha * z0 + sigma * noise
+
+
+def predicted_x0(z_t, eps, t, abar):
+    """An eps-prediction's clean estimate: x0_hat = (z_t - sigma_t eps_hat) / alpha_t."""
+    alpha, sigma = alpha_sigma(abar, t, z_t)
+    return (z_t - sigma * eps) / alpha
+
+
 def prediction_of(unet):
-    """'eps' (VC2) or 'v': what this UNet's output means (a DDP wrapper is looked through; a bare function,
-    as in the tests, counts as eps)."""
+    """'eps' (VC2) or 'v' (the toy teacher, Part 5): what this UNet's output means (a DDP wrapper is looked
+    through; a bare function, as in the tests, counts as eps)."""
     return getattr(getattr(getattr(unet, "module", unet), "config", None), "prediction", "eps")
 
 
 def split_output(out, z_t, t, abar, prediction="eps"):
-    """A UNet output -> (x0_hat, eps_hat), both (b, c, t, h, w).
-        eps: x0_hat = (z_t - sigma_t out) / alpha_t,  eps_hat = out
-        v:   x0_hat = alpha_t z_t - sigma_t out,      eps_hat = sigma_t z_t + alpha_t out   (v = alpha eps - sigma x0;
-             Salimans & Ho 2022; VideoCrafter's ddpm3d.py has the same `parameterization = "v"` option)
-    Both are linear in `out` for a fixed z_t, so classifier-free guidance on the output equals guidance on either."""
+    """A UNet output -> (x0_hat, eps_hat), both (b, c, t, h, w). VC2 predicts eps: x0_hat = (z_t - sigma_t out) /
+    alpha_t and eps_hat = out. (A v-prediction toy teacher: Part 5.) Both are linear in `out` for a fixed z_t,
+    so classifier-free guidance on the output equals guidance on either estimate."""
     if prediction == "eps":
         return predicted_x0(z_t, out, t, abar), out
-    a, s = _at(abar, t, z_t).sqrt(), (1 - _at(abar, t, z_t)).sqrt()
-    return a * z_t - s * out, s * z_t + a * out
-
-
-def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None):
-    """The teacher's own objective (DDPM, eps-prediction): E_{t, eps} || eps - eps_theta(z_t, t, c) ||^2
-    (a v-prediction UNet regresses v = alpha_t eps - sigma_t z0 instead).
-    T2V-Turbo never trains the teacher; the toy world needs one, so prepare_toy.py trains it the way VC2 was.
-    z0: (b, c, t, h, w) latents; context: (b, L, d) text tokens (already with caption dropout applied).
-    t (b,) and noise (like z0) are drawn from `generator` unless given (prepare_toy.py draws them for a whole
-    multi-process batch and hands each process its rows)."""
-    b = z0.shape[0]
-    if t is None:
-        t = torch.randint(0, len(abar), (b,), device=z0.device, generator=generator)
-    if noise is None:
-        noise = torch.randn(z0.shape, device=z0.device, generator=generator)
-    t, noise = t.to(z0.device), noise.to(z0.device, z0.dtype)
-    out = unet(add_noise(z0, noise, t, abar), t, context, fps)
-    target = noise
-    if prediction_of(unet) == "v":
-        target = _at(abar, t, z0).sqrt() * noise - (1 - _at(abar, t, z0)).sqrt() * z0
-    return F.mse_loss(out, target)
+    return split_v(out, z_t, t, abar)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -118,9 +89,11 @@ def ddim_timesteps(num_steps=50, num_train_timesteps=NUM_TRAIN_TIMESTEPS):
     return [(i + 1) * ratio - 1 for i in range(num_steps)]
 
 
-def ddim_step(x0, eps, abar_prev):
-    """Deterministic DDIM (eta = 0): z_prev = alpha_prev x0_hat + sigma_prev eps_hat (a scalar abar_prev)."""
-    return math.sqrt(abar_prev) * x0 + math.sqrt(1 - abar_prev) * eps
+def ddim_step(x0, eps, t_prev, abar):
+    """One deterministic DDIM step (eta = 0) to t_prev (b,): z_{t_prev} = alpha_{t_prev} x0_hat + sigma_{t_prev}
+    eps_hat. Both the teacher's sampler (here) and the ODE solver of the distillation (Part 2, eq. 7) take it."""
+    alpha, sigma = alpha_sigma(abar, t_prev, x0)
+    return alpha * x0 + sigma * eps
 
 
 @torch.no_grad()
@@ -130,24 +103,28 @@ def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0,
     noise: (b, c, t, h, w) z_T; context / uncond: (b, L, d) caption and empty-caption embeddings.
     guidance g uses VC2's convention eps = eps_u + g (eps_c - eps_u) (g = 1: no guidance), i.e. LCM/T2V-Turbo's
     w = g - 1 in `cond + w (cond - uncond)`; both branches run as one batch of 2b (same math, half the calls).
-    Returns the last x0 estimate, (b, c, t, h, w): the final step lands on abar_0 ~ 1, where x0_hat is the sample.
+    Returns the last x0 estimate, (b, c, t, h, w): the final step lands on t = 0, where x0_hat is the sample.
     """
-    grid = ddim_timesteps(steps)[::-1]  # 999, 979, ..., 19
-    z, b = noise, noise.shape[0]
-    ctx = torch.cat([context, uncond])
-    for i, t in enumerate(tqdm(grid, desc="ddim", leave=False, disable=not progress)):
+    grid = ddim_timesteps(steps)[::-1] + [0]                 # 999, 979, ..., 19, then t = 0
+    z, b = noise, noise.shape[0]                             # z: (b, c, t, h, w)
+    ctx = torch.cat([context, uncond])                       # (2b, L, d)
+    for t, t_prev in tqdm(list(zip(grid[:-1], grid[1:])), desc="ddim", leave=False, disable=not progress):
         tt = torch.full((2 * b,), t, device=z.device, dtype=torch.long)
-        out_c, out_u = unet(torch.cat([z, z]), tt, ctx, fps).chunk(2)
+        out_c, out_u = unet(torch.cat([z, z]), tt, ctx, fps).chunk(2)                    # 2 x (b, c, t, h, w)
         x0, eps = split_output(out_u + guidance * (out_c - out_u), z, tt[:b], abar, prediction_of(unet))
-        abar_prev = abar[grid[i + 1]].item() if i + 1 < len(grid) else abar[0].item()
-        z = ddim_step(x0, eps, abar_prev)
+        z = ddim_step(x0, eps, torch.full((b,), t_prev, device=z.device, dtype=torch.long), abar)
     return x0
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Part 2. Consistency distillation (paper Sec. 3 "video consistency model", Algorithm 1, App. A)
 
-K_SKIP = 20  # skipping step k, in 1000-step units: one step of the 50-step DDIM grid (paper Sec. 4, App. A)
+
+def skipping_step(num_ddim_steps=50, num_train_timesteps=NUM_TRAIN_TIMESTEPS):
+    """k of Algorithm 1, in 1000-step units: one step of the DDIM grid the student is distilled on, so that
+    (t_{n+k}, t_n) are neighbours on it (50 steps: k = 20, paper Sec. 4 and App. A)."""
+    grid = ddim_timesteps(num_ddim_steps, num_train_timesteps)
+    return grid[1] - grid[0] if len(grid) > 1 else grid[0] + 1
 
 
 def boundary_scalings(t, sigma_data=0.5, timestep_scaling=10.0):
@@ -162,9 +139,9 @@ def boundary_scalings(t, sigma_data=0.5, timestep_scaling=10.0):
 def consistency_fn(student, z_t, t, context, fps, w, abar):
     """Eq. 5: f_theta(z_t, w, c, t) = c_skip(t) z_t + c_out(t) x0_hat(z_t, eps_theta(z_t, w, c, t)).
     z_t: (b, c, t, h, w); t, w: (b,). This is the student's single-step prediction of the clean video, both the
-    CD prediction and (Part 4, rewards) what gets decoded and scored."""
+    CD prediction and (Part 4) what gets decoded and scored by the rewards."""
     x0 = split_output(student(z_t, t, context, fps, w=w), z_t, t, abar, prediction_of(student))[0]
-    c_skip, c_out = (c.view(-1, 1, 1, 1, 1).to(z_t) for c in boundary_scalings(t))
+    c_skip, c_out = (c.view(-1, 1, 1, 1, 1).to(z_t) for c in boundary_scalings(t))    # (b, 1, 1, 1, 1)
     return c_skip * z_t + c_out * x0
 
 
@@ -176,16 +153,16 @@ def guided_ode_step(teacher, z, t_from, t_to, context, uncond, fps, w, abar):
         z_{t_n} = alpha_{t_n} x0_hat + sigma_{t_n} eps_hat                          (App. A eq. 11, DDIM form)
     The unconditional branch sees the empty caption's embedding. t_to may be 0 (the last grid step lands there)."""
     out_c, out_u = teacher(torch.cat([z, z]), torch.cat([t_from, t_from]), torch.cat([context, uncond]),
-                           fps).chunk(2)
+                           fps).chunk(2)                                                  # 2 x (b, c, t, h, w)
     (x0_c, eps_c), (x0_u, eps_u) = (split_output(o, z, t_from, abar, prediction_of(teacher)) for o in (out_c, out_u))
-    wv = w.view(-1, 1, 1, 1, 1).to(z)
+    wv = w.view(-1, 1, 1, 1, 1).to(z)                                                     # (b, 1, 1, 1, 1)
     x0 = x0_c + wv * (x0_c - x0_u)
     eps = eps_c + wv * (eps_c - eps_u)
-    return _at(abar, t_to, z).sqrt() * x0 + (1 - _at(abar, t_to, z)).sqrt() * eps
+    return ddim_step(x0, eps, t_to, abar)
 
 
 def pseudo_huber(a, b, c=0.001):
-    """d(x, y) = sqrt(||x - y||^2 + c^2) - c per element, averaged (T2V-Turbo's `huber`, c = 0.001)."""
+    """d(x, y) = sqrt((x - y)^2 + c^2) - c per element, averaged (T2V-Turbo's `huber`, c = 0.001), in fp32."""
     return ((a.float() - b.float()) ** 2 + c * c).sqrt().sub(c).mean()
 
 
@@ -201,7 +178,7 @@ def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0,
             num_ddim_steps=50, generator=None, draws=None):
     """One CD step of Algorithm 1 on a batch of clean latents z0: (b, c, t, h, w). Returns (loss, f_theta, info).
 
-        n ~ U{0..49},  t_{n+k} = grid[n] in {19, ..., 999},  t_n = max(t_{n+k} - 20, 0)        (skipped-step pair)
+        n ~ U{0..49},  t_{n+k} = grid[n] in {19, ..., 999},  t_n = max(t_{n+k} - k, 0)         (skipped-step pair)
         w ~ U[w_min, w_max] per sample                                                         (paper Sec. 4)
         z_{t_{n+k}} = alpha z0 + sigma eps                                                      (forward process)
         f_theta     = f(z_{t_{n+k}}, w, c, t_{n+k})                 student, with gradient       (eq. 5)
@@ -209,24 +186,31 @@ def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0,
         target      = f_{theta^-}(z_{t_n}, w, c, t_n)               target network, no gradient
         L_CD        = d(f_theta, target)                            pseudo-Huber                (eq. 6)
     `target` is the EMA copy theta^- (the paper) or the student itself (the released code); the caller decides.
-    n, w and eps come from cd_draws(generator) unless `draws` gives them.
+    n, w and eps come from cd_draws(generator) unless `draws` gives them; k is one step of the grid.
     """
     b, dev = z0.shape[0], z0.device
     if draws is None:
         draws = cd_draws(b, z0.shape[1:], w_min, w_max, num_ddim_steps, generator, dev)
-    grid = torch.tensor(ddim_timesteps(num_ddim_steps), device=dev)
-    t_nk = grid[draws["n"].to(dev)]
-    t_n = (t_nk - K_SKIP).clamp(min=0)
-    w = draws["w"].to(dev)
-    noise = draws["noise"].to(dev, z0.dtype)
-    z_nk = add_noise(z0, noise, t_nk, abar)
+    grid = torch.tensor(ddim_timesteps(num_ddim_steps), device=dev)                       # (50,) 19 .. 999
+    t_nk = grid[draws["n"].to(dev)]                                                       # (b,) t_{n+k}
+    t_n = (t_nk - skipping_step(num_ddim_steps)).clamp(min=0)                             # (b,) t_n
+    w = draws["w"].to(dev)                                                                # (b,) guidance scales
+    noise = draws["noise"].to(dev, z0.dtype)                                              # (b, c, t, h, w)
+    z_nk = add_noise(z0, noise, t_nk, abar)                                               # (b, c, t, h, w)
 
-    f_theta = consistency_fn(student, z_nk, t_nk, context, fps, w, abar)
-    z_n = guided_ode_step(teacher, z_nk, t_nk, t_n, context, uncond, fps, w, abar)
+    f_theta = consistency_fn(student, z_nk, t_nk, context, fps, w, abar)                  # (b, c, t, h, w), grad
+    z_n = guided_ode_step(teacher, z_nk, t_nk, t_n, context, uncond, fps, w, abar)       # (b, c, t, h, w)
     with torch.no_grad():
-        tgt = consistency_fn(target, z_n, t_n, context, fps, w, abar)
-    loss = pseudo_huber(f_theta, tgt, huber_c)
+        tgt = consistency_fn(target, z_n, t_n, context, fps, w, abar)                    # (b, c, t, h, w)
+    loss = pseudo_huber(f_theta, tgt, huber_c)                                            # () scalar
     return loss, f_theta, {"t": t_nk, "w": w}
+
+
+@torch.no_grad()
+def ema_update(target, model, mu):
+    """Algorithm 1's last line: theta^- <- stopgrad(mu theta^- + (1 - mu) theta), parameter by parameter."""
+    for p_target, p in zip(target.parameters(), model.parameters()):
+        p_target.lerp_(p, 1 - mu)                             # = mu p_target + (1 - mu) p
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -243,26 +227,57 @@ def consistency_timesteps(num_steps=4, origin_steps=50, num_train_timesteps=NUM_
     return origin[::-skip][:num_steps]
 
 
+def fresh_noise(shape, generator=None, device="cpu", dtype=torch.float32):
+    """(b, ...) standard normal noise. `generator` may be one torch.Generator for the whole batch, or a list of
+    CPU generators, one per video: then video i's noise depends on its own seed only, so a video is the same
+    alone and in any batch (drawn in fp32 on the CPU, so also the same on any device)."""
+    if isinstance(generator, (list, tuple)):
+        assert len(generator) == shape[0], f"{len(generator)} generators for {shape[0]} videos"
+        return torch.stack([torch.randn(shape[1:], generator=g) for g in generator]).to(device, dtype)
+    return torch.randn(shape, device=device, generator=generator).to(dtype)
+
+
 @torch.no_grad()
 def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, generator=None, progress=False):
     """z_T ~ N(0, I); for each t_i: x_i = f_theta(z, w, c, t_i); then re-noise x_i to t_{i+1} with FRESH noise,
     z = alpha_{t_{i+1}} x_i + sigma_{t_{i+1}} eps. Returns the last x_i, (b, c, t, h, w). One UNet call per
-    step and no CFG: guidance was distilled into the student and enters only through its w-embedding."""
+    step and no CFG: guidance was distilled into the student and enters only through its w-embedding.
+    `generator`: one for the batch, or one per video (fresh_noise) for videos that do not depend on the batch."""
     b, dev = noise.shape[0], noise.device
-    ts = consistency_timesteps(steps)
-    z, wv = noise, torch.full((b,), float(w), device=dev)
+    ts = consistency_timesteps(steps)                                   # e.g. [999, 759, 519, 279]
+    z, wv = noise, torch.full((b,), float(w), device=dev)               # z: (b, c, t, h, w); wv: (b,)
     for i, t in enumerate(tqdm(ts, desc="consistency", leave=False, disable=not progress)):
-        tt = torch.full((b,), t, device=dev, dtype=torch.long)
-        x0 = consistency_fn(student, z, tt, context, fps, wv, abar)
+        tt = torch.full((b,), t, device=dev, dtype=torch.long)          # (b,)
+        x0 = consistency_fn(student, z, tt, context, fps, wv, abar)     # (b, c, t, h, w): the clean estimate
         if i + 1 < len(ts):
             t_next = torch.full((b,), ts[i + 1], device=dev, dtype=torch.long)
-            fresh = torch.randn(z.shape, device=dev, generator=generator).to(z.dtype)
-            z = add_noise(x0, fresh, t_next, abar)
+            eps = fresh_noise(z.shape, generator, dev, z.dtype)         # (b, c, t, h, w)
+            z = add_noise(x0, eps, t_next, abar)                        # (b, c, t, h, w) at t_{i+1}
     return x0
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Part 4. Mixed reward feedback (paper Sec. 4, eqs. 8-10; digest 2)
+
+
+def image_reward_frames(num_frames, m=5, generator=None):
+    """-> LongTensor (m,) of distinct random frame indices for R_img: `randperm(num_frames)[:m]`.
+    m = 5 is the released code's `reward_frame_bsz`; the paper (Sec. 4.1) says M = 6."""
+    if not 1 <= m <= num_frames:
+        raise ValueError(f"cannot pick {m} distinct frames out of {num_frames}")
+    # each frame is decoded through the VAE with gradients, so M trades reward signal against memory
+    return torch.randperm(num_frames, generator=generator)[:m]
+
+
+def video_reward_frames(num_frames, n=8, generator=None):
+    """-> LongTensor (n,) of evenly strided frames for R_vid: stride = num_frames // n, start ~ U{0..stride-1},
+    `arange(start, num_frames, stride)[:n]`. VC2's 16 frames give {s, s+2, ..., s+14}; the toy's 8 give all 8."""
+    stride = num_frames // n
+    if stride < 1:
+        raise ValueError(f"a video reward on {n} frames needs at least {n} frames, got {num_frames}")
+    # the random phase means every frame of the clip gets reward gradients over training, not only the even ones
+    start = int(torch.randint(0, stride, (1,), generator=generator))
+    return torch.arange(start, num_frames, stride)[:n]
 
 
 def reward_terms(f_theta, ae, captions, image_reward=None, video_reward=None, m_frames=5, generator=None,
@@ -275,36 +290,80 @@ def reward_terms(f_theta, ae, captions, image_reward=None, video_reward=None, m_
     Only the frames that get scored are decoded (5 + 8, not all 16, on VC2): that and never backpropagating
     through a sampler is what keeps this affordable. Pixels go to the rewards in [0, 1], as the release does
     ((x / 2 + 0.5).clamp(0, 1)). Returns {'r_img': (b,) or absent, 'r_vid': (b,) or absent}."""
-    from rewards import image_reward_frames, video_reward_frames
-    b, _, t = f_theta.shape[:3]
+    b, _, t = f_theta.shape[:3]                                                  # f_theta: (b, c, t, h, w)
     out = {}
     if image_reward is not None:
-        idx = image_reward_frames(t, min(m_frames, t), generator).tolist()
+        idx = image_reward_frames(t, min(m_frames, t), generator).tolist()      # M frame indices
         x = ae.decode(f_theta[:, :, idx], checkpoint=decode_checkpoint)         # (b, 3, M, H, W) in ~[-1, 1]
         frames = (x / 2 + 0.5).clamp(0, 1).transpose(1, 2).flatten(0, 1)       # (b M, 3, H, W), clip-major
-        out["r_img"] = image_reward(frames, list(captions)).view(b, len(idx)).mean(1)
+        out["r_img"] = image_reward(frames, list(captions)).view(b, len(idx)).mean(1)         # (b,)
     if video_reward is not None:
-        idx = video_reward_frames(t, 8, generator).tolist()
-        x = ae.decode(f_theta[:, :, idx], checkpoint=decode_checkpoint)         # (b, 3, 8, H, W)
-        out["r_vid"] = video_reward((x / 2 + 0.5).clamp(0, 1), list(captions), generator=generator)
+        idx = video_reward_frames(t, 8, generator).tolist()                     # 8 strided frame indices
+        x = ae.decode(f_theta[:, :, idx], checkpoint=decode_checkpoint)         # (b, 3, 8, H, W) in ~[-1, 1]
+        out["r_vid"] = video_reward((x / 2 + 0.5).clamp(0, 1), list(captions), generator=generator)   # (b,)
     return out
 
 
 def mixed_loss(loss_cd, rewards, beta_img=1.0, beta_vid=2.0):
     """Eq. 10: L = L_CD - beta_img J_img - beta_vid J_vid, every term on every sample and every step (the release
     computes R_vid only on GPU ranks 6-7 of 8, so on fewer GPUs it silently vanishes; here it never does)."""
-    loss = loss_cd
+    loss = loss_cd                                                              # () scalar
     if "r_img" in rewards:
-        loss = loss - beta_img * rewards["r_img"].mean()
+        loss = loss - beta_img * rewards["r_img"].mean()                        # J_img: mean over the batch
     if "r_vid" in rewards:
-        loss = loss - beta_vid * rewards["r_vid"].mean()
+        loss = loss - beta_vid * rewards["r_vid"].mean()                        # J_vid
     return loss
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Part 5. What only the toy teacher uses (prepare_toy.py): T2V-Turbo never trains its teacher, and VC2 is an
+# eps-prediction model on the schedule of Part 0. A toy teacher needs its own training loss, and trains best as a
+# v-prediction model on a zero-terminal-SNR schedule (RESULTS.md says why).
+
+
+def split_v(out, z_t, t, abar):
+    """A v-prediction output -> (x0_hat, eps_hat): x0_hat = alpha_t z_t - sigma_t v, eps_hat = sigma_t z_t +
+    alpha_t v (v = alpha eps - sigma x0; Salimans & Ho 2022; VideoCrafter's ddpm3d.py has the same
+    `parameterization = "v"` option)."""
+    alpha, sigma = alpha_sigma(abar, t, z_t)
+    return alpha * z_t - sigma * out, sigma * z_t + alpha * out
+
+
+def zero_terminal_snr(abar):
+    """Lin et al. 2024 ("Common diffusion noise schedules and sample steps are flawed", Alg. 1): shift and scale
+    alpha_t = sqrt(abar_t) so that alpha_999 = 0 exactly and alpha_0 is unchanged. VC2's schedule leaves
+    abar_999 = 0.0047: a training z_999 still carries 7% of the clip, and a model learns to read the motion from
+    that residue instead of from the caption, then reads it from pure noise when sampling. It needs v-prediction:
+    with alpha_999 = 0 an eps-model cannot say anything about x0."""
+    a = abar.sqrt()
+    a0, aT = a[0].clone(), a[-1].clone()
+    return ((a - aT) * a0 / (a0 - aT)) ** 2
+
+
+def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None):
+    """The teacher's own objective (DDPM, eps-prediction): E_{t, eps} || eps - eps_theta(z_t, t, c) ||^2
+    (a v-prediction UNet regresses v = alpha_t eps - sigma_t z0 instead).
+    z0: (b, c, t, h, w) latents; context: (b, L, d) text tokens (already with caption dropout applied).
+    t (b,) and noise (like z0) are drawn from `generator` unless given (prepare_toy.py draws them for a whole
+    multi-process batch and hands each process its rows)."""
+    b = z0.shape[0]
+    if t is None:
+        t = torch.randint(0, len(abar), (b,), device=z0.device, generator=generator)
+    if noise is None:
+        noise = torch.randn(z0.shape, device=z0.device, generator=generator)
+    t, noise = t.to(z0.device), noise.to(z0.device, z0.dtype)
+    out = unet(add_noise(z0, noise, t, abar), t, context, fps)                  # (b, c, t, h, w)
+    target = noise
+    if prediction_of(unet) == "v":
+        alpha, sigma = alpha_sigma(abar, t, z0)
+        target = alpha * noise - sigma * z0
+    return F.mse_loss(out, target)
 
 
 if __name__ == "__main__":
     ab = vc2_alphas_cumprod()
     print("alphas_cumprod[0, 19, 499, 999] =", [round(ab[i].item(), 6) for i in (0, 19, 499, 999)])
-    print("50-step DDIM grid:", ddim_timesteps(50)[:3], "...", ddim_timesteps(50)[-2:])
+    print("50-step DDIM grid:", ddim_timesteps(50)[:3], "...", ddim_timesteps(50)[-2:], "; k =", skipping_step(50))
     for n in (1, 2, 4, 8):
         print(f"{n}-step consistency timesteps:", consistency_timesteps(n))
     cs, co = boundary_scalings(torch.tensor([0, 1, 19, 999]))

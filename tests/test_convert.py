@@ -22,7 +22,7 @@ from checkpoint import load_models, model_meta, read_meta, save_checkpoint, save
 from encoders import (AEConfig, AutoencoderKL, TextConfig, TextEncoder, load_vc2_text, load_vc2_vae, openclip_vit_h14,
                       sd_kl_f8, toy_ae, toy_text)
 from lora import LoRA, merge_lora
-from tiny_unet3d import UNet3D, config_from_vc2, load_vc2_unet, ours_key_to_vc2, toy, vc2, vc2_key_to_ours
+from tiny_unet3d import UNet3D, config_from_vc2, load_vc2_unet, ours_key_to_vc2, toy_unet, vc2, vc2_key_to_ours
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # made by the original code; see fixtures/README.md
@@ -316,7 +316,7 @@ def test_save_tensors_is_read_by_safetensors(tmp_path):
 
 
 def test_load_models_checks_everything_and_casts(tmp_path):
-    unet, text, ae = UNet3D(toy()), TextEncoder(replace(toy_text(), vocab_size=64)), AutoencoderKL(toy_ae())
+    unet, text, ae = UNet3D(toy_unet()), TextEncoder(replace(toy_text(), vocab_size=64)), AutoencoderKL(toy_ae())
     meta = model_meta(unet, text, ae, kind="teacher", train={})
     path = save_checkpoint(tmp_path / "a.safetensors", {"unet": unet, "text": text, "ae": ae}, meta)
     m = load_models(path, dtype=torch.float16)

@@ -7,14 +7,14 @@ import torch
 
 import turbo
 from lora import add_lora, merge_lora
-from tiny_unet3d import UNet3D, toy
+from tiny_unet3d import UNet3D, toy_unet
 
 AB = turbo.vc2_alphas_cumprod()
 
 
 def tiny_unet(**kw):
     torch.manual_seed(0)
-    cfg = replace(toy(), in_channels=4, out_channels=4, **kw)
+    cfg = replace(toy_unet(), in_channels=4, out_channels=4, **kw)
     m = UNet3D(cfg).eval()
     for p in m.parameters():                      # VC2 zero-inits its output layers; make every layer matter
         if p.dim() > 1 and p.abs().sum() == 0:

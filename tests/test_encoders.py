@@ -241,7 +241,8 @@ def test_toy_linear_autoencoder_reconstructs_what_the_judge_reads():
     import numpy as np
 
     from encoders import LinearAutoencoder, first_stage_from_config, toy_linear_ae
-    from toy import ToyWorld, correct, to_uint8
+    from toy import ToyWorld, correct
+    from videoio import to_uint8
 
     ae = LinearAutoencoder(toy_linear_ae())
     kept = ae.fit(ToyWorld(seed=0).batch(128)[0])

@@ -12,13 +12,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from safetensors.torch import load_file, save_file
 from torchvision.transforms import InterpolationMode, RandomCrop
 
+import prepare_toy
 import rewards
+from prepare_toy import contrastive_loss
 from rewards import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD, ImageTextReward, VideoTextReward, ViCLIP,
-                     contrastive_loss, image_reward_frames, load_hps_state, load_viclip,
-                     reward_from_state, reward_state, toy_clip_cfg, toy_image_reward, toy_video_reward, toy_viclip,
-                     video_reward_frames, viclip_l14)
+                     load_hps_state, load_viclip, reward_from_state, reward_state, toy_clip_cfg, toy_image_reward,
+                     toy_video_reward, toy_viclip, viclip_l14)
+from turbo import image_reward_frames, video_reward_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 CAP = "a red circle moving left"
@@ -196,8 +199,9 @@ def test_hps_file_errors(tmp_path):
         ImageTextReward.hpsv21(tmp_path / "nope.pt")
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="corrupt.pt is not a torch checkpoint") as e:
         ImageTextReward.hpsv21(bad)
+    assert str(e.value).startswith("HPSv2.1") and "weights_only" not in str(e.value)   # never torch's advice
 
 
 def test_hps_tiny_round_trip(tmp_path):
@@ -370,8 +374,8 @@ def one_thread():
 
 def test_toy_training_lowers_the_loss(one_thread):
     # the loss on ONE fixed batch (no sampling noise) before and after 20 steps; the same seed gives the same init
-    caps = rewards.split_captions("train")[::2][:32]
-    video = rewards._render(caps, np.random.default_rng(99))   # (32, 3, 8, 32, 32) in [0, 1]
+    caps = prepare_toy.split_captions("train")[::2][:32]
+    video = prepare_toy.render_captions(caps, np.random.default_rng(99))   # (32, 3, 8, 32, 32) in [0, 1]
     for kind, make in [("image", toy_image_reward), ("video", toy_video_reward)]:
         def loss(r):
             with torch.no_grad():
@@ -379,25 +383,24 @@ def test_toy_training_lowers_the_loss(one_thread):
                 return contrastive_loss(f, r.encode_texts(caps), 10.0).item()
         torch.manual_seed(0)
         before = loss(make())
-        trained, stats = rewards.train_toy_reward(kind, steps=20, batch=16, lr=5e-3, seed=0)
+        trained, stats = prepare_toy.train_toy_reward(kind, steps=20, batch=16, lr=5e-3, seed=0)
         assert len(stats["losses"]) == 20 and loss(trained) < before - 0.1, (kind, before, loss(trained))
 
 
 def test_held_out_captions_are_refused():
-    held = rewards.split_captions("heldout")
+    held = prepare_toy.split_captions("heldout")
     with pytest.raises(ValueError, match="held-out"):
-        rewards.train_toy_reward("image", steps=1, batch=2, captions=rewards.split_captions("train")[:3] + held[:1])
+        prepare_toy.train_toy_reward("image", steps=1, batch=2, captions=prepare_toy.split_captions("train")[:3] + held[:1])
 
 
 def test_discrimination_report_shape():
-    d = rewards.discrimination(toy_image_reward(), "image", [CAP, "a blue square moving up"], n_clips=4)
+    d = prepare_toy.discrimination(toy_image_reward(), "image", [CAP, "a blue square moving up"], n_clips=4)
     assert d["direction"] is None and set(d) == {"n", "colour", "shape", "direction", "all"}
-    d = rewards.discrimination(toy_video_reward(), "video", [CAP], n_clips=2)
+    d = prepare_toy.discrimination(toy_video_reward(), "video", [CAP], n_clips=2)
     assert all(0 <= d[k] <= 1 for k in ("colour", "shape", "direction", "all"))
 
 
 def test_reward_state_round_trip(tmp_path):
-    from safetensors.torch import load_file, save_file
     torch.manual_seed(0)
     images, video = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 8, 32, 32)
     for reward, x in [(toy_image_reward(), images), (toy_video_reward(), video)]:
@@ -418,7 +421,7 @@ def test_reward_state_round_trip(tmp_path):
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_trained_toy_reward_prefers_the_right_caption(kind):
     reward, _ = rewards.load_reward(ROOT / "assets" / "toy" / f"reward_{kind}.safetensors")   # the shipped one
-    d = rewards.discrimination(reward, kind, rewards.split_captions("train"), n_clips=76, seed=123)
+    d = prepare_toy.discrimination(reward, kind, prepare_toy.split_captions("train"), n_clips=76, seed=123)
     # a caption that is wrong in one attribute scores below the right one
     assert d["colour"] >= 0.9 and d["shape"] >= 0.9, d
     if kind == "video":

@@ -193,7 +193,7 @@ def test_student_trains_on_a_video_folder(tmp_path, toy_models, capsys):
     assert len(meta["stats"]["log"]) == 2 and sum(meta["stats"]["skipped_videos"].values()) >= 1
     with pytest.raises(SystemExit):
         train.parse_config(student_args(toy_models, out, "--data", str(tmp_path / "videos")))  # --captions missing
-    assert "--data and --captions go together" in capsys.readouterr().err
+    assert "--data/--captions: a folder of videos and its caption file go together" in capsys.readouterr().err
 
 
 def test_a_corrupt_state_gives_a_clear_error(tmp_path, toy_models):

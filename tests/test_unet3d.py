@@ -10,7 +10,7 @@ import torch
 from einops import rearrange
 
 from tiny_unet3d import (UNet3D, check_state_dict, config_from_vc2, convert_vc2_unet, guidance_embedding,
-                         load_vc2_unet, ours_key_to_vc2, timestep_embedding, toy, vc2, vc2_key_to_ours)
+                         load_vc2_unet, ours_key_to_vc2, timestep_embedding, toy_unet, vc2, vc2_key_to_ours)
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures'  # made by the original code; see fixtures/README.md
 TOL = 1e-4  # fp32; a faithful reimplementation reproduces y to ~1e-5
@@ -211,7 +211,7 @@ def test_toy_forward_backward_and_checkpointing():
     """A fresh UNet outputs 0 (zero-init out conv); every weight gets a finite gradient; gradient checkpointing
     gives the same gradients, dropout included (the recomputation replays the RNG state)."""
     torch.manual_seed(0)
-    model = UNet3D(replace(toy(), in_channels=4, out_channels=4, guidance_embed_dim=256)).train()
+    model = UNet3D(replace(toy_unet(), in_channels=4, out_channels=4, guidance_embed_dim=256)).train()
     x, t, ctx, w = torch.randn(2, 4, 4, 8, 8), torch.tensor([3, 900]), torch.randn(2, 5, 64), torch.tensor([5., 15.])
     assert torch.all(model(x, t, ctx, 8, w=w) == 0)
     with torch.no_grad():  # un-zero the zero-init layers so that every weight gets a gradient

@@ -1,0 +1,342 @@
+"""The training loop every script here shares, and what it needs: processes, per-step seeding, resumable states.
+
+Nothing in this file is T2V-Turbo: train.py (the paper's Algorithm 1) and prepare_toy.py (the toy's pre-trained
+models) hand `fit` a function that computes one micro-batch's loss, and `fit` does the rest:
+    - processes: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; DDP averages the gradients (gloo on CPU, nccl on GPU);
+    - randomness: everything random in step k (which clips, their noise, t, w, reward frames) is drawn from
+      generators seeded by (seed, stage, k) for the WHOLE batch of all processes, and each process keeps its own
+      rows. So N processes with batch b compute exactly what one process with batch N*b would, and a resumed run
+      replays exactly what the killed one would have done: the step number is the RNG state and the data
+      position. Only dropout inside the UNet draws from the global RNG, seeded per (step, micro-batch, process);
+    - the lr schedule (warm-up, then constant or cosine), gradient accumulation, bf16 autocast, clipping;
+    - non-finite steps skipped and counted; EMA updates after each optimizer step;
+    - resumable states, OUT/<stage>.state-<step>.safetensors, written atomically, the newest `keep` kept;
+    - tqdm with every loss term, and TensorBoard when it is installed.
+It also holds the config-to-command-line helper all scripts use (one --flag per dataclass field).
+
+    python -m pytest tests/test_scale.py     # DDP == one process, kill -9 + --resume == uninterrupted, NaN steps
+"""
+
+import argparse
+import dataclasses
+import inspect
+import json
+import math
+import os
+import re
+import time
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
+from tqdm import tqdm
+
+from checkpoint import resolve_device, save_tensors
+
+try:                                           # optional: curves in OUT/tb when TensorBoard is installed
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:
+    SummaryWriter = None
+
+# ----------------------------------------------------------------------------------------------------------------
+# A dataclass config on the command line
+
+
+def field_help(cls):
+    """{field: its comment} read from the dataclass's source: each flag's one-line help is the comment beside it."""
+    return {m[1]: m[2] for m in re.finditer(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(cls), re.M)}
+
+
+def cli_config(cls, argv=None, doc=None, check=None, presets=None):
+    """A dataclass config from the command line: --preset NAME picks a preset function (when `presets` is given),
+    then every field is a --flag that overrides it. --help shows each flag's one-line help and its default under
+    the chosen preset. check(cfg, error) validates; error(msg) prints one line and exits with code 2."""
+    name = None
+    if presets:  # the preset first: the other flags' defaults (and --help) depend on it
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--preset", default=next(iter(presets)), choices=list(presets))
+        name = pre.parse_known_args(argv)[0].preset
+    base = presets[name]() if presets else cls()
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if presets:
+        p.add_argument("--preset", default=name, choices=list(presets),
+                       help=f"a preset function of this file: {', '.join(presets)} (default {next(iter(presets))})")
+    helps = field_help(cls)
+    under = f" under --preset {name}" if presets else ""
+    for f in dataclasses.fields(cls):
+        flag, h = "--" + f.name.replace("_", "-"), helps.get(f.name, "").replace("%", "%%")
+        default = getattr(base, f.name)
+        if f.type is bool or f.type == "bool":  # --flag / --no-flag: a preset may have turned it on
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{h} ({default}{under})")
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, help=f"{h} (default {default!r}{under})")
+    args = vars(p.parse_args(argv))
+    args.pop("preset", None)
+    cfg = dataclasses.replace(base, **{k: v for k, v in args.items() if v is not None})
+    device = getattr(cfg, "device", "cpu")
+    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
+        p.error(f"--device {cfg.device}: use auto, cpu, cuda or cuda:N")
+    if check:
+        check(cfg, p.error)
+    return cfg
+
+
+def one_line(e):
+    """An exception as one line: its first line, and how many more it had (e.g. a list of missing keys)."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return lines[0] + (f" (and {len(lines) - 1} more lines)" if len(lines) > 1 else "")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Processes and randomness
+
+
+def setup_processes(cfg):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without it this is one process. -> run (rank, world, device, main)."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    device = torch.device(resolve_device(cfg.device))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda, but torch sees no CUDA GPU")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        # a stage that only process 0 works on (saving, sampling) can keep the others waiting: a long timeout
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
+    return SimpleNamespace(rank=rank, world=world, device=device, main=rank == 0)
+
+
+def barrier(run):
+    if run.world > 1:
+        dist.barrier()
+
+
+def step_seed(cfg, stage, step, micro=0, rank=0):
+    """A 63-bit seed for (seed, stage, step, micro-batch, process); rank 0 for what every process draws alike."""
+    words = [cfg.seed, sum(map(ord, stage)), step, micro, rank]
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def step_draws(cfg, run, stage, step, micro, b):
+    """-> (numpy rng, torch CPU generator, B, rows). The generators are seeded by the step alone, so every process
+    and micro-batch draws the same global batch of B = b * world * grad_accum clips; `rows` are the b of them this
+    (process, micro-batch) trains on. Also seeds the global RNG (dropout) per step, micro-batch and process."""
+    s = step_seed(cfg, stage, step)
+    torch.manual_seed(step_seed(cfg, stage, step, micro, run.rank + 1))
+    first = (micro * run.world + run.rank) * b
+    return np.random.default_rng(s), torch.Generator().manual_seed(s), b * run.world * cfg.grad_accum, \
+        range(first, first + b)
+
+
+def all_finite(run, loss):
+    """True when the loss is finite on every process: all must agree before anyone calls backward."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if run.world > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bad.item() == 0
+
+
+def mean_over_processes(run, logs):
+    if run.world == 1 or not logs:
+        return logs
+    keys = sorted(logs)
+    v = torch.tensor([logs[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(v)
+    return {k: float(x) / run.world for k, x in zip(keys, v)}
+
+
+def sum_over_processes(run, counts, once=None):
+    """{name: count} summed over the processes (e.g. skipped videos by reason), plus `once`: counts that every
+    process holds alike (e.g. a caption file's bad rows, which each process read) added once. Every process gets
+    the total."""
+    every = [dict(counts)]
+    if run.world > 1:
+        every = [None] * run.world
+        dist.all_gather_object(every, dict(counts))
+    every.append(dict(once or {}))
+    return {k: sum(c.get(k, 0) for c in every) for c in every for k in c}
+
+
+def check_in_sync(run, module, what):
+    """After DDP training every process must hold the same weights; a cheap fingerprint proves it."""
+    if run.world == 1:
+        return True
+    with torch.no_grad():
+        v = torch.stack([p.double().sum() for p in module.parameters()]).cpu()
+    got = [torch.zeros_like(v) for _ in range(run.world)]
+    dist.all_gather(got, v)
+    if not all(torch.equal(g, got[0]) for g in got):
+        raise RuntimeError(f"{what}: the {run.world} processes ended with different weights")
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The optimizer and its learning rate
+
+
+def lr_at(step, total, base, warmup, schedule="cosine"):
+    """Linear warm-up over `warmup` steps, then `constant` (T2V-Turbo's release: diffusers' "constant", lr 1e-5)
+    or `cosine` decay to 10% of base at `total`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+
+def make_optimizer(cfg, params, lr):
+    """AdamW (betas 0.9 / 0.999, no weight decay, eps 1e-8: the release's), or bitsandbytes' 8-bit AdamW."""
+    if cfg.optim == "adamw8bit":
+        try:
+            import bitsandbytes as bnb  # optional: only --optim adamw8bit needs it
+        except ImportError:
+            raise SystemExit("--optim adamw8bit needs bitsandbytes (pip install bitsandbytes); or use --optim adamw")
+        return bnb.optim.AdamW8bit(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8)
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resumable states
+
+
+def state_paths(out, stage):
+    """Resumable states of a stage, oldest first."""
+    return sorted(Path(out).glob(f"{stage}.state-*.safetensors"))
+
+
+def save_state(run, out, stage, step, modules, opt, extra, keep):
+    """OUT/<stage>.state-<step>.safetensors: the weights of `modules`, the optimizer's state and, in the metadata,
+    the step, the logs so far and `extra`. Written by process 0 to a temporary file and renamed (atomic), so a
+    kill never leaves a half-written state; then all but the newest `keep` are deleted. Refuses NaN weights."""
+    if not run.main:
+        return
+    tensors, opt_meta = {}, {}
+    for name, m in modules.items():
+        for k, v in m.state_dict().items():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise RuntimeError(f"refusing to save non-finite weights ({name}.{k}) at step {step}")
+            tensors[f"{name}.{k}"] = v
+    sd = opt.state_dict()
+    for i, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{i}.{k}"] = v
+            else:
+                opt_meta[f"{i}.{k}"] = v
+    meta = {"step": step, "param_groups": sd["param_groups"], "optim_other": opt_meta, **extra}
+    path = Path(out) / f"{stage}.state-{step:07d}.safetensors"
+    save_tensors(path, tensors, {"t2v_turbo_state": json.dumps(meta)})
+    for old in state_paths(out, stage)[:-keep]:
+        old.unlink()
+    return path
+
+
+def load_state(path, modules, opt, device):
+    """The inverse of save_state -> meta. Weights and optimizer moments land on `device`."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["t2v_turbo_state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable training state ({e}): delete it to resume from an older one, "
+                         f"or run without --resume") from None
+    for name, m in modules.items():
+        m.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+    state = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, i, key = k.split(".", 2)
+            state.setdefault(int(i), {})[key] = v.to(device) if key != "step" else v
+    for ik, v in meta["optim_other"].items():
+        i, key = ik.split(".", 1)
+        state.setdefault(int(i), {})[key] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def accumulate(cfg, run, step, micro_step, synced, autocast):
+    """Forward and backward over cfg.grad_accum micro-batches -> (every loss was finite, [per-micro-batch logs]).
+    DDP averages the gradients across processes on the last micro-batch only."""
+    step_logs = []
+    for micro in range(cfg.grad_accum):
+        with ExitStack() as stack:
+            if micro < cfg.grad_accum - 1:  # accumulate locally; average across processes once, at the end
+                for m in synced:
+                    stack.enter_context(m.no_sync())
+            with autocast:
+                loss, info = micro_step(step, micro)
+            if not all_finite(run, loss):
+                return False, step_logs
+            (loss / cfg.grad_accum).backward()
+        step_logs.append({"loss": loss.item(), **info})
+    return True, step_logs
+
+
+def fit(cfg, run, stage, steps, lr, params, micro_step, modules, synced=(), emas=(), validate=None, counters=None,
+        batch=1):
+    """The training loop of every stage: lr schedule, grad accumulation, bf16 autocast, DDP gradient averaging,
+    clipping, non-finite steps skipped and counted, EMA updates, tqdm, resumable states. -> (logs, bad steps).
+
+    micro_step(step, micro) -> (loss, {name: float}): this process's share of a micro-batch (mean over its rows).
+    modules: {name: module} saved in the resumable state (the trained weights and their EMA copies).
+    synced: the DDP-wrapped modules (their gradients are averaged on the last micro-batch only).
+    emas: [(update(step), ...)]: functions called after every optimizer step (e.g. the theta^- update).
+    counters(): -> {name: number} shown in the progress bar (e.g. skipped videos); batch: clips per micro-batch
+    and process (for clips/s)."""
+    opt = make_optimizer(cfg, params, lr)
+    start, logs, n_bad = 0, [], 0
+    found = state_paths(cfg.out, stage) if cfg.resume else []
+    if found:
+        meta = load_state(found[-1], modules, opt, run.device)
+        start, logs, n_bad = meta["step"], meta["logs"], meta["bad_steps"]
+        print(f"{stage}: resuming from {found[-1]} (step {start} of {steps})")
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    writer = SummaryWriter(str(Path(cfg.out) / "tb")) if SummaryWriter and run.main else None
+    consecutive = 0
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, disable=not run.main)
+    for step in bar:
+        t0 = time.time()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, min(cfg.warmup, steps // 10), cfg.lr_schedule)
+        opt.zero_grad(set_to_none=True)
+        ok, step_logs = accumulate(cfg, run, step, micro_step, synced, autocast)
+        if ok:  # gradients are averaged by now: every process sees the same norm and takes the same decision
+            ok = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
+        if not ok:
+            n_bad, consecutive = n_bad + 1, consecutive + 1
+            opt.zero_grad(set_to_none=True)
+            if consecutive >= cfg.max_bad_steps:
+                raise RuntimeError(f"{stage}: {consecutive} steps in a row with a non-finite loss or gradient (step "
+                                   f"{step}); stopping without saving. The newest good state is in {cfg.out} "
+                                   f"(--resume); try a lower lr or --precision fp32")
+            continue
+        consecutive = 0
+        opt.step()
+        for update in emas:
+            update(step)
+        rec = mean_over_processes(run, {k: float(np.mean([l[k] for l in step_logs])) for k in step_logs[0]})
+        logs.append(rec)
+        if run.main:
+            clips_s = cfg.grad_accum * run.world * batch / (time.time() - t0)
+            bar.set_postfix({**{k: f"{np.mean([l[k] for l in logs[-20:]]):.4f}" for k in rec},
+                             "clips/s": f"{clips_s:.1f}", "bad": n_bad, **(counters() if counters else {})})
+            for k, v in rec.items() if writer else ():
+                writer.add_scalar(f"{stage}/{k}", v, step)
+        done = step + 1
+        if done % cfg.save_every == 0 and done < steps:
+            save_state(run, cfg.out, stage, done, modules, opt,
+                       {"logs": logs, "bad_steps": n_bad, "config": dataclasses.asdict(cfg)}, cfg.keep)
+        if validate and cfg.val_every and done % cfg.val_every == 0 and run.main:
+            validate(done)
+    if writer:
+        writer.close()
+    return logs, n_bad
