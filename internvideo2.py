@@ -79,7 +79,9 @@ class InternVideo2Config:
 
 def internvideo2_1b(num_frames=8):
     # InternVideo2-Stage2 1B as T2V-Turbo builds it (internvideo2_stage2_config.py, pretrain_internvideo2_1b_patch14_224,
-    # config_bert_large.json with fusion_layer 19): 1,049,117,056 vision + 1.08M projections + BERT layers 0..18
+    # config_bert_large.json with fusion_layer 19). At 8 frames: vision 1,020,708,608 parameters (the file's
+    # vision_encoder.* holds 1,049,117,056 at 4 frames, with the unused decoders), BERT layers 0..18 271,111,168,
+    # vision_proj + text_proj 918,528. num_frames=4 is T2V-Turbo v2's setting (no interpolation then).
     return InternVideo2Config(num_frames=num_frames)
 
 

@@ -14,7 +14,7 @@ from internvideo2 import (InternVideo2, InternVideo2Reward, find_vocab, init_wei
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "internvideo2_tiny_parity"
 MANIFEST = Path(__file__).resolve().parent / "fixtures" / "internvideo2_manifest"
-TOL = dict(atol=1e-4, rtol=0)
+TOL = dict(atol=1e-5, rtol=0)                  # issue bound 1e-4; measured <= 2.4e-7 (pooled), 1.5e-8 (grads)
 
 
 def _ckpt():
@@ -71,10 +71,14 @@ def test_parity_with_original(variant):
 
 
 def test_the_two_gelus_are_different_runs():
-    # the fixture's two paths differ (tanh vs erf GELU), so the parity test above tells them apart
+    # tanh vs erf GELU moves the pooled feature by ~1e-4 at this size: the parity bound above tells them apart,
+    # so each run is matched by its own GELU and not by the other
     io = _io()
-    assert (io["fused"]["score"] - io["unfused"]["score"]).abs().max() > 1e-6
-    assert not torch.allclose(io["fused"]["pooled"], io["unfused"]["pooled"], atol=1e-6, rtol=0)
+    assert (io["fused"]["pooled"] - io["unfused"]["pooled"]).abs().max() > 5e-5
+    with torch.no_grad():
+        pixels = io["pixel_values"]
+        pooled_exact = _reward(gelu_tanh=False).model.vision_encoder(pixels)
+    assert (pooled_exact - io["fused"]["pooled"]).abs().max() > 10 * TOL["atol"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
