@@ -159,8 +159,8 @@ def test_defaults_and_bad_flags(tmp_path, capsys):
                   ("--save-every", "0"): "--save-every", ("--device", "tpu"): "--device tpu",
                   ("--preset", "toy"): "unrecognized arguments"}
     for bad, says in bad_values.items():
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as e:
             prepare_toy.main(out + list(bad))
         err = capsys.readouterr().err
-        assert says in err, (bad, err)
+        assert e.value.code == 2 and says in err, (bad, err)
     assert not (tmp_path / "never").exists()

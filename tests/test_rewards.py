@@ -397,7 +397,8 @@ def test_discrimination_report_shape():
     d = prepare_toy.discrimination(toy_image_reward(), "image", [CAP, "a blue square moving up"], n_clips=4)
     assert d["direction"] is None and set(d) == {"n", "colour", "shape", "direction", "all"}
     d = prepare_toy.discrimination(toy_video_reward(), "video", [CAP], n_clips=2)
-    assert all(0 <= d[k] <= 1 for k in ("colour", "shape", "direction", "all"))
+    assert d["n"] == 2 and all(d[k] in (0, 0.5, 1) for k in ("colour", "shape", "direction", "all"))   # shares of 2
+    assert d["all"] <= min(d["colour"], d["shape"], d["direction"])      # 'all' needs every attribute
 
 
 def test_reward_state_round_trip(tmp_path):

@@ -91,3 +91,54 @@ def test_v_prediction_teacher_on_zero_terminal_snr():
     loss = turbo.diffusion_loss(Oracle(), target.expand(2, -1, -1, -1, -1), torch.zeros(2, 2, 8), 16, ab,
                                 t=torch.tensor([999, 10]))
     assert loss.item() < 1e-8
+
+
+def test_pseudo_huber_golden_values():
+    """d = mean(sqrt((x - y)^2 + c^2) - c): 0 at x = y, x^2 / 2c for small x, |x| - c for large x."""
+    c = 0.001
+    x = torch.tensor([0.0, 0.001, 1.0, -3.0])
+    expected = [0.0, c * (2 ** 0.5 - 1), (1 + c * c) ** 0.5 - c, (9 + c * c) ** 0.5 - c]
+    for i, e in enumerate(expected):
+        assert turbo.pseudo_huber(x[i:i + 1], torch.zeros(1), c).item() == pytest.approx(e, rel=1e-5, abs=1e-9)
+    assert turbo.pseudo_huber(x, torch.zeros(4), c).item() == pytest.approx(sum(expected) / 4, rel=1e-5)
+    # the small-difference end: x^2 / 2c (fp32 cancels most digits of sqrt(...) - c here: 1% is what is left)
+    assert turbo.pseudo_huber(torch.tensor([1e-5]), torch.zeros(1), c).item() == pytest.approx(1e-10 / (2 * c),
+                                                                                              rel=1e-2)
+
+
+def test_ema_update_of_the_target_network():
+    """theta^- <- mu theta^- + (1 - mu) theta, parameter by parameter; theta itself is left alone."""
+    target, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    for p in target.parameters():
+        torch.nn.init.zeros_(p)
+    for p in model.parameters():
+        torch.nn.init.ones_(p)
+    turbo.ema_update(target, model, 0.95)
+    assert all(torch.allclose(p, torch.full_like(p, 0.05)) for p in target.parameters())
+    turbo.ema_update(target, model, 0.95)
+    assert all(torch.allclose(p, torch.full_like(p, 0.05 * 0.95 + 0.05)) for p in target.parameters())
+    assert all(torch.equal(p, torch.ones_like(p)) for p in model.parameters())
+
+
+@pytest.mark.parametrize("steps, k", [(50, 20), (25, 40), (10, 100), (100, 10)])
+def test_the_skipping_step_comes_from_the_grid(steps, k):
+    """k is one step of the grid the student is distilled on, so the target network sees t_n = t_{n+k} - k, the
+    grid point below t_{n+k} (or 0 from the lowest one), whatever the grid."""
+    assert turbo.skipping_step(steps) == k
+    ab, seen = turbo.vc2_alphas_cumprod(), {}
+
+    def net(name):
+        def f(z, t, ctx, fps, w=None):
+            seen.setdefault(name, []).append(t.clone())
+            return torch.zeros_like(z)
+        return f
+
+    n = torch.tensor([0, 1, steps - 1])
+    draws = {"n": n, "w": torch.ones(3), "noise": torch.randn(3, 2, 2, 2, 2)}
+    turbo.cd_loss(net("student"), net("target"), net("teacher"), torch.randn(3, 2, 2, 2, 2), torch.zeros(3, 1, 4),
+                  torch.zeros(3, 1, 4), 16, ab, num_ddim_steps=steps, draws=draws)
+    grid = turbo.ddim_timesteps(steps)
+    t_nk = torch.tensor([grid[i] for i in n])
+    assert torch.equal(seen["student"][0], t_nk)
+    assert torch.equal(seen["target"][0], (t_nk - k).clamp(min=0))
+    assert seen["target"][0].tolist()[1:] == [grid[0], grid[-2]]     # the grid point below, from the 2nd point on
