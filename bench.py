@@ -31,8 +31,9 @@ import train
 import turbo
 from checkpoint import META_KEY, build_models, read_meta, save_tensors
 from convert import VC2_TRAIN
-from prepare_toy import TEACHER_UNET
 from encoders import LinearAutoencoder, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_linear_ae, toy_text
+from loop import Parser
+from prepare_toy import TEACHER_UNET
 from rewards import toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet, vc2
 from toy import ToyWorld
@@ -288,7 +289,7 @@ SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "l
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sections", nargs="*", help=f"any of {sorted(SECTIONS)}; default: all")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)

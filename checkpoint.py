@@ -20,7 +20,9 @@ import os
 import pickle
 import struct
 import sys
+import tempfile
 import zipfile
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -96,11 +98,16 @@ def read_meta(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         with _open(path) as f:
-            raw = (f.metadata() or {}).get(META_KEY)
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable safetensors checkpoint ({e})") from None
+        raise ValueError(f"{path} is not a readable safetensors checkpoint ({str(e).splitlines()[0][:200]})") from None
+    raw = metadata.get(META_KEY)
     if raw is None:
-        raise ValueError(f"{path} has no '{META_KEY}' metadata: not a checkpoint written by this project")
+        other = {"reward": "a reward model (prepare_toy.py / rewards.save_reward wrote it)",
+                 "t2v_turbo_state": "a resumable training state (--resume reads it)"}
+        what = next((v for k, v in other.items() if k in metadata), None)
+        raise ValueError(f"{path} is {what}, not a model checkpoint" if what else
+                         f"{path} has no '{META_KEY}' metadata: not a checkpoint written by this project")
     return json.loads(raw)
 
 
@@ -137,8 +144,7 @@ def load_models(path, device="cpu", dtype=None):
             problems += [f"  wrong shape: {k}: checkpoint {stored[k]}, config {tuple(expected[k].shape)}"
                          for k in expected if k in stored and stored[k] != tuple(expected[k].shape)]
             if problems:
-                raise ValueError(f"{path}: weights do not match the configs in its metadata "
-                                 f"({len(problems)} problem{'s' * (len(problems) != 1)})\n" + "\n".join(problems))
+                raise ValueError(problem_report(f"{path}: weights do not match the configs in its metadata", problems))
             for name, m in models.items():
                 sd = {}
                 for k in m.state_dict():
@@ -197,6 +203,21 @@ def unwrap(checkpoint, wrappers=("state_dict",), strip_module=False, what="check
     if strip_module:
         checkpoint = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()}
     return checkpoint
+
+
+def problem_report(title, problems, shown=5):
+    """One error message for a list of problems ('kind: detail' lines): its first line says how many of each kind,
+    the first one, and, when there are more than `shown`, the file (in the temp folder) that lists them all; the
+    first `shown` follow on lines of their own."""
+    kinds = Counter(line.split(":")[0].strip() for line in problems)
+    head = f"{title} ({len(problems)} problem{'s' * (len(problems) != 1)}: " + \
+        ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    if len(problems) > shown:
+        fd, full = tempfile.mkstemp(prefix="t2v-turbo-problems-", suffix=".txt", text=True)
+        with os.fdopen(fd, "w") as f:
+            f.write(title + "\n" + "\n".join(problems) + "\n")
+        head += f"; first: {problems[0].strip()}; all {len(problems)} listed in {full}"
+    return head + ")\n" + "\n".join(problems[:shown])
 
 
 def resolve_device(name):

@@ -36,7 +36,6 @@ import os
 import sys
 import time
 import warnings
-from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -44,9 +43,10 @@ import torch
 import torch.nn as nn
 
 import turbo
-from checkpoint import META_KEY, safe_torch_load, save_tensors, unwrap
+from checkpoint import META_KEY, problem_report, read_meta, safe_torch_load, save_tensors, unwrap
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
 from lora import LoRA, add_lora
+from loop import Parser
 from tiny_unet3d import UNet3D, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2, vc2
 
 # model.ckpt = LatentDiffusion.state_dict(): three sub-models under these prefixes, plus the schedule buffers
@@ -96,10 +96,8 @@ def split_vc2_checkpoint(checkpoint):
 
 
 def _report(title, problems):
-    """One error message for every problem found, one per line ('kind: detail'), under a count of each kind."""
-    kinds = Counter(line.split(":")[0].strip() for line in problems)
-    summary = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
-    return f"{title} ({len(problems)} problem{'s' * (len(problems) != 1)}: {summary})\n" + "\n".join(problems)
+    """One error message for every problem found: counts by kind, the first few, and a file with all of them."""
+    return problem_report(title, problems)
 
 
 def _compare(part, got, expected, show=lambda k: k):
@@ -333,18 +331,39 @@ def convert(vc2_path, out_dir, lora=None, merged_unet=None, unet_config=None, te
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def check_args(args, error):
+    """The inputs exist and are not this project's own checkpoints; nothing in OUT would be overwritten."""
+    for flag in ("vc2", "lora", "merged_unet"):
+        path = getattr(args, flag)
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            error(f"--{flag.replace('_', '-')} {path}: no such file")
+        try:  # a safetensors file of this project needs no conversion: say so rather than fail on its bytes
+            kind = read_meta(path).get("kind")
+        except ValueError:
+            continue
+        error(f"--{flag.replace('_', '-')} {path} is already a {kind} checkpoint of this project (sample.py and "
+              f"train.py read it as it is); --vc2 takes VideoCrafter2's model.ckpt")
+    out = Path(args.out)
+    for name in ("teacher.safetensors",) + (("turbo.safetensors",) if args.lora or args.merged_unet else ()):
+        if (out / name).exists():
+            error(f"--out {out}: {name} exists there; give a new folder (nothing is overwritten)")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vc2", required=True, help="VideoCrafter2's model.ckpt (a bare state dict or {'state_dict': ...})")
     p.add_argument("--out", required=True, help="folder for teacher.safetensors (and turbo.safetensors)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lora", help="T2V-Turbo (VC2) unet_lora.pt: the released list of 1150 LoRA tensors")
     g.add_argument("--merged-unet", help="a T2V-Turbo student UNet state dict with its LoRA already merged")
     args = p.parse_args(argv)
+    check_args(args, p.error)
     try:
         convert(args.vc2, args.out, lora=args.lora, merged_unet=args.merged_unet)
     except (ValueError, OSError) as e:  # OSError includes FileNotFoundError and a full disk
-        sys.exit(f"convert.py: error: {e}")
+        sys.exit(f"convert.py: error: {str(e).strip().splitlines()[0]}")   # a long report: its file has the rest
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ convention for the same guidance strength), and writes the sweep to RUN_DIR/guid
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,8 @@ import torch
 from PIL import Image, ImageDraw
 
 import sample
+from loop import Parser
+from sample import find_checkpoint
 from checkpoint import load_models, read_meta, resolve_device
 from rewards import load_reward
 from toy import TOY_MODELS, correct, judge_dir, split_captions
@@ -44,6 +47,8 @@ def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, se
             continue
         caps = split_captions("train" if split == "seen" else "heldout")
         d = Path(out) / split
+        if d.exists():  # this evaluator's own samples from an earlier run: judge only what this run samples
+            shutil.rmtree(d)
         prompts_file = d.parent / f"{split}_prompts.txt"
         d.parent.mkdir(parents=True, exist_ok=True)
         prompts_file.write_text("\n".join(caps) + "\n")
@@ -296,8 +301,34 @@ def plot_curves(run_dir, toy_models, path, width=900, height=300):
     print(f"wrote {path}")
 
 
+def check_args(args, error):
+    """One line for every bad input, before anything is sampled or written."""
+    if args.per_seen < 0 or args.per_heldout < 0 or args.per_seen + args.per_heldout == 0:
+        error("--per-seen and --per-heldout must be >= 0, and not both 0")
+    if args.steps is not None and args.steps < 1:
+        error("--steps must be >= 1")
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        error(f"--device {args.device}: use auto, cpu, cuda or cuda:N")
+    args.device = resolve_device(args.device)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        error(f"--device {args.device}, but torch sees no CUDA GPU")
+    if (args.train or args.tune_guidance) and not args.table:
+        error("--train and --tune-guidance go with --table RUN_DIR")
+    if args.table:
+        if not args.train and not Path(args.table).is_dir():
+            error(f"--table {args.table}: no such folder (train into it first: python train.py --out DIR, or add "
+                  f"--train)")
+        missing = [n for n in ("teacher", "reward_image", "reward_video")
+                   if not (Path(args.toy_models) / f"{n}.safetensors").is_file()]
+        if missing:
+            error(f"--toy-models {args.toy_models}: no {missing[0]}.safetensors there (python prepare_toy.py writes "
+                  f"the folder)")
+    else:
+        args.ckpt = find_checkpoint(args.ckpt, error)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="runs/toy/turbo.safetensors", help="a checkpoint to judge")
     p.add_argument("--out", default=None, help="sample folder (default: beside the checkpoint, eval_<name>)")
     p.add_argument("--per-seen", type=int, default=1, help="videos per training caption")
@@ -315,9 +346,7 @@ def main(argv=None):
     p.add_argument("--tune-guidance", action="store_true", help="with --table: sample each checkpoint at its own "
                    "best guidance, picked on validation seeds (RUN_DIR/guidance.json); default: its stored default")
     args = p.parse_args(argv)
-    args.device = resolve_device(args.device)
-    if (args.train or args.tune_guidance) and not args.table:
-        p.error("--train and --tune-guidance go with --table RUN_DIR")
+    check_args(args, p.error)
     if args.table:
         if args.train:
             train_missing(args.table, args.toy_models)

@@ -26,8 +26,10 @@ gives (the file itself, or a Hugging Face cache folder of bert-large-uncased). T
     python internvideo2.py --bench         # a random full-size model scores a 224 px 8-frame clip, with backward
 """
 
-import math
+import argparse
 import re
+import resource
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +41,7 @@ from einops import rearrange
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from checkpoint import safe_torch_load, unwrap
 from rewards import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_crop_min_size
 
 CHECKPOINT_NAME = "InternVideo2-stage2_1b-224p-f4.pt"
@@ -269,10 +272,11 @@ def bert_config(cfg):
                       pad_token_id=0, attn_implementation="eager")
 
 
-def find_vocab(path):
+def find_vocab(path, must=True):
     """bert-large-uncased's vocab.txt from a user path: the file itself, a folder holding it (a Hugging Face
     snapshot folder .../snapshots/<hash>/), or a Hugging Face cache folder of the model
-    (models--google-bert--bert-large-uncased, or the hub cache folder above it)."""
+    (models--google-bert--bert-large-uncased, or the hub cache folder above it). Not found: FileNotFoundError,
+    or None with must=False."""
     path = Path(path).expanduser()
     if path.is_file():
         return path
@@ -282,6 +286,8 @@ def find_vocab(path):
     for c in candidates:
         if c.is_file():
             return c
+    if not must:
+        return None
     raise FileNotFoundError(f"no bert-large-uncased vocab.txt at {path} (give the file, or a Hugging Face cache "
                             "folder of google-bert/bert-large-uncased; nothing is downloaded)")
 
@@ -407,17 +413,8 @@ def load_internvideo2(path_or_state_dict, config=None, dtype=None):
     what = f"InternVideo2-Stage2 ({CHECKPOINT_NAME})"
     ckpt = path_or_state_dict
     if isinstance(ckpt, (str, Path)):
-        path = Path(ckpt).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{what}: no checkpoint at {path}")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:                                 # truncated file, a pickle that is not only tensors
-            raise ValueError(f"{what}: cannot read {path} as a weights-only torch checkpoint ({e})") from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{what}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    sd = ckpt["module"] if isinstance(ckpt.get("module"), dict) else ckpt
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+        ckpt = safe_torch_load(ckpt, what)        # weights_only: a pickle that would run code is refused
+    sd = unwrap(ckpt, ["module"], strip_module=True, what=what)
     sd = {k: v for k, v in sd.items() if unused_key(k, config) is None}
 
     # pos_embed: stored for ckpt_num_frames (4), stretched to num_frames when its row count says so
@@ -516,14 +513,12 @@ def internvideo2_reward(checkpoint, vocab, num_frames=8, dtype=None, grad_checkp
 
 
 def _peak_rss_gb():
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2      # Linux reports KiB
 
 
 def bench_internvideo2(num_frames=8, dtype=torch.float32, grad_checkpoint=True, size=224, seed=0):
     """A RANDOM full-size InternVideo2 (no checkpoint needed) scores one (1, 3, num_frames, size, size) clip in
     [0, 1] against one caption, then backpropagates to the pixels. Prints and returns `name: value` lines."""
-    import tempfile
     t0 = time.time()
     config = replace(internvideo2_1b(num_frames), grad_checkpoint=grad_checkpoint)
     with torch.device("meta"):
@@ -559,8 +554,6 @@ def bench_internvideo2(num_frames=8, dtype=torch.float32, grad_checkpoint=True, 
 # ----------------------------------------------------------------------------------------------------------------
 
 if __name__ == "__main__":
-    import argparse
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bench", action="store_true", help="random full-size model: score + backward on a 224 px clip")
     p.add_argument("--frames", type=int, default=8, help="frames scored (T2V-Turbo v1: 8, v2: 4)")

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from contextlib import ExitStack
 from datetime import timedelta
@@ -44,7 +45,16 @@ except ImportError:
     SummaryWriter = None
 
 # ----------------------------------------------------------------------------------------------------------------
-# A dataclass config on the command line
+# Command lines: one line per bad input, and a dataclass config as flags
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line on stderr ('prog: error: ...', exit code 2): the usage summary that
+    argparse prints first is left to --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
 
 
 def field_help(cls):
@@ -58,11 +68,11 @@ def cli_config(cls, argv=None, doc=None, check=None, presets=None):
     the chosen preset. check(cfg, error) validates; error(msg) prints one line and exits with code 2."""
     name = None
     if presets:  # the preset first: the other flags' defaults (and --help) depend on it
-        pre = argparse.ArgumentParser(add_help=False)
+        pre = Parser(add_help=False, prog=Path(sys.argv[0]).name)
         pre.add_argument("--preset", default=next(iter(presets)), choices=list(presets))
         name = pre.parse_known_args(argv)[0].preset
     base = presets[name]() if presets else cls()
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if presets:
         p.add_argument("--preset", default=name, choices=list(presets),
                        help=f"a preset function of this file: {', '.join(presets)} (default {next(iter(presets))})")
@@ -236,6 +246,25 @@ def save_state(run, out, stage, step, modules, opt, extra, keep):
     return path
 
 
+# flags that may change between a run and its --resume: where and how it runs, not what it trains
+RESUMABLE_CHANGES = {"resume", "device", "threads", "fresh", "keep", "save_every", "val_every", "max_bad_steps",
+                     "compare_per_caption", "eval_per_caption", "out", "toy_models"}
+
+
+def resume_conflicts(path, cfg):
+    """The flags whose values differ from those the state at `path` was trained with: ['--turbo-lr 1e-05 (saved:
+    0.0001)', ...]. Read from the state's metadata only."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            saved = json.loads(f.metadata()["t2v_turbo_state"]).get("config", {})
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable training state ({e}): delete it to resume from an older one, "
+                         f"or run without --resume") from None
+    now = dataclasses.asdict(cfg)
+    return [f"--{k.replace('_', '-')} {now[k]!r} (saved: {saved[k]!r})" for k in now
+            if k in saved and k not in RESUMABLE_CHANGES and saved[k] != now[k]]
+
+
 def load_state(path, modules, opt, device):
     """The inverse of save_state -> meta. Weights and optimizer moments land on `device`."""
     try:
@@ -296,6 +325,10 @@ def fit(cfg, run, stage, steps, lr, params, micro_step, modules, synced=(), emas
     start, logs, n_bad = 0, [], 0
     found = state_paths(cfg.out, stage) if cfg.resume else []
     if found:
+        conflicts = resume_conflicts(found[-1], cfg)
+        if conflicts:  # a resumed run must train what the saved one trained: say what differs, change nothing
+            raise SystemExit(f"{stage}: --resume from {found[-1]}, which was trained with other values: "
+                             f"{'; '.join(conflicts)}. Give the saved values, or start over without --resume")
         meta = load_state(found[-1], modules, opt, run.device)
         start, logs, n_bad = meta["step"], meta["logs"], meta["bad_steps"]
         print(f"{stage}: resuming from {found[-1]} (step {start} of {steps})")

@@ -3,8 +3,9 @@
 A teacher checkpoint samples with 50-step DDIM and classifier-free guidance (turbo.py, Part 1). Each video is seeded
 on its own (seed + index), so the same seed gives the same video whatever the batch.
 
-Writes DIR/{prompt-slug}-{i}.gif (and .mp4 with --mp4), DIR/prompts.jsonl (one {"file", "prompt", "seed",
-"steps"} a line: what evaluate.py and toy.py --judge read) and DIR/grid.gif, every video side by side for a quick look.
+Writes DIR/{prompt-slug}-{i}-seed{seed}.gif (and .mp4 with --mp4) and a GIF grid of them all for a quick look,
+and appends one line per video to DIR/prompts.jsonl ({"file", "files", "prompt", "seed", "steps", "guidance",
+"ckpt"}: what evaluate.py and toy.py --judge read). Nothing is overwritten: a taken name gets -2, -3, ...
 
     python sample.py --prompt "a red circle moving left" --num-per-prompt 4      # the student train.py wrote
     python sample.py --ckpt assets/toy/teacher.safetensors --prompts assets/toy/prompts_heldout.txt --out samples
@@ -20,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 import turbo
-from checkpoint import load_models, resolve_device
+from checkpoint import load_models, read_meta, resolve_device
+from loop import Parser, one_line
 from videoio import read_prompts, save_grid, save_video, slug, to_uint8
 
 
@@ -63,61 +65,130 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     return np.concatenate(out)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="runs/toy", help="a checkpoint written by train.py or convert.py, or its "
                    "folder (then turbo.safetensors if present, else teacher.safetensors)")
     p.add_argument("--prompt", action="append", help="a caption (repeatable)")
-    p.add_argument("--prompts", help="a file with one caption a line")
-    p.add_argument("--num-per-prompt", type=int, default=1)
+    p.add_argument("--prompts", help="a file with one caption a line ('#' comments and blank lines skipped)")
+    p.add_argument("--num-per-prompt", type=int, default=1, help="videos per caption (default 1)")
     p.add_argument("--steps", type=int, default=None, help="default: 50 (teacher, DDIM) or 4 (student)")
     p.add_argument("--guidance", type=float, default=None,
                    help="teacher: CFG scale (VC2 convention); student: w of its embedding; default from ckpt")
-    p.add_argument("--seed", type=int, default=0, help="video i of the run uses seed + i")
-    p.add_argument("--out", default="samples")
+    p.add_argument("--seed", type=int, default=0, help="video i of the run uses seed + i (default 0)")
+    p.add_argument("--out", default="samples", help="folder for the videos and prompts.jsonl (default samples)")
     p.add_argument("--mp4", action="store_true", help="also write MP4 (needs imageio-ffmpeg)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="videos sampled at once (default 16)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and sampling dtype")
     p.add_argument("--vbench", action="store_true", help="VBench naming: {prompt}-{i}.mp4 (MP4 only)")
-    p.add_argument("--fps-out", type=int, default=8, help="frame rate of the written files")
+    p.add_argument("--fps-out", type=int, default=8, help="frame rate of the written files (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-
-    prompts = list(args.prompt or [])
+    for name in ("num_per_prompt", "batch_size", "fps_out") + (("steps",) if args.steps is not None else ()):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    args.prompt_list = list(args.prompt or [])
     if args.prompts:
-        prompts += read_prompts(args.prompts)
-    if not prompts:
+        if not Path(args.prompts).is_file():
+            p.error(f"--prompts {args.prompts}: no such file")
+        try:
+            args.prompt_list += read_prompts(args.prompts)
+        except (OSError, UnicodeDecodeError) as e:
+            p.error(f"--prompts {args.prompts}: cannot read it as a text file ({type(e).__name__})")
+        if not args.prompt_list:
+            p.error(f"--prompts {args.prompts} has no captions (blank lines and '#' comments are skipped)")
+    if not args.prompt_list:
         p.error("give --prompt TEXT or --prompts FILE")
-    if args.num_per_prompt < 1 or (args.steps is not None and args.steps < 1):
-        p.error("--num-per-prompt and --steps must be >= 1")
-    ckpt = Path(args.ckpt)
+    args.ckpt = find_checkpoint(args.ckpt, p.error)
+    try:
+        args.device = resolve_device(args.device)
+        torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device {args.device}: use auto, cpu, cuda or cuda:N")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}, but torch sees no CUDA GPU")
+    return args
+
+
+def find_checkpoint(path, error):
+    """--ckpt FILE or FOLDER -> the checkpoint file (a folder: its student, else its teacher), or error(one line)."""
+    ckpt = Path(path)
     if ckpt.is_dir():  # a run or converted folder: prefer the student
-        ckpt = next((ckpt / n for n in ("turbo.safetensors", "teacher.safetensors") if (ckpt / n).exists()), ckpt)
-    args.device = resolve_device(args.device)
+        ckpt = next((ckpt / n for n in ("turbo.safetensors", "teacher.safetensors") if (ckpt / n).exists()), None)
+        if ckpt is None:
+            error(f"--ckpt {path}: no turbo.safetensors or teacher.safetensors there (train one first: python "
+                  f"train.py, or give --ckpt FILE)")
+    elif not ckpt.exists():
+        error(f"--ckpt {path}: no such file or folder (train one first: python train.py; or give --ckpt FILE)")
+    try:
+        kind = read_meta(ckpt).get("kind")
+    except ValueError as e:
+        error(f"--ckpt {one_line(e)}")
+    if kind not in ("teacher", "turbo"):
+        error(f"--ckpt {ckpt} is a {kind!r} checkpoint: sample.py samples a teacher or a T2V-Turbo student")
+    return ckpt
+
+
+def unique_path(path):
+    """path, or path with -2, -3, ... before its suffix when that name is taken: nothing is overwritten."""
+    path, n = Path(path), 2
+    candidate = path
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate
+
+
+def write_videos(args, videos, jobs, seeds, steps, guidance, seconds):
+    """Every video under a name of its own; one prompts.jsonl line per video, appended (what evaluate.py and
+    toy.py --judge read): its files, prompt, seed, steps, guidance and checkpoint."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for (prompt, k), seed, video in zip(jobs, seeds, videos):
+        if args.vbench:  # VBench reads videos named by their full prompt and index: refused rather than renamed
+            names = [f"{prompt}-{k}.mp4"]
+        else:
+            first = unique_path(out / f"{slug(prompt)}-{k}-seed{seed}.gif")
+            names = [first.name] + ([unique_path(first.with_suffix(".mp4")).name] if args.mp4 else [])
+        for name in names:
+            save_video(video, out / name, args.fps_out)
+        rows.append({"file": names[0], "files": names, "prompt": prompt, "seed": seed, "steps": steps,
+                     "guidance": guidance, "ckpt": str(args.ckpt), "seconds_per_video": seconds / len(videos)})
+    with open(out / "prompts.jsonl", "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    grid = unique_path(out / "grid.gif")
+    save_grid(videos[:64], grid, ncol=min(8, len(videos)))
+    return rows, grid
+
+
+def main(argv=None):
+    """-> the prompts.jsonl rows this run wrote."""
+    args = parse_args(argv)
+    jobs, counts = [], {}
+    for pr in args.prompt_list:  # (prompt, its index among the videos of that prompt in this run)
+        for _ in range(args.num_per_prompt):
+            jobs.append((pr, counts.get(pr, 0)))
+            counts[pr] = counts.get(pr, 0) + 1
+    if args.vbench:
+        taken = [f"{pr}-{k}.mp4" for pr, k in jobs if (Path(args.out) / f"{pr}-{k}.mp4").exists()]
+        if taken:
+            raise SystemExit(f"sample.py: {args.out}/{taken[0]} exists ({len(taken)} of the VBench names are taken): "
+                             f"give a new --out")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    models = load_models(ckpt, args.device, dtype=dtype)
-    _, steps, _ = sampler_settings(models["meta"], args.steps, args.guidance)
-    jobs = [(pr, k) for pr in prompts for k in range(args.num_per_prompt)]
+    try:
+        models = load_models(args.ckpt, args.device, dtype=dtype)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"sample.py: {args.ckpt} does not load: {one_line(e)}") from None
+    _, steps, guidance = sampler_settings(models["meta"], args.steps, args.guidance)
     seeds = [args.seed + i for i in range(len(jobs))]
     t0 = time.time()
     videos = generate(models, [j[0] for j in jobs], seeds, args.steps, args.guidance, args.device,
                       args.batch_size, progress=not args.quiet)
-    dt = time.time() - t0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "prompts.jsonl", "w") as f:
-        for (prompt, k), seed, video in zip(jobs, seeds, videos):
-            if args.vbench:  # VBench reads videos named by their full prompt
-                name = f"{prompt}-{k}.mp4"
-            else:
-                name = f"{slug(prompt)}-{k}.gif"
-                if args.mp4:
-                    save_video(video, out / f"{slug(prompt)}-{k}.mp4", args.fps_out)
-            save_video(video, out / name, args.fps_out)
-            f.write(json.dumps({"file": name, "prompt": prompt, "seed": seed, "steps": steps}) + "\n")
-    save_grid(videos[:64], out / "grid.gif", ncol=min(8, len(videos)))
-    print(f"wrote {len(videos)} videos to {out}/ ({dt / len(videos):.3f} s per video), grid at {out}/grid.gif")
+    rows, grid = write_videos(args, videos, jobs, seeds, steps, guidance, time.time() - t0)
+    print(f"wrote {len(videos)} videos to {args.out}/ ({rows[0]['seconds_per_video']:.3f} s per video), listed in "
+          f"{args.out}/prompts.jsonl; grid at {grid}")
+    return rows
 
 
 if __name__ == "__main__":

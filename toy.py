@@ -212,6 +212,7 @@ def judge_dir(out_dir):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.error = lambda msg: p.exit(2, f"toy.py: error: {msg}\n")     # one line, no usage dump
     p.add_argument("--judge", metavar="DIR", help="score DIR/prompts.jsonl and its videos")
     p.add_argument("--out", default="runs/toy/real_clips.gif")
     args = p.parse_args()

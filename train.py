@@ -15,7 +15,6 @@ processes, per-step seeding and resuming.
     python train.py                                  # T2V-Turbo from the shipped teacher -> runs/toy/turbo.safetensors
     python train.py --turbo-steps 20 --compare-per-caption 0 --out runs/quick     # a quick look at the loop (~1 min)
     python train.py --rewards none                   # the VCM baseline, same teacher: runs/toy/vcm.safetensors
-    python train.py --toy-models runs/toy_models     # from models that prepare_toy.py wrote
     python train.py --resume                         # after a kill: go on from the newest saved state
     torchrun --nproc_per_node=2 train.py --out runs/ddp      # the same on 2 processes (gloo on CPU, nccl on GPU)
     python train.py --preset vc2_256 --data videos/ --captions videos.csv --hps HPS.pt --viclip VICLIP.pth
@@ -24,7 +23,6 @@ processes, per-step seeding and resuming.
 
 import copy
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ import turbo
 from checkpoint import load_models, model_meta, read_meta, save_checkpoint
 from data import VideoFolder, check_data_args
 from evaluate import compare_line, quick_look, toy_comparison
+from internvideo2 import find_vocab, internvideo2_reward
 from lora import add_lora, merge_lora
 from loop import barrier, check_in_sync, cli_config, fit, one_line, setup_processes, state_paths, step_draws, \
     sum_over_processes
@@ -84,6 +83,8 @@ class Config:
     reward_frames: int = 5         # M frames scored by the image reward (the release: 5; the paper: 6)
     hps: str = ""                  # HPS_v2.1_compressed.pt: the real image reward instead of the toy's
     viclip: str = ""               # ViClip-InternVid-10M-FLT.pth: the real video reward instead of the toy's
+    internvideo2: str = ""         # InternVideo2-stage2_1b-224p-f4.pt: the VC2 release's video reward (not ViCLIP)
+    bert_vocab: str = ""           # bert-large-uncased's vocab.txt or its Hugging Face folder (for --internvideo2)
     # memory and precision
     grad_accum: int = 1            # micro-batches per optimizer step
     max_grad_norm: float = 1.0     # gradient clipping (the release: 1.0)
@@ -150,19 +151,19 @@ def check_config(cfg, error):
     if problem:
         error(f"--data/--captions: {problem}")
     teacher = teacher_path(cfg)
-    if not teacher.is_file():
-        hint = "python prepare_toy.py writes one" if not cfg.teacher else "python convert.py --vc2 model.ckpt --out DIR"
-        error(f"no teacher checkpoint at {teacher} ({hint})")
     try:
         meta = read_meta(teacher)
-    except ValueError as e:
-        error(f"--teacher {teacher}: {e}")
+    except (OSError, ValueError) as e:
+        hint = "python prepare_toy.py writes one" if not cfg.teacher else "python convert.py --vc2 model.ckpt --out DIR"
+        error(f"--teacher {teacher}: {e}" if teacher.is_file() else f"no teacher checkpoint at {teacher} ({hint})")
     if meta.get("kind") != "teacher":
         error(f"--teacher {teacher} is a {meta.get('kind')!r} checkpoint, not a teacher")
+    if cfg.internvideo2 and (cfg.viclip or not find_vocab(cfg.bert_vocab, must=False)):
+        error("--internvideo2 takes the place of --viclip, and needs --bert-vocab (bert-large-uncased's vocab.txt)")
     real_world = "real data (--data)" if cfg.data else "a VideoCrafter2 teacher" if "vc2" in meta.get("source", {}) \
         else None
     for kind in wanted_rewards(cfg):
-        flag = "--hps" if kind == "image" else "--viclip"
+        flag = "--hps" if kind == "image" else "--viclip or --internvideo2"
         if real_world and not real_reward(cfg, kind):  # the toy's 32-pixel reward models mean nothing there
             error(f"{real_world} needs a real {kind} reward model: give {flag} PATH, or --rewards naming only the "
                   f"rewards you have (image, video, or none = VCM)")
@@ -187,8 +188,8 @@ def wanted_rewards(cfg):
 
 
 def real_reward(cfg, kind):
-    """The real reward model's path given for `kind` (--hps, --viclip), or ''."""
-    return cfg.hps if kind == "image" else cfg.viclip
+    """The real reward model's path given for `kind` (--hps; --internvideo2 or --viclip), or ''."""
+    return cfg.hps if kind == "image" else cfg.internvideo2 or cfg.viclip
 
 
 def reward_path(cfg, kind):  # the real one, else the toy's in --toy-models
@@ -210,10 +211,9 @@ def meta_train(cfg):
 
 
 def load_teacher(cfg, run):
-    """{'unet', 'text', 'ae', 'meta'}: the teacher, frozen, in eval mode, with fp32 weights (the shipped toy files
-    are fp16; under --precision bf16 it runs in bf16 autocast, as the release runs it in fp16 autocast). Eval mode
-    means no temporal dropout in the teacher's ODE step; the release leaves its teacher in train mode, so its
-    targets carry dropout noise. A frozen model's targets should not, so ours are deterministic."""
+    """{'unet', 'text', 'ae', 'meta'}: the teacher, frozen, fp32 weights (the toy files are fp16; --precision bf16
+    runs it in bf16 autocast, as the release runs it in fp16 autocast), in eval mode: no temporal dropout in its ODE
+    step (the release's teacher is in train mode, so its targets carry dropout noise; ours are deterministic)."""
     try:
         return load_models(teacher_path(cfg), run.device, dtype=torch.float32)
     except (ValueError, OSError) as e:
@@ -229,6 +229,9 @@ def reward_models(cfg, device):
         try:
             if kind == "image" and cfg.hps:
                 found[kind] = ImageTextReward.hpsv21(path)
+            elif kind == "video" and cfg.internvideo2:  # bf16 as stored, or fp32 for an fp32 run
+                bf16 = cfg.precision == "bf16"
+                found[kind] = internvideo2_reward(path, cfg.bert_vocab, dtype=None if bf16 else torch.float32)
             elif kind == "video" and cfg.viclip:
                 found[kind] = VideoTextReward(load_viclip(ViCLIP(viclip_l14()), path))
             else:
@@ -351,8 +354,7 @@ def compare(cfg, run, path, t0):
               label: load_models(path, run.device, dtype=torch.float32)}
     res = toy_comparison(models, cfg.toy_models, run.device, per_caption=cfg.compare_per_caption,
                          grid=out / "compare.gif")
-    print(f"wrote {out / 'compare.gif'} (rows: teacher on seen captions, teacher on held-out ones, {label} on "
-          f"seen, {label} on held out)")
+    print(f"wrote {out / 'compare.gif'} (rows: teacher seen, teacher held out, {label} seen, {label} held out)")
     print(compare_line(res) + f"; {(time.time() - t0) / 60:.1f} minutes in all")
 
 
@@ -370,9 +372,7 @@ def main(argv=None):
         teacher = load_teacher(cfg, run)
         data = make_data(cfg)
         image_reward, video_reward = reward_models(cfg, run.device)
-        if run.main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        if run.main:  # (OUT is made by the first file written into it: nothing is written before this point)
             rw = ", ".join(f"{k} reward from {reward_path(cfg, k)}" for k in wanted_rewards(cfg)) or "no rewards (VCM)"
             print(f"teacher {teacher_path(cfg)}; {rw}")
         barrier(run)
