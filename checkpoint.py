@@ -191,6 +191,31 @@ def safe_torch_load(path, what=""):
                          f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
+# the released files, by the flag that takes them (train.py, convert.py)
+RELEASE_FILES = {"vc2": "model.ckpt", "lora": "unet_lora.pt", "hps": "HPS_v2.1_compressed.pt",
+                 "viclip": "ViClip-InternVid-10M-FLT.pth", "internvideo2": "InternVideo2-stage2_1b-224p-f4.pt"}
+
+
+def find_file(path, name):
+    """A user's PATH for a released file: the file itself, or a folder holding `name`, directly or in a Hugging
+    Face cache snapshot (FOLDER/snapshots/<hash>/name, or FOLDER/models--*/snapshots/<hash>/name). Nothing is
+    downloaded; an unresolved folder is returned as it is (the caller's existence check names it)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    found = [path / name, *sorted(path.glob(f"snapshots/*/{name}")),
+             *sorted(path.glob(f"models--*/snapshots/*/{name}"))]
+    return next((p for p in found if p.is_file()), path)
+
+
+def resolve_release_files(cfg):
+    """Every release-file flag of `cfg` (RELEASE_FILES) that names a folder -> the file in it (in place)."""
+    for flag, name in RELEASE_FILES.items():
+        if getattr(cfg, flag, None):
+            setattr(cfg, flag, str(find_file(getattr(cfg, flag), name)))
+    return cfg
+
+
 def unwrap(checkpoint, wrappers=("state_dict",), strip_module=False, what="checkpoint"):
     """The state dict inside a loaded file: {'state_dict' | 'model' | 'module': {...}} (the first of `wrappers`
     present) or a bare one; strip_module drops DDP's 'module.' key prefix."""

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 import turbo
-from checkpoint import META_KEY, problem_report, read_meta, safe_torch_load, save_tensors, unwrap
+from checkpoint import META_KEY, problem_report, read_meta, resolve_release_files, safe_torch_load, save_tensors, unwrap
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
 from lora import LoRA, add_lora
 from loop import Parser
@@ -358,7 +358,7 @@ def main(argv=None):
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lora", help="T2V-Turbo (VC2) unet_lora.pt: the released list of 1150 LoRA tensors")
     g.add_argument("--merged-unet", help="a T2V-Turbo student UNet state dict with its LoRA already merged")
-    args = p.parse_args(argv)
+    args = resolve_release_files(p.parse_args(argv))   # a folder (e.g. a Hugging Face snapshot): the file in it
     check_args(args, p.error)
     try:
         convert(args.vc2, args.out, lora=args.lora, merged_unet=args.merged_unet)

@@ -14,7 +14,7 @@ the toy ones (`toy_image_reward()`, `toy_video_reward()`), which prepare_toy.py 
 InfoNCE) on the moving-shapes clips of toy.py, so the CPU demo runs the code path the real rewards use.
 Key names, preprocessing and scores follow the originals (tgxs002/HPSv2, OpenGVLab/InternVideo's ViCLIP, and
 T2V-Turbo's reward_fn.py); nothing is downloaded.
-InternVideo2-S2 (the video reward of the VideoCrafter2 release, `vi_clip2`) is NOT implemented here.
+InternVideo2-Stage2 (the video reward of the VideoCrafter2 release, `vi_clip2`) lives in internvideo2.py.
 
     python rewards.py                   # parameter counts (toy and full size) and one toy score with random weights
 """

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import turbo
-from checkpoint import load_models, model_meta, read_meta, save_checkpoint
+from checkpoint import load_models, model_meta, read_meta, resolve_release_files, save_checkpoint
 from data import VideoFolder, check_data_args
 from evaluate import compare_line, quick_look, toy_comparison
 from internvideo2 import find_vocab, internvideo2_reward
@@ -125,8 +125,7 @@ def vc2_256():
 
 
 def vc2():
-    """The release's recipe (digest section 3): 16 frames at 320 x 512, 1 clip per GPU on 8 GPUs
-    (torchrun --nproc_per_node=8), lr 1e-5 constant, 10K steps, LoRA rank 64, grad clip 1.0, bf16, 8-bit AdamW."""
+    """The release's recipe: 16 x 320 x 512, 1 clip per GPU on 8 GPUs (torchrun), lr 1e-5, bf16, 8-bit AdamW."""
     return dataclasses.replace(vc2_256(), out="runs/vc2", height=320, width=512, save_every=2000, optim="adamw8bit")
 
 
@@ -147,6 +146,7 @@ def check_config(cfg, error):
         error("need 0 < --w-min <= --w-max")
     if not 0 <= cfg.lora_dropout < 1 or cfg.compare_per_caption < 0:
         error("need 0 <= --lora-dropout < 1 and --compare-per-caption >= 0")
+    resolve_release_files(cfg)                              # --hps FOLDER: the file in it (or in its HF snapshot)
     problem = check_data_args(cfg.data, cfg.captions)       # a missing folder or file, a file without captions, ...
     if problem:
         error(f"--data/--captions: {problem}")

@@ -7,6 +7,7 @@ checkpoint.load_models reads back (checked against the ORIGINAL VideoCrafter2 pa
 import copy
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -124,8 +125,10 @@ def test_bad_checkpoint_gives_one_error_naming_everything():
     with pytest.raises(ValueError) as e:
         convert.convert_vc2(sd)
     msg = str(e.value)
+    # the first line counts them by kind and names the file that lists them all; the first few follow
     assert "(6 problems: 1 unknown key, 1 unet missing, 1 unet wrong shape, 1 text wrong shape, 1 ae unexpected, " \
-           "1 buffers missing)" in msg
+           "1 buffers missing; first: unknown key: model_ema.decay (no VC2 prefix" in msg.splitlines()[0]
+    msg = Path(re.search(r"all 6 listed in (\S+)\)", msg)[1]).read_text()
     for needle in ("unet missing: model.diffusion_model.out.2.bias (4,)", "buffers missing: scale_arr (1400,)",
                    "unknown key: model_ema.decay", "ae unexpected: first_stage_model.bogus.weight",
                    "text wrong shape: cond_stage_model.model.ln_final.weight (1023,), ours (1024,)",
@@ -392,3 +395,18 @@ def test_tiny_end_to_end(tmp_path, tiny):
     assert read_meta(paths2[1])["source"]["w_proj"] == "as stored"
     again = load_models(paths2[1])["unet"]
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), turbo_["unet"].state_dict().values()))
+
+
+def test_a_path_flag_takes_the_file_or_its_hugging_face_folder(tmp_path):
+    """--hps / --viclip / --internvideo2 / --vc2 / --lora: the file, its folder, or a Hugging Face cache folder
+    (models--ORG--NAME/snapshots/HASH/FILE); nothing else is guessed."""
+    from types import SimpleNamespace
+    from checkpoint import find_file, resolve_release_files
+    snap = tmp_path / "hub" / "models--xswu--HPSv2" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "HPS_v2.1_compressed.pt").write_bytes(b"x")
+    for given in (snap / "HPS_v2.1_compressed.pt", snap, tmp_path / "hub" / "models--xswu--HPSv2", tmp_path / "hub"):
+        assert find_file(given, "HPS_v2.1_compressed.pt") == snap / "HPS_v2.1_compressed.pt", given
+    assert find_file(tmp_path, "HPS_v2.1_compressed.pt") == tmp_path            # not found: left for the caller
+    cfg = resolve_release_files(SimpleNamespace(hps=str(tmp_path / "hub"), viclip="", vc2=None))
+    assert cfg.hps == str(snap / "HPS_v2.1_compressed.pt") and cfg.viclip == ""
