@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from toy import ToyWorld
+
 PATH_COLUMNS = ("path", "video", "file", "filename", "video_path", "videoid", "video_id", "id")
 CAPTION_COLUMNS = ("caption", "text", "prompt", "name", "title")  # WebVid calls its caption `name`
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif")
@@ -286,6 +288,17 @@ class VideoFolder:
 
 # ----------------------------------------------------------------------------------------------------------------
 # the scan: python data.py VIDEO_DIR CAPTIONS
+
+def open_data(data, captions, height, width, frames, fps=16, seed=0):
+    """What a training step draws from: the toy world (data == '': toy.ToyWorld, square frames) or a folder of
+    videos (VideoFolder). Both give batch(n, rng, rows) -> (video (n, 3, t, h, w) in [-1, 1], captions).
+    A bad folder or caption file: ValueError or OSError, one line."""
+    if not data:
+        if height != width:
+            raise ValueError("the toy world is square: use --size, not --height/--width")
+        return ToyWorld(size=height, frames=frames, seed=seed)
+    return VideoFolder(data, captions, height=height, width=width, frames=frames, fps=fps)
+
 
 def positive(text):
     """argparse type: an integer >= 1."""

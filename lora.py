@@ -3,10 +3,11 @@
 W x  ->  W x + dropout(up(down(x))) * scale, with `down` drawn N(0, 1/r) and `up` zero, so a fresh LoRA changes
 nothing (the student starts as exactly the teacher). The dropout is the release's: p = 0.1 on the branch of every
 Linear and Conv2d, none on a Conv3d (cloneofsimo's lora.py, which T2V-Turbo uses; its --lora_dropout flag never
-reaches it). It acts in train mode only, so the EMA target and sampling never see it. For a conv, `down` is a conv with the layer's own kernel and
-stride to r channels and `up` a 1x1 (x1x1) conv back, so up @ down is again a kernel of the layer's shape and the
-LoRA merges into W exactly (`merge_lora`). The rank is clipped to min(in, out) per layer (the release does the
-same, which is why its conv_in / out conv get rank 4).
+reaches it). It acts in train mode only, so the EMA target and sampling never see it. For a conv, `down` is a
+conv with the layer's own kernel and stride to r channels and `up` a 1x1 (x1x1) conv back, so up @ down is again a
+kernel of the layer's shape and the LoRA merges into W exactly (`merge_lora`). The rank is clipped to min(in, out) per layer (the release does the
+same, which is why its conv_in / out conv get rank 4). With LoRA, one UNet serves as the student, the teacher
+(`AdaptersOff`) and the target network (`EMAAdapters`): the teacher's weights are the student's frozen base.
 
 Why hand-written and not `peft`: the release's unet_lora.pt is an unnamed list of (up, down) tensors in module
 order, and loading it needs exactly this module order and rank rule; 60 lines here are easier to read and to
@@ -16,6 +17,7 @@ match than peft's wrappers, and keep the dependency list at the design card's.
 """
 
 import copy
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -43,13 +45,15 @@ class LoRA(nn.Module):
             self.up = conv(r, base.out_channels, 1, bias=False)
         nn.init.normal_(self.down.weight, std=1.0 / r)  # the release: N(0, 1/r) down, zero up
         nn.init.zeros_(self.up.weight)
-        self.rank = r
+        self.rank, self.enabled = r, True
 
     @property
     def weight(self):  # the wrapped layer's weight, so code that reads `layer.weight.dtype` still works
         return self.base.weight
 
     def forward(self, x):
+        if not self.enabled:                      # adapters_off: the frozen base layer alone (the teacher)
+            return self.base(x)
         return self.base(x) + self.dropout(self.up(self.down(x))) * self.scale
 
     def delta(self):
@@ -72,6 +76,89 @@ def add_lora(model, rank, scale=1.0, dropout=0.1):
                 setattr(module, child_name, lora)
                 wrapped.append(lora)
     return wrapped
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One UNet, three networks. With LoRA the student's base weights ARE the teacher's (frozen, never changed), so
+#   the teacher          = the student with its adapters off and its w projection zeroed  (AdaptersOff)
+#   the target theta^-   = the student's base + an EMA copy of the trained tensors only    (EMAAdapters)
+# both exact, and at VideoCrafter2 size they save two 5.6 GB UNets (LCM-LoRA's distillation does the same).
+
+
+@contextmanager
+def swapped(params, tensors):
+    """Inside: every parameter in `params` holds the matching tensor of `tensors` (their storages are exchanged,
+    no copy, and no autograd version bump, so a graph built before stays valid: the originals are back when the
+    block ends, before any backward pass)."""
+    params = list(params)
+    for p, t in zip(params, tensors):
+        p.data, t.data = t.data, p.data
+    try:
+        yield
+    finally:
+        for p, t in zip(params, tensors):
+            p.data, t.data = t.data, p.data
+
+
+@contextmanager
+def eval_mode(model):
+    """Inside: `model` in eval mode (no dropout, no gradient checkpointing); its mode is restored after."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+@contextmanager
+def adapters_off(model):
+    """Inside: every LoRA of `model` computes its base layer alone."""
+    loras = [m for m in model.modules() if isinstance(m, LoRA)]
+    for m in loras:
+        m.enabled = False
+    try:
+        yield
+    finally:
+        for m in loras:
+            m.enabled = True
+
+
+class AdaptersOff(nn.Module):
+    """The frozen teacher, read off a LoRA student: adapters off, w projection zero (so w adds exactly 0 to the
+    timestep embedding), eval mode, no gradient. Called as the teacher is: (x, t, context, fps)."""
+
+    def __init__(self, student):
+        super().__init__()
+        self._student = [student]                  # a list: not registered, so it is not saved or moved twice
+        self.config = student.config
+
+    @torch.no_grad()
+    def forward(self, x, t, context, fps=16):
+        student = self._student[0]
+        w_proj = student.w_proj.base if isinstance(student.w_proj, LoRA) else student.w_proj
+        zero = [torch.zeros_like(w_proj.weight)]
+        with adapters_off(student), swapped([w_proj.weight], zero), eval_mode(student):
+            return student(x, t, context, fps, w=torch.zeros(x.shape[0], device=x.device))
+
+
+class EMAAdapters(nn.Module):
+    """The target network theta^- of a LoRA student: the student's frozen base plus an EMA copy of its trained
+    tensors (`params`: the adapters and the w projection), in eval mode, no gradient. Its parameters() are the
+    EMA copies, in `params` order, so turbo.ema_update(target.parameters(), params, mu) updates it."""
+
+    def __init__(self, student, params):
+        super().__init__()
+        self._student = [student]
+        self.config = student.config
+        self.ema = nn.ParameterList([nn.Parameter(p.detach().clone(), requires_grad=False) for p in params])
+        self._params = list(params)
+
+    @torch.no_grad()
+    def forward(self, x, t, context, fps=16, w=None):
+        student = self._student[0]
+        with swapped(self._params, list(self.ema)), eval_mode(student):
+            return student(x, t, context, fps, w=w)
 
 
 @torch.no_grad()

@@ -235,7 +235,7 @@ def train_teacher(cfg, run, ae, text):
         return loss, {}
 
     def update_ema(step):                        # the saved teacher is the EMA; short runs warm the rate up
-        turbo.ema_update(ema_unet, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        turbo.ema_update(ema_unet.parameters(), unet.parameters(), min(cfg.ema_decay, (1 + step) / (10 + step)))
 
     logs, n_bad = fit(cfg, run, "teacher", cfg.teacher_steps, cfg.teacher_lr, list(unet.parameters()), micro_step,
                       {"unet": unet, "ema_unet": ema_unet}, synced=[unet_d] if unet_d is not unet else [],

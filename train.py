@@ -9,8 +9,7 @@ file runs them in Algorithm 1's order (`distill`, lines numbered as the paper's)
        its single-step prediction (turbo.reward_terms and turbo.mixed_loss, eqs. 8-10); --rewards none: VCM;
     3. on the toy world, compare the teacher's 50-step DDIM + CFG samples with the student's 4-step samples on
        8 seen and 8 held-out captions (judge, both rewards, seconds per video): OUT/compare.gif and one line.
-The toy's teacher and reward models ship pre-trained in assets/toy/ (prepare_toy.py made them). loop.py holds the
-processes, per-step seeding and resuming.
+The toy's teacher and reward models ship pre-trained in assets/toy/ (prepare_toy.py); loop.py runs the steps.
 
     python train.py                                  # T2V-Turbo from the shipped teacher -> runs/toy/turbo.safetensors
     python train.py --turbo-steps 20 --compare-per-caption 0 --out runs/quick     # a quick look at the loop (~1 min)
@@ -32,15 +31,15 @@ import torch
 
 import turbo
 from checkpoint import load_models, model_meta, read_meta, resolve_release_files, save_checkpoint
-from data import VideoFolder, check_data_args
+from data import check_data_args, open_data
 from evaluate import compare_line, quick_look, toy_comparison
 from internvideo2 import find_vocab, internvideo2_reward
-from lora import add_lora, merge_lora
+from lora import AdaptersOff, EMAAdapters, add_lora, merge_lora
 from loop import barrier, check_in_sync, cli_config, fit, one_line, setup_processes, state_paths, step_draws, \
     sum_over_processes
 from rewards import ImageTextReward, VideoTextReward, ViCLIP, load_reward, load_viclip, viclip_l14
 from tiny_unet3d import UNet3D
-from toy import TOY_MODELS, ToyWorld
+from toy import TOY_MODELS
 
 
 @dataclass
@@ -146,6 +145,8 @@ def check_config(cfg, error):
         error("need 0 < --w-min <= --w-max")
     if not 0 <= cfg.lora_dropout < 1 or cfg.compare_per_caption < 0:
         error("need 0 <= --lora-dropout < 1 and --compare-per-caption >= 0")
+    if not cfg.data and (cfg.height or cfg.size) != (cfg.width or cfg.size):
+        error("the toy world is square: use --size, not --height/--width")
     resolve_release_files(cfg)                              # --hps FOLDER: the file in it (or in its HF snapshot)
     problem = check_data_args(cfg.data, cfg.captions)       # a missing folder or file, a file without captions, ...
     if problem:
@@ -160,12 +161,11 @@ def check_config(cfg, error):
         error(f"--teacher {teacher} is a {meta.get('kind')!r} checkpoint, not a teacher")
     if cfg.internvideo2 and (cfg.viclip or not find_vocab(cfg.bert_vocab, must=False)):
         error("--internvideo2 takes the place of --viclip, and needs --bert-vocab (bert-large-uncased's vocab.txt)")
-    real_world = "real data (--data)" if cfg.data else "a VideoCrafter2 teacher" if "vc2" in meta.get("source", {}) \
-        else None
+    real = "real data (--data)" if cfg.data else "a VideoCrafter2 teacher" if "vc2" in meta.get("source", {}) else None
     for kind in wanted_rewards(cfg):
         flag = "--hps" if kind == "image" else "--viclip or --internvideo2"
-        if real_world and not real_reward(cfg, kind):  # the toy's 32-pixel reward models mean nothing there
-            error(f"{real_world} needs a real {kind} reward model: give {flag} PATH, or --rewards naming only the "
+        if real and not real_reward(cfg, kind):  # the toy's 32-pixel reward models mean nothing there
+            error(f"{real} needs a real {kind} reward model: give {flag} PATH, or --rewards naming only the "
                   f"rewards you have (image, video, or none = VCM)")
         path = reward_path(cfg, kind)
         if not path.is_file():
@@ -242,22 +242,10 @@ def reward_models(cfg, device):
     return found.get("image"), found.get("video")
 
 
-def make_data(cfg):
-    """The toy world, or a folder of videos (data.VideoFolder); both give batch(n, rng, rows)."""
-    height, width = cfg.height or cfg.size, cfg.width or cfg.size
-    if not cfg.data:
-        if height != width:
-            raise SystemExit("the toy world is square: use --size, not --height/--width")
-        return ToyWorld(size=height, frames=cfg.frames, seed=cfg.seed + 1)
-    try:
-        return VideoFolder(cfg.data, cfg.captions, height=height, width=width, frames=cfg.frames, fps=cfg.fps)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"train.py: --data/--captions: {one_line(e)}") from None
-
-
 def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False, lora_dropout=0.1):
     """Student = teacher + the w-embedding projection (zero-initialised: at step 0 it predicts exactly what the
-    teacher predicts), optionally with LoRA on every Linear/Conv. Returns (student, trainable parameters)."""
+    teacher predicts), optionally with LoRA on every Linear/Conv; w_proj is new, so it is trained in full (the
+    release LoRA-wraps a frozen random one it never saves). Returns (student, trainable parameters)."""
     student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
                                          temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
     missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
@@ -265,16 +253,27 @@ def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False,
     if not lora_rank:                                                       # full fine-tuning (the toy)
         return student, list(student.parameters())
     loras = add_lora(student, lora_rank, dropout=lora_dropout)
-    # w_proj is new, so it is trained in full (the release wraps a frozen *random* w_proj in LoRA and never saves
-    # its base weight; ours starts at zero and is saved with the rest)
     student.w_proj.base.weight.requires_grad_(True)
     return student, [p for l in loras for p in (l.down.weight, l.up.weight)] + [student.w_proj.base.weight]
 
 
-def describe(cfg, run, params):  # one line: what is trained, and on how many processes and clips
-    kind = f"LoRA rank {cfg.lora_rank}" if cfg.lora_rank else "full"
-    return (f"student: {sum(p.numel() for p in params):,} trainable parameters ({kind}), target network: "
-            f"{cfg.target}, {run.world} process(es) x {cfg.turbo_batch} clips x {cfg.grad_accum} micro-batches")
+def make_networks(cfg, run, unet):
+    """Algorithm 1, line 1: the student theta, its trainable tensors, the target theta^- (eq. 6; "online": the student
+    itself, as the release) and the teacher the ODE solver calls. With LoRA all three share ONE UNet (lora.py, exact);
+    full fine-tuning keeps a separate teacher and an EMA copy of the whole student."""
+    student, params = make_student(unet, cfg.lora_rank, cfg.temporal_dropout, cfg.grad_ckpt_unet, cfg.lora_dropout)
+    student.to(run.device).train()                                           # fp32 master weights
+    if cfg.lora_rank:
+        target = EMAAdapters(student, params) if cfg.target == "ema" else student
+        teacher = AdaptersOff(student)
+    else:
+        target = copy.deepcopy(student).eval().requires_grad_(False) if cfg.target == "ema" else student
+        teacher = unet
+    if run.main:
+        kind = f"LoRA rank {cfg.lora_rank}" if cfg.lora_rank else "full"
+        print(f"student: {sum(p.numel() for p in params):,} trainable parameters ({kind}), target network: "
+              f"{cfg.target}, {run.world} process(es) x {cfg.turbo_batch} clips x {cfg.grad_accum} micro-batches")
+    return student, params, target, teacher
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -284,18 +283,15 @@ def describe(cfg, run, params):  # one line: what is trained, and on how many pr
 def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
     """Trains the student (theta) from the frozen teacher, Algorithm 1 line by line; -> (student, stats).
     Returns the online student (merged when it is LoRA), which is what gets saved and sampled."""
-    (unet, text, ae), name, b = (teacher[k] for k in ("unet", "text", "ae")), student_name(cfg), cfg.turbo_batch
+    (text, ae), name, b = (teacher[k] for k in ("text", "ae")), student_name(cfg), cfg.turbo_batch
+    unet = teacher.pop("unet")                          # (with LoRA it is freed once the student holds its weights)
     torch.manual_seed(cfg.seed)
     # line 1: theta <- the teacher's weights (+ the zero w-projection); theta^- <- theta
-    student, params = make_student(unet, cfg.lora_rank, cfg.temporal_dropout, cfg.grad_ckpt_unet, cfg.lora_dropout)
-    student.to(run.device).train()                                           # fp32 master weights
-    target = copy.deepcopy(student).eval().requires_grad_(False) if cfg.target == "ema" else student
+    student, params, target, unet = make_networks(cfg, run, unet)
     student_d = torch.nn.parallel.DistributedDataParallel(student) if run.world > 1 else student
     abar = turbo.schedule(unet.config).to(run.device)                       # the teacher's alphas, inherited
     with torch.no_grad():
         uncond = text.encode_text([""]).float()                             # (1, L, d): the empty caption
-    if run.main:
-        print(describe(cfg, run, params))
 
     def micro_step(step, micro):  # lines 3-9 for this process's b clips of the step's global batch
         rng, gen, B, rows = step_draws(cfg, run, name, step, micro, b)
@@ -320,7 +316,7 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
 
     def update_target(step):  # line 11: theta^- <- stopgrad(mu theta^- + (1 - mu) theta)
         if target is not student:
-            turbo.ema_update(target, student, cfg.target_decay)
+            turbo.ema_update(target.parameters(), params, cfg.target_decay)
 
     def validate(step):  # a look at the model that will be saved: the online student
         val = {"unet": student.eval(), "text": text, "ae": ae, "meta": {"kind": "turbo", "train": meta_train(cfg)}}
@@ -370,7 +366,11 @@ def main(argv=None):
             print(f"{path} exists: comparing it with its teacher (--fresh trains it again)")
     else:
         teacher = load_teacher(cfg, run)
-        data = make_data(cfg)
+        try:
+            data = open_data(cfg.data, cfg.captions, cfg.height or cfg.size, cfg.width or cfg.size, cfg.frames,
+                             cfg.fps, cfg.seed + 1)
+        except (ValueError, OSError) as e:
+            raise SystemExit(f"train.py: --data/--captions: {one_line(e)}") from None
         image_reward, video_reward = reward_models(cfg, run.device)
         if run.main:  # (OUT is made by the first file written into it: nothing is written before this point)
             rw = ", ".join(f"{k} reward from {reward_path(cfg, k)}" for k in wanted_rewards(cfg)) or "no rewards (VCM)"

@@ -207,9 +207,10 @@ def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0,
 
 
 @torch.no_grad()
-def ema_update(target, model, mu):
-    """Algorithm 1's last line: theta^- <- stopgrad(mu theta^- + (1 - mu) theta), parameter by parameter."""
-    for p_target, p in zip(target.parameters(), model.parameters()):
+def ema_update(target_params, params, mu):
+    """Algorithm 1's last line: theta^- <- stopgrad(mu theta^- + (1 - mu) theta), tensor by tensor (two
+    iterables in the same order, e.g. target.parameters() and model.parameters())."""
+    for p_target, p in zip(target_params, params, strict=True):
         p_target.lerp_(p, 1 - mu)                             # = mu p_target + (1 - mu) p
 
 

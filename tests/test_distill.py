@@ -155,3 +155,35 @@ def test_reward_gradients_reach_the_student_through_mixed_loss():
     assert cd_only.abs().sum() > 0 and (img - cd_only).abs().max() > 1e-6 and (both - img).abs().max() > 1e-6
     # linear in beta: twice the weight, twice the change
     assert torch.allclose(grads(1.0, 4.0) - img, 2 * (both - img), rtol=1e-3, atol=1e-7)
+
+
+def test_one_unet_is_teacher_student_and_target_with_lora():
+    """With LoRA the teacher is the student with its adapters off and its w projection zeroed, and theta^- is the
+    student's base plus EMA adapters: both EXACT (bit for bit) against a separate teacher and a deep-copied EMA
+    student, so a LoRA run needs one UNet, not three."""
+    from lora import AdaptersOff, EMAAdapters
+    from train import make_student
+    teacher = tiny_unet().eval()
+    student, params = make_student(teacher, lora_rank=4, temporal_dropout=0.1)
+    student.train()
+    torch.manual_seed(3)
+    for p in params:                                   # a student that has moved away from its teacher
+        torch.nn.init.normal_(p, std=0.05)
+    copy_target = copy.deepcopy(student).eval()
+    ema = EMAAdapters(student, params)
+    x, t, ctx = torch.randn(2, 4, 4, 8, 8), torch.tensor([999, 39]), torch.randn(2, 16, 64)
+    w = torch.tensor([3.0, 7.0])
+    with torch.no_grad():
+        assert torch.equal(AdaptersOff(student)(x, t, ctx, 16), teacher(x, t, ctx, 16))
+        assert torch.equal(ema(x, t, ctx, 16, w=w), copy_target(x, t, ctx, 16, w=w))
+    assert student.training and all(p.requires_grad for p in params)     # the views leave the student as it was
+    f = turbo.consistency_fn(student, x, t, ctx, 16, w, AB)               # a graph built before a view is used ...
+    with torch.no_grad():
+        ema(x, t, ctx, 16, w=w)
+    f.sum().backward()                                                    # ... stays valid
+    for p in params:
+        torch.nn.init.normal_(p, std=0.05)
+    turbo.ema_update(ema.parameters(), params, 0.5)
+    turbo.ema_update(copy_target.parameters(), student.parameters(), 0.5)
+    with torch.no_grad():
+        assert torch.equal(ema(x, t, ctx, 16, w=w), copy_target(x, t, ctx, 16, w=w))

@@ -217,3 +217,16 @@ def test_bad_flags_and_checkpoints(tmp_path, capsys, toy_models):
         read_checkpoint(corrupt)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_a_lora_student_trains_on_one_unet(tmp_path, toy_models, capsys):
+    """--lora-rank: the student, its EMA target (adapters only) and its teacher (adapters off) share one UNet; the
+    saved student has its LoRA merged and samples like any checkpoint."""
+    out = tmp_path / "lora"
+    train.main(["--toy-models", str(toy_models), "--out", str(out), "--lora-rank", "4", "--turbo-steps", "2",
+                "--rewards", "none"] + FAST)
+    assert "trainable parameters (LoRA rank 4), target network: ema" in capsys.readouterr().out
+    tensors, meta = read_checkpoint(out / "vcm.safetensors")
+    assert not any(".down." in k or ".up." in k or ".base." in k for k in tensors) and len(meta["stats"]["log"]) == 2
+    assert sample.generate(load_models(out / "vcm.safetensors"), ["a red circle moving left"], [0],
+                           progress=False).shape == (1, 8, 32, 32, 3)

@@ -113,9 +113,9 @@ def test_ema_update_of_the_target_network():
         torch.nn.init.zeros_(p)
     for p in model.parameters():
         torch.nn.init.ones_(p)
-    turbo.ema_update(target, model, 0.95)
+    turbo.ema_update(target.parameters(), model.parameters(), 0.95)
     assert all(torch.allclose(p, torch.full_like(p, 0.05)) for p in target.parameters())
-    turbo.ema_update(target, model, 0.95)
+    turbo.ema_update(target.parameters(), model.parameters(), 0.95)
     assert all(torch.allclose(p, torch.full_like(p, 0.05 * 0.95 + 0.05)) for p in target.parameters())
     assert all(torch.equal(p, torch.ones_like(p)) for p in model.parameters())
 
