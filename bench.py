@@ -1,11 +1,13 @@
 """Benchmarks (not tests): figures measured in one run on this machine, printed as a table and as `name: value` lines.
 
-    python bench.py            # every section
+    python bench.py            # main, sample and train (a few minutes)
     python bench.py main       # the main job: teacher and student step, GFLOP/s vs a matmul peak, minutes
     python bench.py sample     # 50-step CFG teacher vs 4-step T2V-Turbo student, end to end (text -> pixels)
     python bench.py train      # a student step with the mixed reward vs CD alone
     python bench.py load       # peak RSS of loading a full-size VC2 checkpoint over its size (~2 min, 7.4 GB)
     python bench.py ddp        # toy student steps with train.py on 1 process and under torchrun on 2 (~2 min)
+    python bench.py vc2        # 2 vc2_256 training steps, every model at full size with random weights (CPU: minutes)
+    python bench.py vc2_iv2    # the same with InternVideo2-Stage2 1B as the video reward
 
 Sections are functions named bench_<section>; each returns {name: value}. Ratios are measured in the same run on
 the same model size, so they travel between machines better than the absolute seconds do.
@@ -16,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -23,18 +26,23 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from unittest import mock
 
+import imageio.v3 as iio
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import internvideo2
+import open_clip
 import train
 import turbo
 from checkpoint import META_KEY, build_models, read_meta, save_tensors
 from convert import VC2_TRAIN
-from encoders import LinearAutoencoder, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_linear_ae, toy_text
+from encoders import AutoencoderKL, LinearAutoencoder, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_linear_ae, toy_text
 from loop import Parser
 from prepare_toy import TEACHER_UNET
-from rewards import toy_image_reward, toy_video_reward
+from rewards import ImageTextReward, toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet, vc2
 from toy import ToyWorld
 
@@ -219,6 +227,158 @@ def bench_ddp(steps=30, batch=4):
     return out
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The real-size training step (bench.py vc2): every model at VideoCrafter2 size with random weights, through train.py
+
+
+def _bf16_fast():
+    """bf16 autocast only where this CPU has bf16 instructions (otherwise a bf16 matmul is ~70x slower than fp32)."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return amx or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+
+
+def _gb(n_bytes):
+    return n_bytes / 2 ** 30
+
+
+def _vc2_inputs(d, frames, size, video_reward):
+    """The files train.py's flags need, in folder d: a video folder and its captions, a teacher checkpoint that
+    holds only the full-size configs (its weights are drawn at random in _vc2_run), and placeholder reward files."""
+    (d / "videos").mkdir()
+    for i, colour in enumerate(((220, 40, 40), (40, 200, 60))):
+        clip = np.zeros((2 * frames, size, size, 3), np.uint8)
+        for k in range(2 * frames):                           # a square sliding right
+            clip[k, size // 4:size // 2, (2 * k) % size:(2 * k) % size + size // 4] = colour
+        iio.imwrite(d / "videos" / f"{i}.gif", clip, extension=".gif", duration=62, loop=0)   # 16 fps
+    (d / "videos.csv").write_text("path,caption\n0.gif,a red square moving right\n1.gif,a green square moving right\n")
+    meta = {"kind": "teacher", "unet": asdict(vc2()), "text": asdict(openclip_vit_h14()), "ae": asdict(sd_kl_f8()),
+            "train": VC2_TRAIN, "source": {"vc2": "random weights (bench.py vc2)"}}
+    save_tensors(d / "teacher.safetensors", {}, {META_KEY: json.dumps(meta)})
+    for name in ("HPS_v2.1_compressed.pt", "ViClip-InternVid-10M-FLT.pth", "InternVideo2-stage2_1b-224p-f4.pt"):
+        (d / name).write_bytes(b"random weights are drawn instead")
+    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "green",
+                                            "square", "moving", "right"]))
+    video = ["--internvideo2", str(d / "InternVideo2-stage2_1b-224p-f4.pt"), "--bert-vocab", str(d)] \
+        if video_reward == "internvideo2" else ["--viclip", str(d / "ViClip-InternVid-10M-FLT.pth")]
+    return ["--preset", "vc2_256", "--teacher", str(d / "teacher.safetensors"), "--data", str(d / "videos"),
+            "--captions", str(d / "videos.csv"), "--hps", str(d / "HPS_v2.1_compressed.pt"), *video]
+
+
+def _vc2_run(frames, size, steps, video_reward_name, workdir):
+    """In a fresh process (its peak RSS is the step's alone): train.main on the vc2_256 recipe at frames x size x
+    size, with train.py's loaders swapped for random full-size models. -> {name: value}."""
+    d = Path(workdir)
+    argv = _vc2_inputs(d, frames, size, video_reward_name) + [
+        "--frames", str(frames), "--height", str(size), "--width", str(size), "--turbo-steps", str(steps),
+        "--out", str(d / "out"), "--device", "cpu", "--precision", "bf16" if _bf16_fast() else "fp32",
+        "--save-every", "1000", "--val-every", "0"]
+    out, t_build = {}, {}
+
+    def random_teacher(cfg, run):
+        t0 = time.time()
+        models = {"unet": UNet3D(vc2()), "text": TextEncoder(openclip_vit_h14()), "ae": AutoencoderKL(sd_kl_f8())}
+        t_build["teacher"] = time.time() - t0
+        return {**{k: m.eval().requires_grad_(False) for k, m in models.items()}, "meta": {}}
+
+    def random_hps(path, **kw):
+        cfg = open_clip.get_model_config("ViT-H-14")
+        return ImageTextReward(open_clip.create_model("ViT-H-14", pretrained=None), clip_cfg=cfg)
+
+    def random_internvideo2(path, vocab, dtype=None, **kw):
+        with torch.device("meta"):
+            model = internvideo2.InternVideo2(internvideo2.internvideo2_1b(8))
+        model = internvideo2.init_weights(model.to_empty(device="cpu"), torch.Generator().manual_seed(0))
+        return internvideo2.InternVideo2Reward(model, internvideo2.load_tokenizer(vocab))
+
+    real_fit, real_distill = train.fit, train.distill
+
+    def timed_fit(cfg, run, stage, steps, lr, params, micro_step, modules, **kw):
+        starts = []
+
+        def micro(step, m):
+            starts.append(time.time())
+            return micro_step(step, m)
+        logs = real_fit(cfg, run, stage, steps, lr, params, micro, modules, **kw)
+        starts.append(time.time())
+        out["step_s"] = [b - a for a, b in zip(starts, starts[1:])]
+        out["trainable"] = sum(p.numel() for p in params)
+        out["modules"] = {k: sum(t.numel() * t.element_size() for t in m.state_dict().values())
+                          for k, m in modules.items()}
+        return logs
+
+    def accounted_distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
+        video = "InternVideo2-S2 1B" if video_reward_name == "internvideo2" else "ViCLIP-L/14"
+        models = {"UNet (teacher weights = the student's frozen base)": teacher["unet"],
+                  "text tower (OpenCLIP ViT-H-14)": teacher["text"], "first stage (KL-f8 VAE)": teacher["ae"],
+                  "image reward (HPSv2.1, ViT-H-14)": image_reward, f"video reward ({video})": video_reward}
+        out["models"] = {k: (sum(p.numel() for p in m.parameters()),
+                             sum(t.numel() * t.element_size() for t in m.state_dict().values()))
+                         for k, m in models.items()}
+        return real_distill(cfg, run, data, teacher, image_reward, video_reward)
+
+    with mock.patch.object(train, "load_teacher", random_teacher), \
+            mock.patch.object(ImageTextReward, "hpsv21", staticmethod(random_hps)), \
+            mock.patch.object(train, "load_viclip", lambda model, path: model), \
+            mock.patch.object(train, "internvideo2_reward", random_internvideo2), \
+            mock.patch.object(train, "save_checkpoint", lambda path, modules, meta: out.update(saved=sorted(modules))), \
+            mock.patch.object(train, "fit", timed_fit), mock.patch.object(train, "distill", accounted_distill):
+        train.main(argv)
+    out["peak_rss_bytes"] = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) * 1024
+    out["precision"] = "bf16" if _bf16_fast() else "fp32"
+    return out
+
+
+def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip"):
+    """2 steps of the vc2_256 recipe (LoRA 64 student sharing one UNet with its teacher and EMA target, CD + HPSv2.1
+    + the video reward, every gradient checkpoint, bf16 autocast where the CPU has bf16) at a reduced clip, every
+    model at its real size with random weights, through train.py. Prints the accounting and an extrapolation to
+    16 x 256 x 256; returns {name: value}. ~5 GB of disk is not needed: the student is not written."""
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench; "
+            f"print('RESULT ' + json.dumps(bench._vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])))")
+    with tempfile.TemporaryDirectory() as d:
+        run = subprocess.run([sys.executable, "-c", code, d], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if run.returncode:
+        raise RuntimeError(f"bench vc2 failed:\n{run.stderr[-3000:]}")
+    r = json.loads(next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    tag = "vc2" if video_reward == "viclip" else "vc2_iv2"
+    print(f"\n{tag}: {frames} frames at {size} x {size} (latents 4 x {frames} x {size // 8} x {size // 8}), "
+          f"{r['precision']}, {torch.get_num_threads()} threads; the models, all at full size:")
+    static = 0
+    for name, (n, nbytes) in r["models"].items():
+        print(f"  {name:60s} {n / 1e6:9.1f} M parameters {_gb(nbytes):7.2f} GB")
+        static += nbytes
+    lora = 4 * r["trainable"]
+    optim = 2 * lora                                          # AdamW: two fp32 moments per trainable number
+    ema = r["modules"].get("target", 0)
+    print(f"  {'trainable (LoRA rank 64 + w projection), fp32':60s} {r['trainable'] / 1e6:9.1f} M parameters "
+          f"{_gb(lora):7.2f} GB, its gradients {_gb(lora):.2f} GB, AdamW moments {_gb(optim):.2f} GB")
+    print(f"  {'EMA target theta^- (the trained tensors only)':60s} {'':9s}   {'':10s} {_gb(ema):7.2f} GB")
+    unet = next(v[1] for k, v in r["models"].items() if k.startswith("UNet"))
+    print(f"  not held: a separate teacher UNet ({_gb(unet):.2f} GB) and a full EMA copy of the student "
+          f"({_gb(unet + lora):.2f} GB): {_gb(2 * unet + lora - ema):.2f} GB saved by sharing one UNet")
+    fixed = static + 3 * lora + ema
+    peak = r["peak_rss_bytes"]
+    rest = peak - fixed
+    scale = (16 * 32 * 32) / (frames * (size // 8) ** 2)
+    print(f"  weights + gradients + optimizer = {_gb(fixed):.2f} GB; peak RSS {_gb(peak):.2f} GB; the rest "
+          f"(activations, workspaces, the interpreter) {_gb(rest):.2f} GB")
+    print(f"  16 x 256 x 256 on a GPU, extrapolated: the UNet and decoder activations grow with the latent "
+          f"voxels, 16*32*32 / ({frames}*{size // 8}*{size // 8}) = {scale:.0f}x; the reward towers see 224 px "
+          f"either way. Upper bound {_gb(fixed):.2f} + {scale:.0f} x {_gb(rest):.2f} = {_gb(fixed + scale * rest):.1f} "
+          f"GB, in bf16 weights for the frozen models about {_gb(fixed - static / 2):.1f} GB less (an estimate)")
+    steps_s = r["step_s"]
+    print(f"  step times {', '.join(f'{s:.1f}' for s in steps_s)} s (the first pays one-time costs)")
+    return {f"{tag}_train_step_s": steps_s[-1], f"{tag}_train_peak_rss_gb": _gb(peak),
+            f"{tag}_train_trainable_m": r["trainable"] / 1e6, f"{tag}_train_fixed_gb": _gb(fixed),
+            f"{tag}_train_saved_gb": _gb(2 * unet + lora - ema)}
+
+
+def bench_vc2_iv2():
+    """bench_vc2 with InternVideo2-Stage2 1B (the VC2 release's video reward) in place of ViCLIP."""
+    return bench_vc2(video_reward="internvideo2")
+
+
 def matmul_peak(n=1024, repeats=20):
     """GFLOP/s of an fp32 n x n matmul on this machine with torch's current threads: the ceiling to compare with."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -285,7 +445,9 @@ def bench_main(repeats=3):
     return out
 
 
-SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp}
+SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp,
+            "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2}
+DEFAULT = ["main", "sample", "train"]       # the quick ones; load, ddp, vc2 and vc2_iv2 take minutes: name them
 
 
 def main(argv=None):
@@ -299,7 +461,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {}
-    for name in args.sections or list(SECTIONS):
+    for name in args.sections or DEFAULT:
         results.update(SECTIONS[name]())
     print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| figure | value |\n|---|---|")
