@@ -269,6 +269,18 @@ def _write(path, parts, meta, materialize_unet=None):
     return Path(path)
 
 
+V2_KEYS = ("motion_cond_proj", "combine_proj")  # T2V-Turbo-v2's motion guidance (digest: v2 student construction)
+
+
+def refuse_v2(state_dict):
+    """T2V-Turbo-v2 adds a motion-guidance input (motion_cond_proj, combine_proj) that this project's UNet (v1,
+    arXiv 2405.18750) does not have: one clear refusal instead of a list of unexpected keys."""
+    found = sorted({k for k in state_dict if any(v in k for v in V2_KEYS)})
+    if found:
+        raise ValueError(f"a T2V-Turbo-v2 checkpoint ({found[0]}, {len(found)} motion-guidance keys): this project "
+                         f"implements T2V-Turbo v1, whose student has no motion guidance; give a v1 file")
+
+
 def turbo_unet(teacher_unet, student_config, lora=None, merged_unet=None, name=""):
     """The student UNet's state dict from the teacher's (ours, converted) and either the release's LoRA list or a
     merged student state dict (VC2 names). -> (state dict with merged weights as meta placeholders, materialize or
@@ -282,6 +294,7 @@ def turbo_unet(teacher_unet, student_config, lora=None, merged_unet=None, name="
             n = load_release_lora(student, lora)
             print(f"{name}: {n} LoRA tensors on {n // 2} modules, merged as they are written")
             return (*merged_tensors(student), "zero base + LoRA delta (W_PROJ_POLICY)")
+        refuse_v2(unwrap(merged_unet))
         unet = convert_vc2_unet(unwrap(merged_unet), expected=student.state_dict())
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
@@ -302,6 +315,7 @@ def convert(vc2_path, out_dir, lora=None, merged_unet=None, unet_config=None, te
     ae_config = ae_config or sd_kl_f8()
     checkpoint = safe_torch_load(vc2_path)
     try:
+        refuse_v2(unwrap(checkpoint))
         ours, buffers = convert_vc2(checkpoint, unet_config, text_config, ae_config)
         check_schedule(buffers)
     except ValueError as e:

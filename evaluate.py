@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import sample
-from loop import Parser
+from loop import Parser, run_cli
 from sample import find_checkpoint
 from checkpoint import load_models, read_meta, resolve_device
 from rewards import load_reward
@@ -363,4 +363,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

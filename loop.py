@@ -96,6 +96,22 @@ def cli_config(cls, argv=None, doc=None, check=None, presets=None):
     return cfg
 
 
+def run_cli(main):
+    """Every script's entry point: main(), and a run that fails (a file that does not load, a run of non-finite
+    steps, a full disk) ends with ONE line on stderr and exit code 1; `--debug` anywhere shows the traceback."""
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        main()
+    except (ValueError, OSError, RuntimeError) as e:
+        if debug:
+            raise
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {one_line(e)} (--debug shows where)")
+    except KeyboardInterrupt:
+        sys.exit(f"{Path(sys.argv[0]).name}: interrupted (the newest saved state is kept; --resume goes on)")
+
+
 def one_line(e):
     """An exception as one line: its first line, and how many more it had (e.g. a list of missing keys)."""
     lines = str(e).strip().splitlines() or [type(e).__name__]

@@ -49,7 +49,7 @@ import turbo
 from checkpoint import load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_tensors
 from encoders import LinearAutoencoder, TextConfig, TextEncoder, first_stage_from_config, toy_linear_ae, toy_text
 from evaluate import toy_comparison
-from loop import check_in_sync, cli_config, fit, lr_at, setup_processes, state_paths, step_draws
+from loop import check_in_sync, cli_config, fit, lr_at, run_cli, setup_processes, state_paths, step_draws
 from rewards import save_reward, toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet
 from toy import COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, parse_caption, render_clip, split_captions, to_tensor
@@ -462,4 +462,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

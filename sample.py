@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import turbo
 from checkpoint import load_models, read_meta, resolve_device
-from loop import Parser, one_line
+from loop import Parser, one_line, run_cli
 from videoio import read_prompts, save_grid, save_video, slug, to_uint8
 
 
@@ -192,4 +192,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

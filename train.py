@@ -17,7 +17,6 @@ The toy's teacher and reward models ship pre-trained in assets/toy/ (prepare_toy
     python train.py --resume                         # after a kill: go on from the newest saved state
     torchrun --nproc_per_node=2 train.py --out runs/ddp      # the same on 2 processes (gloo on CPU, nccl on GPU)
     python train.py --preset vc2_256 --data videos/ --captions videos.csv --hps HPS.pt --viclip VICLIP.pth
-    python train.py --help                           # every config field is a flag, with its default
 """
 
 import copy
@@ -35,8 +34,8 @@ from data import check_data_args, open_data
 from evaluate import compare_line, quick_look, toy_comparison
 from internvideo2 import find_vocab, internvideo2_reward
 from lora import AdaptersOff, EMAAdapters, add_lora, merge_lora
-from loop import barrier, check_in_sync, cli_config, fit, one_line, setup_processes, state_paths, step_draws, \
-    sum_over_processes
+from loop import barrier, check_in_sync, cli_config, fit, one_line, run_cli, setup_processes, state_paths, \
+    step_draws, sum_over_processes
 from rewards import ImageTextReward, VideoTextReward, ViCLIP, load_reward, load_viclip, viclip_l14
 from tiny_unet3d import UNet3D
 from toy import TOY_MODELS
@@ -221,8 +220,7 @@ def load_teacher(cfg, run):
 
 
 def reward_models(cfg, device):
-    """-> (image_reward or None, video_reward or None): the real HPSv2.1 / ViCLIP where --hps / --viclip name them,
-    else the toy ones that prepare_toy.py trained (TOY_MODELS/reward_{image,video}.safetensors)."""
+    """-> (image_reward or None, video_reward or None): the real ones the flags name, else the toy's (TOY_MODELS)."""
     found = {}
     for kind in wanted_rewards(cfg):
         path = reward_path(cfg, kind)
@@ -246,10 +244,14 @@ def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False,
     """Student = teacher + the w-embedding projection (zero-initialised: at step 0 it predicts exactly what the
     teacher predicts), optionally with LoRA on every Linear/Conv; w_proj is new, so it is trained in full (the
     release LoRA-wraps a frozen random one it never saves). Returns (student, trainable parameters)."""
-    student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
-                                         temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
-    missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
-    assert missing == ["w_proj.weight"] and not unexpected, (missing, unexpected)
+    with torch.device("meta"):                      # shapes only: the weights come from the teacher, no init
+        student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
+                                             temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
+    sd = teacher_unet.state_dict()                  # LoRA: the frozen base IS the teacher's tensors (shared, no copy)
+    sd = {k: v if lora_rank else v.clone() for k, v in sd.items()}     # full fine-tuning changes them: a copy
+    dev = teacher_unet.time_embed[0].weight.device
+    sd["w_proj.weight"] = torch.zeros_like(student.w_proj.weight, device=dev)          # zero: student == teacher
+    student.load_state_dict(sd, strict=True, assign=True)
     if not lora_rank:                                                       # full fine-tuning (the toy)
         return student, list(student.parameters())
     loras = add_lora(student, lora_rank, dropout=lora_dropout)
@@ -343,8 +345,7 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
 
 
 def compare(cfg, run, path, t0):
-    """Toy world: the teacher's 50-step samples vs the student's 4-step ones, same captions and seeds; one line and
-    OUT/compare.gif (rows: teacher seen, teacher held out, student seen, student held out)."""
+    """Toy: the teacher's 50-step samples vs the student's 4-step ones, same captions and seeds: one line, a GIF."""
     out, label = Path(cfg.out), {"turbo": "T2V-Turbo", "vcm": "VCM"}.get(student_name(cfg), student_name(cfg))
     models = {"teacher": load_models(teacher_path(cfg), run.device, dtype=torch.float32),
               label: load_models(path, run.device, dtype=torch.float32)}
@@ -378,7 +379,6 @@ def main(argv=None):
         barrier(run)
         student, stats = distill(cfg, run, data, teacher, image_reward, video_reward)
         if hasattr(data, "skipped"):
-            # by reason: the clips each process skipped, plus the caption file's bad rows (every process read them)
             stats["skipped_videos"] = sum_over_processes(run, data.skipped - data.caption_skipped, data.caption_skipped)
             if run.main:
                 print(f"skipped videos: {stats['skipped_videos'] or 'none'}")
@@ -397,4 +397,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -42,6 +42,8 @@ def files(tmp_path_factory, toy_models):
     f["random"].write_bytes(bytes(range(256)) * 40)
     f["pickle"] = d / "runs_code.ckpt"
     torch.save({"state_dict": {}, "x": _RunsCode(str(d / "side_effect"))}, f["pickle"])
+    f["v2"] = d / "t2v_turbo_v2.ckpt"
+    torch.save({"model.diffusion_model.motion_cond_proj.weight": torch.zeros(2, 2)}, f["v2"])
     f["not_vc2"] = d / "not_vc2.ckpt"
     torch.save({"state_dict": {f"foo.{i}": torch.zeros(1) for i in range(40)}}, f["not_vc2"])
     tensors, meta = read_checkpoint(f["teacher"])
@@ -125,6 +127,7 @@ CASES = [
     ("convert", ["--vc2", "{pickle}", "--out", "{dir}/out"], 1, "refused to load"),
     ("convert", ["--vc2", "{not_vc2}", "--out", "{dir}/out"], 1, "problems: 40 unknown key, "),
     ("convert", ["--vc2", "{teacher}", "--out", "{dir}/out"], 2, "is already a teacher checkpoint of this project"),
+    ("convert", ["--vc2", "{v2}", "--out", "{dir}/out"], 1, "a T2V-Turbo-v2 checkpoint (model.diffusion_model.motion"),
     ("convert", ["--vc2", "{not_vc2}", "--out", "{converted}"], 2, "teacher.safetensors exists there"),
     ("convert", ["--vc2", "{not_vc2}", "--out", "{dir}/out", "--lora", "{missing}"], 2, "--lora"),
     ("convert", ["--vc2", "{not_vc2}", "--out", "{dir}/out", "--lora", "a", "--merged-unet", "b"], 2,
@@ -181,3 +184,20 @@ def test_sample_names_never_collide_and_prompts_jsonl_appends(tmp_path, files):
     assert {r["steps"] for r in rows} == {2} and {r["ckpt"] for r in rows} == {str(files["teacher"])}
     assert all(r["guidance"] == 5.0 for r in rows) and len(list(out.glob("grid*.gif"))) == 2
     shutil.rmtree(out)
+
+
+def test_a_failed_run_is_one_line_unless_debug(monkeypatch):
+    """Every script's __main__ runs loop.run_cli(main): a run that fails ends with one line and exit code 1;
+    --debug re-raises, with the traceback."""
+    from loop import run_cli
+
+    def fails():
+        raise RuntimeError("3 steps in a row with a non-finite loss\nmore detail")
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    with pytest.raises(SystemExit) as e:
+        run_cli(fails)
+    assert e.value.code == "train.py: error: 3 steps in a row with a non-finite loss (and 1 more lines) (--debug " \
+                          "shows where)"
+    monkeypatch.setattr("sys.argv", ["train.py", "--debug"])
+    with pytest.raises(RuntimeError):
+        run_cli(fails)

@@ -37,7 +37,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, toy_
     """torchrun --nproc_per_node=2 with 1 clip each == 1 process with 2 clips == 1 process with 1 clip x 2
     micro-batches: same loss terms at every step, same weights up to float rounding. 2 processes and 2
     micro-batches agree bit for bit: each computes the same per-clip gradients, halves them (exact) and adds them."""
-    steps = ["--turbo-steps", "3", "--turbo-lr", "1e-3"]
+    steps = ["--turbo-steps", "2", "--turbo-lr", "1e-3"]
     two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # the two-process run in the background while this process does the two one-process runs
@@ -53,7 +53,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, toy_
     assert "2 process(es) x 1 clips" in stdout
 
     logs = {d.name: read_meta(d / "turbo.safetensors")["stats"]["log"] for d in (two, one, acc)}
-    assert len(logs["two"]) == 3 and {"cd", "r_img", "r_vid", "loss"} <= set(logs["two"][0])
+    assert len(logs["two"]) == 2 and {"cd", "r_img", "r_vid", "loss"} <= set(logs["two"][0])
     for other in ("one", "acc"):
         for a, b in zip(logs["two"], logs[other]):
             for k in a:
