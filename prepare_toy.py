@@ -58,22 +58,22 @@ from toy import COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, parse_caption, r
 @dataclass
 class Config:
     out: str = "runs/toy_models"   # where the prepared models go (assets/toy/ holds the shipped ones)
-    seed: int = 0
+    seed: int = 0                  # every random draw of every stage derives from it
     device: str = "auto"           # auto (CUDA when available, else CPU), cpu, cuda
     threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)
     resume: bool = False           # keep finished stages' files and go on from the newest saved state
     size: int = 32                 # frame side, pixels
-    frames: int = 8
+    frames: int = 8                # frames per clip
     fps: int = 16                  # the fps condition (VC2 and T2V-Turbo always use 16)
     latent_channels: int = 8       # the first stage: principal components kept of the 48 values of a 4x4 patch
     # the text tower
     text_steps: int = 500          # contrastive pre-training steps against a tiny video tower
-    text_batch: int = 64
-    text_lr: float = 2e-3
+    text_batch: int = 64           # captions per contrastive batch
+    text_lr: float = 2e-3          # AdamW lr, warm-up then cosine
     # the teacher
-    teacher_steps: int = 4000
+    teacher_steps: int = 4000      # optimizer steps of the teacher
     teacher_batch: int = 16        # clips per step and process
-    teacher_lr: float = 1e-3
+    teacher_lr: float = 1e-3       # AdamW lr, warm-up then cosine to 10%
     warmup: int = 100              # linear lr warm-up steps, then cosine decay to 10%
     lr_schedule: str = "cosine"    # after the warm-up: cosine decay to 10% (loop.lr_at)
     caption_dropout: float = 0.1   # share of captions replaced by "" (classifier-free guidance training)
@@ -88,14 +88,14 @@ class Config:
     dtype: str = "fp16"            # fp16, bf16 or fp32: the precision the finished models are written in
     eval_per_caption: int = 2      # teacher videos per caption for the metadata's judge and rewards (0: none)
     # what loop.fit reads (the plumbing both scripts share)
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    precision: str = "fp32"
-    optim: str = "adamw"
+    grad_accum: int = 1            # micro-batches per optimizer step
+    max_grad_norm: float = 1.0     # gradient clipping
+    precision: str = "fp32"        # "bf16": bf16 autocast (where the device is fast at it)
+    optim: str = "adamw"           # "adamw8bit": bitsandbytes' 8-bit AdamW, if installed
     save_every: int = 100          # steps between resumable states (OUT/teacher.state-<step>.safetensors)
-    keep: int = 2
-    max_bad_steps: int = 10
-    val_every: int = 0
+    keep: int = 2                  # resumable states kept (older ones are deleted)
+    max_bad_steps: int = 10        # consecutive non-finite steps before the run stops
+    val_every: int = 0             # (unused by the teacher: its samples are measured at the end)
 
 
 def check_config(cfg, error):

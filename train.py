@@ -12,7 +12,7 @@ file runs them in Algorithm 1's order (`distill`, lines numbered as the paper's)
 The toy's teacher and reward models ship pre-trained in assets/toy/ (prepare_toy.py); loop.py runs the steps.
 
     python train.py                                  # T2V-Turbo from the shipped teacher -> runs/toy/turbo.safetensors
-    python train.py --turbo-steps 20 --compare-per-caption 0 --out runs/quick     # a quick look at the loop (~1 min)
+    python train.py --turbo-steps 20 --compare-per-caption 0 --out runs/quick     # a quick look at the loop (30 s)
     python train.py --rewards none                   # the VCM baseline, same teacher: runs/toy/vcm.safetensors
     python train.py --resume                         # after a kill: go on from the newest saved state
     torchrun --nproc_per_node=2 train.py --out runs/ddp      # the same on 2 processes (gloo on CPU, nccl on GPU)
@@ -44,7 +44,7 @@ from toy import TOY_MODELS
 @dataclass
 class Config:
     out: str = "runs/toy"          # where the student, its states and pictures go
-    seed: int = 0
+    seed: int = 0                  # every random draw of the run derives from it (loop.step_seed)
     device: str = "auto"           # auto (CUDA when available, else CPU), cpu or cuda (torchrun: cuda:LOCAL_RANK)
     threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)
     fresh: bool = False            # train the student again even when OUT holds one
@@ -56,7 +56,7 @@ class Config:
     size: int = 32                 # frame side, pixels (toy); real data: height x width below
     height: int = 0                # 0 = size
     width: int = 0                 # 0 = size
-    frames: int = 8
+    frames: int = 8                # frames per clip (the toy: 8; VC2: 16)
     fps: int = 16                  # clip sampling rate and the fps condition; VC2 and T2V-Turbo always use 16
     # the student (turbo.py Part 2, Algorithm 1)
     turbo_steps: int = 10000       # optimizer steps (the release: 10K)
@@ -70,10 +70,10 @@ class Config:
     target: str = "ema"            # theta^-: "ema", the paper's EMA copy (eq. 6); "online", the release's student
     target_decay: float = 0.95     # mu, the EMA rate of theta^- (paper / LCM: 0.95)
     w_min: float = 5.0             # guidance scale w ~ U[w_min, w_max] per clip (paper Sec. 4)
-    w_max: float = 15.0
+    w_max: float = 15.0            # ... and its upper end
     huber_c: float = 0.001         # pseudo-Huber c of the CD distance (the release's)
     turbo_w: float = 7.5           # w the student samples with (the release's default)
-    turbo_sample_steps: int = 4
+    turbo_sample_steps: int = 4    # steps the student samples with (the paper's 4)
     # mixed reward feedback (turbo.py Part 4, eq. 10)
     rewards: str = "image+video"   # the rewards maximised: image+video, image, video, or none (= VCM)
     beta_img: float = 1.0          # weight of J_img (paper, VC2)
