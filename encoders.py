@@ -545,18 +545,21 @@ def _select(state_dict, prefixes):
     return dict(state_dict)
 
 
-def _load_strict(model, state_dict, what):
-    """Copies state_dict into model, or raises ONE ValueError listing every missing / unexpected / misshapen key.
-    A model built on the meta device (fast, no memory) takes the checkpoint tensors themselves (assign=True)."""
+def _load_strict(model, state_dict, what, shown=8):
+    """Copies state_dict into model, or raises ONE ValueError naming every kind of mismatch: its first line counts
+    the missing / unexpected / misshapen keys, then up to `shown` of each kind follow ('  missing: key') and how many
+    more there are. A model built on the meta device (fast, no memory) takes the checkpoint tensors themselves
+    (assign=True)."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    misshapen = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    if missing or unexpected or misshapen:
-        lines = [f"{what}: state dict does not match the model"]
-        lines += [f"  missing: {k}" for k in missing] + [f"  unexpected: {k}" for k in unexpected]
-        lines += [f"  wrong shape: {s}" for s in misshapen]
+    problems = {"missing": sorted(set(own) - set(state_dict)), "unexpected": sorted(set(state_dict) - set(own)),
+                "wrong shape": [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                                for k in own if k in state_dict and state_dict[k].shape != own[k].shape]}
+    if any(problems.values()):
+        counts = ", ".join(f"{len(v)} {kind}" for kind, v in problems.items() if v)
+        lines = [f"{what}: state dict does not match the model ({len(own)} keys; {counts})"]
+        for kind, items in problems.items():
+            lines += [f"  {kind}: {k}" for k in items[:shown]]
+            lines += [f"  ... and {len(items) - shown} more {kind}"] if len(items) > shown else []
         raise ValueError("\n".join(lines))
     # assign=True swaps in the checkpoint's tensors (copying into meta tensors would be a no-op); requires_grad
     # stays the module's own

@@ -42,6 +42,7 @@ from torch.utils.checkpoint import checkpoint as grad_checkpoint
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from checkpoint import safe_torch_load, unwrap
+from encoders import _load_strict
 from rewards import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_crop_min_size
 
 CHECKPOINT_NAME = "InternVideo2-stage2_1b-224p-f4.pt"
@@ -396,13 +397,6 @@ def unused_key(name, config):
     return None
 
 
-def _summary(kind, items, first=8):
-    if not items:
-        return []
-    lines = [f"  {len(items)} {kind}:"] + [f"    {s}" for s in items[:first]]
-    return lines + ([f"    ... and {len(items) - first} more"] if len(items) > first else [])
-
-
 def load_internvideo2(path_or_state_dict, config=None, dtype=None):
     """InternVideo2 <- InternVideo2-stage2_1b-224p-f4.pt (a path, read with torch.load(weights_only=True)) or its
     loaded dict. Accepts {"module": sd} (the release), a bare state dict and DDP's "module." prefixes.
@@ -425,17 +419,9 @@ def load_internvideo2(path_or_state_dict, config=None, dtype=None):
 
     with torch.device("meta"):                                 # shapes only: instant, no memory
         model = InternVideo2(config)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    misshapen = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or misshapen:
-        lines = [f"{what}: state dict does not match the model ({len(own)} keys)"]
-        lines += _summary("missing", missing) + _summary("unexpected", unexpected) + _summary("wrong shape", misshapen)
-        raise ValueError("\n".join(lines))
-    # assign=True: the parameters BECOME the checkpoint's tensors (no copy, no fp32 blow-up of a bf16 file)
-    model.load_state_dict(sd, strict=True, assign=True)
+    # one error naming every mismatch; assign=True: the parameters BECOME the checkpoint's tensors (no copy, no fp32
+    # blow-up of a bf16 file)
+    _load_strict(model, sd, what)
     if dtype is not None:
         model.to(dtype)
     _rebuild_buffers(model)

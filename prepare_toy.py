@@ -3,9 +3,9 @@ and ViCLIP (like nanoGPT's prepare.py). T2V-Turbo never trains its teacher or it
 pre-trained ones. So does the toy: the models this script writes ship in assets/toy/, and `python train.py` (the
 paper's method, Algorithm 1) starts from them.
 
-    python prepare_toy.py                          # -> runs/toy_models/ (about 77 minutes on 2 cores)
+    python prepare_toy.py                          # -> runs/prepared/ (about 77 minutes on 2 cores)
     python prepare_toy.py --resume                 # after a kill: goes on from the newest saved state
-    python train.py --toy-models runs/toy_models   # distil from what it wrote instead of the shipped models
+    python train.py --toy-models runs/prepared     # distil from what it wrote instead of the shipped models
 
 What it trains, in order (each stage writes one file into --out; with --resume a finished file is kept):
     1. first stage    a linear autoencoder on 4 x 4 patches, fitted by PCA in a second (plays VC2's KL-f8 VAE):
@@ -57,7 +57,7 @@ from toy import COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, parse_caption, r
 
 @dataclass
 class Config:
-    out: str = "runs/toy_models"   # where the prepared models go (assets/toy/ holds the shipped ones)
+    out: str = "runs/prepared"     # where the prepared models go (assets/toy/ holds the shipped ones)
     seed: int = 0                  # every random draw of every stage derives from it
     device: str = "auto"           # auto (CUDA when available, else CPU), cpu, cuda
     threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)

@@ -99,7 +99,7 @@ def test_dropped_keys_by_name():
     # what the reward runs is never dropped, and a key nobody named is not silently ignored
     for k in ["vision_encoder.pos_embed", "text_encoder.bert.encoder.layer.1.output.dense.weight", "vision_proj.bias"]:
         assert unused_key(k, cfg) is None
-    with pytest.raises(ValueError, match="unexpected:\n    text_encoder.bert.pooler.dense.weight"):
+    with pytest.raises(ValueError, match="unexpected: text_encoder.bert.pooler.dense.weight"):
         load_internvideo2({**ckpt, "text_encoder.bert.pooler.dense.weight": torch.zeros(32, 32)}, cfg)
 
 
@@ -111,13 +111,14 @@ def test_strict_loading_one_error_names_everything():
     with pytest.raises(ValueError) as e:
         load_internvideo2({"module": sd}, tiny_internvideo2())
     msg = str(e.value)
-    assert "1 missing:\n    vision_encoder.blocks.1.attn.q_norm.weight" in msg
-    assert "1 unexpected:\n    vision_encoder.blocks.9.ls1.gamma" in msg
+    assert msg.splitlines()[0].endswith("keys; 1 missing, 1 unexpected, 1 wrong shape)")      # the counts first
+    assert "missing: vision_encoder.blocks.1.attn.q_norm.weight" in msg
+    assert "unexpected: vision_encoder.blocks.9.ls1.gamma" in msg
     assert "text_proj.weight: checkpoint (16, 33) vs model (16, 32)" in msg
     # a long list is summarised: a count, the first few, and how many more
     cfg = tiny_internvideo2()
     cfg.vision_layers = 6
-    with pytest.raises(ValueError, match=r"52 missing:(\n    .*){8}\n    \.\.\. and 44 more"):
+    with pytest.raises(ValueError, match=r"52 missing\)(\n  missing: .*){8}\n  \.\.\. and 44 more missing"):
         load_internvideo2(_ckpt(), cfg)
 
 
