@@ -27,6 +27,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -232,7 +233,6 @@ class VideoFolder:
 
     def clip(self, i, rng):
         """Row i -> (3, frames, height, width) in [-1, 1], or BadVideo(reason)."""
-        import imageio.v3 as iio
         path = self._file(i)
         try:
             meta = iio.immeta(path)

@@ -308,6 +308,21 @@ def load_state(path, modules, opt, device):
 # The loop
 
 
+def resume(cfg, run, stage, steps, modules, opt):
+    """--resume: the newest state of `stage` into `modules` and `opt` -> (its step, logs, bad steps); (0, [], 0)
+    without --resume or without a state."""
+    found = state_paths(cfg.out, stage) if cfg.resume else []
+    if not found:
+        return 0, [], 0
+    conflicts = resume_conflicts(found[-1], cfg)
+    if conflicts:  # a resumed run must train what the saved one trained: say what differs, change nothing
+        raise SystemExit(f"{stage}: --resume from {found[-1]}, which was trained with other values: "
+                         f"{'; '.join(conflicts)}. Give the saved values, or start over without --resume")
+    meta = load_state(found[-1], modules, opt, run.device)
+    print(f"{stage}: resuming from {found[-1]} (step {meta['step']} of {steps})")
+    return meta["step"], meta["logs"], meta["bad_steps"]
+
+
 def accumulate(cfg, run, step, micro_step, synced, autocast):
     """Forward and backward over cfg.grad_accum micro-batches -> (every loss was finite, [per-micro-batch logs]).
     DDP averages the gradients across processes on the last micro-batch only."""
@@ -338,16 +353,7 @@ def fit(cfg, run, stage, steps, lr, params, micro_step, modules, synced=(), emas
     counters(): -> {name: number} shown in the progress bar (e.g. skipped videos); batch: clips per micro-batch
     and process (for clips/s)."""
     opt = make_optimizer(cfg, params, lr)
-    start, logs, n_bad = 0, [], 0
-    found = state_paths(cfg.out, stage) if cfg.resume else []
-    if found:
-        conflicts = resume_conflicts(found[-1], cfg)
-        if conflicts:  # a resumed run must train what the saved one trained: say what differs, change nothing
-            raise SystemExit(f"{stage}: --resume from {found[-1]}, which was trained with other values: "
-                             f"{'; '.join(conflicts)}. Give the saved values, or start over without --resume")
-        meta = load_state(found[-1], modules, opt, run.device)
-        start, logs, n_bad = meta["step"], meta["logs"], meta["bad_steps"]
-        print(f"{stage}: resuming from {found[-1]} (step {start} of {steps})")
+    start, logs, n_bad = resume(cfg, run, stage, steps, modules, opt)
     autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     writer = SummaryWriter(str(Path(cfg.out) / "tb")) if SummaryWriter and run.main else None
     consecutive = 0

@@ -22,7 +22,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -97,7 +96,7 @@ def ddim_step(x0, eps, t_prev, abar):
 
 
 @torch.no_grad()
-def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0, progress=False):
+def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0):
     """Samples the teacher: 50 DDIM steps from pure noise, each with classifier-free guidance.
 
     noise: (b, c, t, h, w) z_T; context / uncond: (b, L, d) caption and empty-caption embeddings.
@@ -108,7 +107,7 @@ def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0,
     grid = ddim_timesteps(steps)[::-1] + [0]                 # 999, 979, ..., 19, then t = 0
     z, b = noise, noise.shape[0]                             # z: (b, c, t, h, w)
     ctx = torch.cat([context, uncond])                       # (2b, L, d)
-    for t, t_prev in tqdm(list(zip(grid[:-1], grid[1:])), desc="ddim", leave=False, disable=not progress):
+    for t, t_prev in zip(grid[:-1], grid[1:]):
         tt = torch.full((2 * b,), t, device=z.device, dtype=torch.long)
         out_c, out_u = unet(torch.cat([z, z]), tt, ctx, fps).chunk(2)                    # 2 x (b, c, t, h, w)
         x0, eps = split_output(out_u + guidance * (out_c - out_u), z, tt[:b], abar, prediction_of(unet))
@@ -239,7 +238,7 @@ def fresh_noise(shape, generator=None, device="cpu", dtype=torch.float32):
 
 
 @torch.no_grad()
-def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, generator=None, progress=False):
+def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, generator=None):
     """z_T ~ N(0, I); for each t_i: x_i = f_theta(z, w, c, t_i); then re-noise x_i to t_{i+1} with FRESH noise,
     z = alpha_{t_{i+1}} x_i + sigma_{t_{i+1}} eps. Returns the last x_i, (b, c, t, h, w). One UNet call per
     step and no CFG: guidance was distilled into the student and enters only through its w-embedding.
@@ -247,7 +246,7 @@ def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, gener
     b, dev = noise.shape[0], noise.device
     ts = consistency_timesteps(steps)                                   # e.g. [999, 759, 519, 279]
     z, wv = noise, torch.full((b,), float(w), device=dev)               # z: (b, c, t, h, w); wv: (b,)
-    for i, t in enumerate(tqdm(ts, desc="consistency", leave=False, disable=not progress)):
+    for i, t in enumerate(ts):
         tt = torch.full((b,), t, device=dev, dtype=torch.long)          # (b,)
         x0 = consistency_fn(student, z, tt, context, fps, wv, abar)     # (b, c, t, h, w): the clean estimate
         if i + 1 < len(ts):
