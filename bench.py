@@ -8,6 +8,7 @@
     python bench.py ddp        # toy student steps with train.py on 1 process and under torchrun on 2 (~2 min)
     python bench.py vc2        # 2 vc2_256 training steps, every model at full size with random weights (CPU: minutes)
     python bench.py vc2_iv2    # the same with InternVideo2-Stage2 1B as the video reward
+    python bench.py vc2_sample # sample.py on full-size checkpoints (random weights): teacher and student, 1 step
 
 Sections are functions named bench_<section>; each returns {name: value}. Ratios are measured in the same run on
 the same model size, so they travel between machines better than the absolute seconds do.
@@ -35,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import internvideo2
 import open_clip
+import sample
 import train
 import turbo
 from checkpoint import META_KEY, build_models, read_meta, save_tensors
@@ -45,6 +47,7 @@ from prepare_toy import TEACHER_UNET
 from rewards import ImageTextReward, toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet, vc2
 from toy import ToyWorld
+from videoio import read_video
 
 ROOT = Path(__file__).resolve().parent
 
@@ -374,6 +377,39 @@ def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip"):
             f"{tag}_train_saved_gb": _gb(2 * unet + lora - ema)}
 
 
+def bench_vc2_sample(frames=8, size=64):
+    """sample.py on full-size checkpoints (VC2's UNet, text tower and VAE with random weights, written as
+    safetensors exactly as convert.py writes a converted model.ckpt, then read back by load_models): the teacher at
+    1 DDIM step with CFG and the student at 1 consistency step, at frames x size x size, in fp32 (and bf16 / fp16
+    where this CPU has bf16 instructions). Needs ~15 GB of disk and ~9 GB of RAM; a few minutes."""
+    out = {}
+    train_meta = {**VC2_TRAIN, "frames": frames, "height": size, "width": size}
+    with tempfile.TemporaryDirectory() as d:
+        torch.manual_seed(0)
+        models = {"unet": UNet3D(vc2()), "text": TextEncoder(openclip_vit_h14()), "ae": AutoencoderKL(sd_kl_f8())}
+        meta = {"kind": "teacher", "unet": asdict(vc2()), "text": asdict(openclip_vit_h14()), "ae": asdict(sd_kl_f8()),
+                "train": train_meta, "source": {"vc2": "random weights (bench.py vc2_sample)"}}
+        tensors = {f"{p}.{k}": v for p, m in models.items() for k, v in m.state_dict().items()}
+        save_tensors(Path(d) / "teacher.safetensors", tensors, {META_KEY: json.dumps(meta)})
+        student = dataclasses.replace(vc2(), guidance_embed_dim=256)     # + the zero w projection: the fresh student
+        tensors["unet.w_proj.weight"] = torch.zeros(student.model_channels, 256)
+        save_tensors(Path(d) / "turbo.safetensors", tensors,
+                     {META_KEY: json.dumps({**meta, "kind": "turbo", "unet": asdict(student)})})
+        del models, tensors
+        dtypes = ["fp32"] + (["bf16", "fp16"] if _bf16_fast() else [])
+        for name in ("teacher", "turbo"):
+            for dt in dtypes:
+                t0 = time.time()
+                rows = sample.main(["--ckpt", str(Path(d) / f"{name}.safetensors"), "--prompt", "a corgi running",
+                                    "--steps", "1", "--out", str(Path(d) / f"s_{name}_{dt}"), "--device", "cpu",
+                                    "--dtype", dt, "--quiet"])
+                clip = read_video(Path(d) / f"s_{name}_{dt}" / rows[0]["file"])
+                assert clip.shape == (frames, size, size, 3), clip.shape
+                out[f"vc2_sample_{name}_1step_{dt}_s"] = time.time() - t0
+    out["vc2_sample_peak_rss_gb"] = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) / 2 ** 20
+    return out
+
+
 def bench_vc2_iv2():
     """bench_vc2 with InternVideo2-Stage2 1B (the VC2 release's video reward) in place of ViCLIP."""
     return bench_vc2(video_reward="internvideo2")
@@ -446,8 +482,8 @@ def bench_main(repeats=3):
 
 
 SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp,
-            "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2}
-DEFAULT = ["main", "sample", "train"]       # the quick ones; load, ddp, vc2 and vc2_iv2 take minutes: name them
+            "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2, "vc2_sample": bench_vc2_sample}
+DEFAULT = ["main", "sample", "train"]       # the quick ones; load, ddp and the vc2 ones take minutes: name them
 
 
 def main(argv=None):
