@@ -31,12 +31,12 @@ import torch
 from PIL import Image, ImageDraw
 
 import sample
-from loop import Parser, run_cli
+from loop import Parser, check_device, run_cli
 from sample import find_checkpoint
-from checkpoint import load_models, read_meta, resolve_device
+from checkpoint import load_models, read_meta
 from rewards import load_reward
 from toy import TOY_MODELS, correct, judge_dir, split_captions
-from videoio import read_video, save_grid
+from videoio import read_samples, save_grid
 
 
 def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, seed=1000, device="cpu"):
@@ -88,14 +88,10 @@ def load_reward_files(reward_dir):
 def reward_scores(sample_dirs, reward_dir):
     """Mean toy image reward (over all 8 frames) and video reward of the videos in sample_dirs, each scored with
     its own caption, using the reward models saved in reward_dir (None where a model is missing)."""
-    videos, caps = [], []
-    for d in sample_dirs:
-        for line in (Path(d) / "prompts.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            videos.append(read_video(Path(d) / r["file"]))
-            caps.append(r["prompt"])
+    samples = [s for d in sample_dirs for s in read_samples(d)]                # [(row, (t, h, w, 3) video)]
     r = load_reward_files(reward_dir)
-    return score_videos(np.stack(videos), caps, r["image"], r["video"])
+    return score_videos(np.stack([v for _, v in samples]), [row["prompt"] for row, _ in samples], r["image"],
+                        r["video"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,11 +303,7 @@ def check_args(args, error):
         error("--per-seen and --per-heldout must be >= 0, and not both 0")
     if args.steps is not None and args.steps < 1:
         error("--steps must be >= 1")
-    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
-        error(f"--device {args.device}: use auto, cpu, cuda or cuda:N")
-    args.device = resolve_device(args.device)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        error(f"--device {args.device}, but torch sees no CUDA GPU")
+    args.device = check_device(args.device, error)
     if (args.train or args.tune_guidance) and not args.table:
         error("--train and --tune-guidance go with --table RUN_DIR")
     if args.table:

@@ -88,9 +88,8 @@ def cli_config(cls, argv=None, doc=None, check=None, presets=None):
     args = vars(p.parse_args(argv))
     args.pop("preset", None)
     cfg = dataclasses.replace(base, **{k: v for k, v in args.items() if v is not None})
-    device = getattr(cfg, "device", "cpu")
-    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
-        p.error(f"--device {cfg.device}: use auto, cpu, cuda or cuda:N")
+    if hasattr(cfg, "device"):
+        check_device(cfg.device, p.error)
     if check:
         check(cfg, p.error)
     return cfg
@@ -110,6 +109,17 @@ def run_cli(main):
         sys.exit(f"{Path(sys.argv[0]).name}: error: {one_line(e)} (--debug shows where)")
     except KeyboardInterrupt:
         sys.exit(f"{Path(sys.argv[0]).name}: interrupted (the newest saved state is kept; --resume goes on)")
+
+
+def check_device(name, error):
+    """--device NAME -> the device to use (auto: CUDA when there is one, else CPU), or error(one line) for a name
+    that is not auto, cpu, cuda or cuda:N, or a CUDA device on a machine without one."""
+    if name not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+        error(f"--device {name}: use auto, cpu, cuda or cuda:N")
+    device = resolve_device(name)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        error(f"--device {name}, but torch sees no CUDA GPU")
+    return device
 
 
 def one_line(e):

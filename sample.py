@@ -21,8 +21,8 @@ import torch
 from tqdm import tqdm
 
 import turbo
-from checkpoint import load_models, read_meta, resolve_device
-from loop import Parser, one_line, run_cli
+from checkpoint import load_models, read_meta
+from loop import Parser, check_device, one_line, run_cli
 from videoio import read_prompts, save_grid, save_video, slug, to_uint8
 
 
@@ -101,13 +101,7 @@ def parse_args(argv=None):
     if not args.prompt_list:
         p.error("give --prompt TEXT or --prompts FILE")
     args.ckpt = find_checkpoint(args.ckpt, p.error)
-    try:
-        args.device = resolve_device(args.device)
-        torch.device(args.device)
-    except RuntimeError:
-        p.error(f"--device {args.device}: use auto, cpu, cuda or cuda:N")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}, but torch sees no CUDA GPU")
+    args.device = check_device(args.device, p.error)
     return args
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videoio import read_prompts, read_video, save_grid
+from videoio import read_prompts, read_samples, save_grid
 
 # ----------------------------------------------------------------------------------------------------------------
 # The world
@@ -198,16 +198,12 @@ def correct(clip, text):
 
 def judge_dir(out_dir):
     """Scores a sample folder (prompts.jsonl + videos) -> {'n', 'all', 'colour', 'shape', 'direction'} shares."""
-    out_dir = Path(out_dir)
-    rows = [json.loads(l) for l in (out_dir / "prompts.jsonl").read_text().splitlines() if l.strip()]
-    if not rows:
-        raise ValueError(f"{out_dir}/prompts.jsonl lists no videos")
+    samples = read_samples(out_dir)                                             # [(row, (t, h, w, 3) video)]
     tally = {"colour": 0, "shape": 0, "direction": 0, "all": 0}
-    for r in rows:
-        clip = read_video(out_dir / r["file"])                                   # (t, h, w, 3)
+    for r, clip in samples:
         for k, ok in correct(clip, r["prompt"]).items():
             tally[k] += ok
-    return {"n": len(rows), **{k: v / len(rows) for k, v in tally.items()}}
+    return {"n": len(samples), **{k: v / len(samples) for k, v in tally.items()}}
 
 
 if __name__ == "__main__":

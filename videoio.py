@@ -5,6 +5,7 @@
     prompt files      one caption a line; blank lines and '#' comments skipped
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -32,6 +33,16 @@ def to_uint8(video):
 def read_video(path):
     """A GIF or MP4 -> uint8 (t, h, w, 3) (an alpha channel is dropped)."""
     return np.asarray(iio.imread(path, index=None))[..., :3]
+
+
+def read_samples(folder):
+    """A sample folder (what sample.py writes) -> [(its prompts.jsonl row, the video uint8 (t, h, w, 3))], in the
+    file's order; a folder whose prompts.jsonl lists nothing is a ValueError."""
+    folder = Path(folder)
+    rows = [json.loads(l) for l in (folder / "prompts.jsonl").read_text().splitlines() if l.strip()]
+    if not rows:
+        raise ValueError(f"{folder}/prompts.jsonl lists no videos")
+    return [(r, read_video(folder / r["file"])) for r in rows]
 
 
 def save_video(frames, path, fps=8):
