@@ -80,6 +80,17 @@ def save_checkpoint(path, modules, meta):
     return save_tensors(path, tensors, {META_KEY: json.dumps(meta)})
 
 
+def save_lora(path, adapters, meta, rank):
+    """A LoRA student's adapters on their own: {'unet.<module>.up.weight', ...} (lora.lora_tensors, module order)
+    with `meta` (the merged checkpoint's) marked kind 'lora'. About 470 MB at VC2 size instead of 5.6 GB, and named,
+    unlike the release's list; convert.py --export-release-lora writes that list from it. No adapters: no file."""
+    if not adapters:
+        return None
+    meta = {**meta, "kind": "lora", "rank": rank, "w_proj_base": "zero"}  # train.make_student's layout
+    meta.pop("stats", None)                                             # the merged checkpoint has them
+    return save_tensors(path, {f"unet.{k}": v for k, v in adapters.items()}, {META_KEY: json.dumps(meta)})
+
+
 def _open(path):
     """safe_open that reads each tensor into memory of its own (pread) where this safetensors has that backend:
     the tensors then outlive the file and no file-backed pages stay mapped. Older versions memory-map the file,
@@ -134,6 +145,9 @@ def load_models(path, device="cpu", dtype=None):
     lists every missing, unexpected and misshapen tensor. dtype (e.g. torch.float16) casts floating tensors as
     they are read; None keeps the stored dtype. Peak memory is one copy of the weights (see the docstring)."""
     meta = read_meta(path)
+    if meta.get("kind") == "lora":
+        raise ValueError(f"{path} is a LoRA on its own, not a whole model: sample the merged checkpoint written beside "
+                         f"it (turbo.safetensors), or give it to convert.py --export-release-lora")
     models = build_models(meta)
     expected = {f"{name}.{k}": v for name, m in models.items() for k, v in m.state_dict().items()}
     try:

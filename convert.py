@@ -3,6 +3,7 @@
 
     python convert.py --vc2 model.ckpt --out weights/vc2 --lora unet_lora.pt
     python sample.py --ckpt weights/vc2 --prompt "a corgi running on the beach"   # picks turbo.safetensors: 4 steps
+    python convert.py --export-release-lora runs/vc2/turbo_lora.safetensors --out unet_lora.pt   # the other way
 
 Writes OUT/teacher.safetensors (VC2's UNet + KL-f8 VAE + OpenCLIP text tower, kind "teacher") and, given the LoRA
 (or --merged-unet, a student UNet state dict with the LoRA already merged), OUT/turbo.safetensors: the student UNet
@@ -22,7 +23,9 @@ the release built it with nn.Linear's random init, drew it from an UNSEEDED gene
 trained only a LoRA on top (notes.md, "Caveats"). The deployed function, random W + up @ down, is therefore
 different in every run of the release and cannot be recovered. We take W = 0, the mean of that init (and our own
 zero init of w_proj), so w_proj = up @ down: deterministic, and the w-embedding only carries what training put there.
-Loading such a file prints a warning. A merged UNet that carries time_cond_proj.weight keeps it as it is.
+Loading such a file prints a warning. A merged UNet that carries time_cond_proj.weight keeps it as it is. A LoRA
+student trained here (train.py --lora-rank) has exactly this layout, zero base + LoRA, so --export-release-lora
+writes it as an unet_lora.pt that loads back (here, or in the release with its base zeroed) bit for bit.
 
 Memory: model.ckpt is memory-mapped (torch.load(mmap=True)), models are built on the meta device and take the
 mapped tensors as they are (load_state_dict(assign=True)), and the outputs are streamed one tensor at a time (a merged
@@ -41,13 +44,14 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
 
 import turbo
 from checkpoint import META_KEY, problem_report, read_meta, resolve_release_files, safe_torch_load, save_tensors, unwrap
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
-from lora import LoRA, add_lora
+from lora import RELEASE_UNWRAPPED, LoRA, add_lora, lora_tensors
 from loop import Parser
-from tiny_unet3d import UNet3D, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2, vc2
+from tiny_unet3d import UNet3D, UNetConfig, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2, vc2
 
 # model.ckpt = LatentDiffusion.state_dict(): three sub-models under these prefixes, plus the schedule buffers
 VC2_PREFIXES = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "text": "cond_stage_model.model."}
@@ -62,8 +66,6 @@ VC2_TRAIN = {"frames": 16, "height": 320, "width": 512, "size": None, "fps": 16,
              "turbo_sample_steps": 4}
 GUIDANCE_EMBED_DIM = 256  # the student's time_cond_proj_dim (app.py)
 RELEASE_RANK = 64         # unet_lora.pt's rank, clipped to min(in, out) per layer (4 for the first and last conv)
-# VC2's init_attn proj_in/proj_out are Conv1d, which the release's injector does not search (Linear here)
-RELEASE_UNWRAPPED = ("init_attn.0.proj_in", "init_attn.0.proj_out")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,7 +165,7 @@ def release_lora_order(vc2_unet_sd):
     return names
 
 
-def load_release_lora(student, tensors, order=None):
+def load_release_lora(student, tensors, order=None, rank=RELEASE_RANK):
     """Puts T2V-Turbo's released LoRA (a plain list of 1150 tensors, no names) onto our student UNet3D as lora.py
     wrappers; merge it with lora.merge_lora or merged_tensors. The release matches the list purely by position
     (app.py: lora_up.weight = loras.pop(0)), so that rule is spelled out and checked here:
@@ -171,7 +173,9 @@ def load_release_lora(student, tensors, order=None):
         init_attn's proj_in/proj_out (Conv1d in VC2: no LoRA in the release; Linear here, so left unwrapped);
       - tensors 2k and 2k+1 are module k's up (out, r[, 1, 1(, 1)]) and down (r, in[, kernel]);
       - `order` (optional): the release's module names in VC2 spelling (release_lora_order, or the manifest's
-        lora_modules.tsv); our wrappers must come in exactly that order.
+        lora_modules.tsv); our wrappers must come in exactly that order;
+      - `rank`: 64, the release's (clipped to min(in, out) per layer); a list exported from a student trained here
+        (--export-release-lora) has that student's --lora-rank. The list has no field to say which.
     A wrong length or any wrong shape raises ONE ValueError listing every mismatch. The tensors are adopted, not
     copied, so a student built on the meta device costs nothing. Returns the number of tensors loaded (1150).
     After an error the student is left wrapped but unloaded: build a fresh one."""
@@ -182,11 +186,7 @@ def load_release_lora(student, tensors, order=None):
     if any(isinstance(m, LoRA) for m in student.modules()):
         raise ValueError("this UNet already has LoRA wrappers")
     with torch.device(next(student.parameters()).device):  # a meta student gets meta wrappers: no memory, no init
-        add_lora(student, RELEASE_RANK)
-    for name in RELEASE_UNWRAPPED:
-        if name in dict(student.named_modules()):
-            parent, _, child = name.rpartition(".")
-            setattr(student.get_submodule(parent), child, student.get_submodule(name).base)
+        add_lora(student, rank, skip=RELEASE_UNWRAPPED)
     # the order the release walks: named_modules() after wrapping (a wrapper keeps its layer's slot). NB: add_lora's
     # own return value is not in this order (it wraps a module's direct children before descending)
     loras = [(ours_key_to_vc2(n), m) for n, m in student.named_modules() if isinstance(m, LoRA)]
@@ -211,6 +211,34 @@ def load_release_lora(student, tensors, order=None):
         m.up.weight = nn.Parameter(tensors[2 * k].to(m.up.weight.dtype), requires_grad=False)
         m.down.weight = nn.Parameter(tensors[2 * k + 1].to(m.down.weight.dtype), requires_grad=False)
     return 2 * len(loras)
+
+
+def export_release_lora(path):
+    """Our LoRA file (train.py's turbo_lora.safetensors, checkpoint.save_lora) -> the release's unet_lora.pt list:
+    [up, down] per module in its module walk (load_release_lora's order rule), fp32, no names, so the released
+    app.py and scripts load a student trained here. Exact: the student was trained with the release's layout
+    (train.make_student: w_proj = zero base + LoRA, init_attn's proj_in/out unwrapped), and loading the list back
+    (convert.py --vc2 model.ckpt --lora unet_lora.pt) merges into the same weights bit for bit. A file that does not
+    fit that layout (a wrong module set or shape, a nonzero w_proj base) raises ONE ValueError listing it all."""
+    meta = read_meta(path)
+    if meta.get("kind") != "lora":
+        raise ValueError(f"{path} is a {meta.get('kind')!r} checkpoint, not a LoRA file (train.py --lora-rank R "
+                         f"writes one beside its student: turbo_lora.safetensors)")
+    if meta.get("w_proj_base") != "zero":
+        raise ValueError(f"{path}: its w_proj base is not zero (W_PROJ_POLICY), so the release's list cannot carry it")
+    with torch.device("meta"):                             # the module walk, from the config alone
+        student = UNet3D(UNetConfig(**meta["unet"]))
+        add_lora(student, meta["rank"], skip=RELEASE_UNWRAPPED)
+    want = {f"unet.{k}": tuple(v.shape) for k, v in lora_tensors(student).items()}
+    with safe_open(str(path), "pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        problems = [f"  missing: {k}" for k in want if k not in stored]
+        problems += [f"  unexpected: {k}" for k in stored if k not in want]
+        problems += [f"  wrong shape: {k}: {stored[k]}, the student needs {want[k]}"
+                     for k in want if k in stored and stored[k] != want[k]]
+        if problems:
+            raise ValueError(problem_report(f"{path}: not the LoRA of a student with the release's layout", problems))
+        return [f.get_tensor(k).float() for k in want]     # want's order: module walk, up before down
 
 
 def zero_w_proj_base(student, source):
@@ -281,7 +309,7 @@ def refuse_v2(state_dict):
                          f"implements T2V-Turbo v1, whose student has no motion guidance; give a v1 file")
 
 
-def turbo_unet(teacher_unet, student_config, lora=None, merged_unet=None, name=""):
+def turbo_unet(teacher_unet, student_config, lora=None, merged_unet=None, name="", rank=RELEASE_RANK):
     """The student UNet's state dict from the teacher's (ours, converted) and either the release's LoRA list or a
     merged student state dict (VC2 names). -> (state dict with merged weights as meta placeholders, materialize or
     None, a note on where w_proj came from). Everything is checked here, before anything is written."""
@@ -291,7 +319,7 @@ def turbo_unet(teacher_unet, student_config, lora=None, merged_unet=None, name="
         if lora is not None:
             load_vc2_unet(student, teacher_unet, assign=True)  # the teacher's weights are the student's base
             zero_w_proj_base(student, name)
-            n = load_release_lora(student, lora)
+            n = load_release_lora(student, lora, rank=rank)
             print(f"{name}: {n} LoRA tensors on {n // 2} modules, merged as they are written")
             return (*merged_tensors(student), "zero base + LoRA delta (W_PROJ_POLICY)")
         refuse_v2(unwrap(merged_unet))
@@ -306,7 +334,7 @@ def turbo_unet(teacher_unet, student_config, lora=None, merged_unet=None, name="
 
 
 def convert(vc2_path, out_dir, lora=None, merged_unet=None, unet_config=None, text_config=None, ae_config=None,
-            train=None):
+            train=None, lora_rank=RELEASE_RANK):
     """model.ckpt (+ unet_lora.pt or a merged student UNet) -> out_dir/teacher.safetensors (+ turbo.safetensors).
     Configs default to the real VC2 ones, train to VC2_TRAIN (sample.py's settings). Returns the paths written."""
     if lora and merged_unet:
@@ -330,7 +358,7 @@ def convert(vc2_path, out_dir, lora=None, merged_unet=None, unet_config=None, te
         student_config = replace(unet_config, guidance_embed_dim=GUIDANCE_EMBED_DIM)
         tensors = safe_torch_load(extra)
         student = turbo_unet(ours["unet"], student_config, lora=tensors if lora else None,
-                             merged_unet=None if lora else tensors, name=str(extra))
+                             merged_unet=None if lora else tensors, name=str(extra), rank=lora_rank)
     out = Path(out_dir)
     paths = [_write(out / "teacher.safetensors", ours, {**meta, "kind": "teacher"})]
     if student is not None:
@@ -347,6 +375,16 @@ def convert(vc2_path, out_dir, lora=None, merged_unet=None, unet_config=None, te
 
 def check_args(args, error):
     """The inputs exist and are not this project's own checkpoints; nothing in OUT would be overwritten."""
+    if args.export_release_lora:
+        if args.vc2 or args.lora or args.merged_unet:
+            error("--export-release-lora takes only --out (the unet_lora.pt to write)")
+        if not Path(args.export_release_lora).is_file():
+            error(f"--export-release-lora {args.export_release_lora}: no such file")
+        if Path(args.out).exists():
+            error(f"--out {args.out} exists; give a new file name (nothing is overwritten)")
+        return
+    if not args.vc2:
+        error("give --vc2 model.ckpt (a conversion) or --export-release-lora LORA (an export)")
     for flag in ("vc2", "lora", "merged_unet"):
         path = getattr(args, flag)
         if path is None:
@@ -357,25 +395,48 @@ def check_args(args, error):
             kind = read_meta(path).get("kind")
         except ValueError:
             continue
+        hint = " (a LoRA trained here: convert.py --export-release-lora writes it as unet_lora.pt)" * (kind == "lora")
         error(f"--{flag.replace('_', '-')} {path} is already a {kind} checkpoint of this project (sample.py and "
-              f"train.py read it as it is); --vc2 takes VideoCrafter2's model.ckpt")
+              f"train.py read it as it is){hint}; --vc2 takes VideoCrafter2's model.ckpt")
     out = Path(args.out)
     for name in ("teacher.safetensors",) + (("turbo.safetensors",) if args.lora or args.merged_unet else ()):
         if (out / name).exists():
             error(f"--out {out}: {name} exists there; give a new folder (nothing is overwritten)")
 
 
+def export(lora_path, out):
+    """--export-release-lora: our LoRA file -> the release's unet_lora.pt (torch.save of a plain list of tensors,
+    which the release's torch.load reads, also with weights_only=True)."""
+    tensors = export_release_lora(lora_path)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out).with_name(Path(out).name + ".tmp")
+    torch.save(tensors, tmp)
+    os.replace(tmp, out)
+    rank = read_meta(lora_path)["rank"]
+    print(f"wrote {out}: {len(tensors)} tensors (up, down for {len(tensors) // 2} modules, the release's order), "
+          f"{os.path.getsize(out) / 1e6:.1f} MB; load it with convert.py --vc2 model.ckpt --lora {out}"
+          + (f" --lora-rank {rank}" if rank != RELEASE_RANK else ""))
+
+
 def main(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--vc2", required=True, help="VideoCrafter2's model.ckpt (a bare state dict or {'state_dict': ...})")
-    p.add_argument("--out", required=True, help="folder for teacher.safetensors (and turbo.safetensors)")
+    p.add_argument("--vc2", help="VideoCrafter2's model.ckpt (a bare state dict or {'state_dict': ...})")
+    p.add_argument("--out", required=True, help="folder for teacher.safetensors (and turbo.safetensors); with "
+                                                "--export-release-lora, the unet_lora.pt file to write")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lora", help="T2V-Turbo (VC2) unet_lora.pt: the released list of 1150 LoRA tensors")
     g.add_argument("--merged-unet", help="a T2V-Turbo student UNet state dict with its LoRA already merged")
+    g.add_argument("--export-release-lora", metavar="LORA",
+                   help="instead of converting: write train.py's turbo_lora.safetensors as the release's unet_lora.pt")
+    p.add_argument("--lora-rank", type=int, default=RELEASE_RANK, help="the --lora list's rank: the release's is 64; "
+                   "one exported from a student trained here has its --lora-rank")
     args = resolve_release_files(p.parse_args(argv))   # a folder (e.g. a Hugging Face snapshot): the file in it
     check_args(args, p.error)
     try:
-        convert(args.vc2, args.out, lora=args.lora, merged_unet=args.merged_unet)
+        if args.export_release_lora:
+            export(args.export_release_lora, args.out)
+        else:
+            convert(args.vc2, args.out, lora=args.lora, merged_unet=args.merged_unet, lora_rank=args.lora_rank)
     except (ValueError, OSError) as e:  # OSError includes FileNotFoundError and a full disk
         sys.exit(f"convert.py: error: {str(e).strip().splitlines()[0]}")   # a long report: its file has the rest
 

@@ -5,9 +5,10 @@ nothing (the student starts as exactly the teacher). The dropout is the release'
 Linear and Conv2d, none on a Conv3d (cloneofsimo's lora.py, which T2V-Turbo uses; its --lora_dropout flag never
 reaches it). It acts in train mode only, so the EMA target and sampling never see it. For a conv, `down` is a
 conv with the layer's own kernel and stride to r channels and `up` a 1x1 (x1x1) conv back, so up @ down is again a
-kernel of the layer's shape and the LoRA merges into W exactly (`merge_lora`). The rank is clipped to min(in, out) per layer (the release does the
-same, which is why its conv_in / out conv get rank 4). With LoRA, one UNet serves as the student, the teacher
-(`AdaptersOff`) and the target network (`EMAAdapters`): the teacher's weights are the student's frozen base.
+kernel of the layer's shape and the LoRA merges into W exactly (`merge_lora`). The rank is clipped to min(in, out)
+per layer (the release does the same, which is why its conv_in / out conv get rank 4). With LoRA, one UNet serves
+as the student, the teacher (`AdaptersOff`) and the target network (`EMAAdapters`): the teacher's weights are the
+student's frozen base. `lora_tensors` is the LoRA on its own, in the release's unet_lora.pt order.
 
 Why hand-written and not `peft`: the release's unet_lora.pt is an unnamed list of (up, down) tensors in module
 order, and loading it needs exactly this module order and rank rule; 60 lines here are easier to read and to
@@ -25,6 +26,9 @@ import torch.nn as nn
 from tiny_unet3d import UNet3D, toy_unet
 
 LORA_TYPES = (nn.Linear, nn.Conv2d, nn.Conv3d)
+# VC2's init_attn proj_in/proj_out are Conv1d, which the release's injector does not search (Linear here): a student
+# that must round-trip through the release's unet_lora.pt leaves them unwrapped (train.py, convert.py)
+RELEASE_UNWRAPPED = ("init_attn.0.proj_in", "init_attn.0.proj_out")
 
 
 class LoRA(nn.Module):
@@ -62,15 +66,16 @@ class LoRA(nn.Module):
         return (up @ down).view_as(self.base.weight) * self.scale
 
 
-def add_lora(model, rank, scale=1.0, dropout=0.1):
-    """Replaces every Linear/Conv2d/Conv3d in `model` by a LoRA wrapper, in named_modules() order (the release's
-    order). Freezes the base weights; returns the list of LoRA modules (their down/up are the trainable ones).
+def add_lora(model, rank, scale=1.0, dropout=0.1, skip=()):
+    """Replaces every Linear/Conv2d/Conv3d in `model` by a LoRA wrapper, except the modules named in `skip`. Freezes
+    the base weights; returns the list of LoRA modules (their down/up are the trainable ones). NB: the list is not
+    in named_modules() order (a module's direct children are wrapped before its grandchildren); lora_tensors is.
     dropout: on the LoRA branch of Linear and Conv2d layers (0.1, the release's)."""
     model.requires_grad_(False)
     wrapped = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, LORA_TYPES):
+            if isinstance(child, LORA_TYPES) and f"{name}.{child_name}".lstrip(".") not in skip:
                 lora = LoRA(child, rank, scale, dropout).to(child.weight.device, child.weight.dtype)
                 lora.train(child.training)  # a new module starts in train mode: take the wrapped layer's mode
                 setattr(module, child_name, lora)
@@ -78,9 +83,17 @@ def add_lora(model, rank, scale=1.0, dropout=0.1):
     return wrapped
 
 
+def lora_tensors(model):
+    """-> {'<module>.up.weight': (out, r[, 1...]), '<module>.down.weight': (r, in[, kernel])} for every LoRA of
+    `model`, in named_modules() order (the release's unet_lora.pt order, convert.export_release_lora): the
+    student's LoRA on its own, about 470 MB at VC2 size instead of a 5.6 GB merged UNet."""
+    return {f"{n}.{role}.weight": getattr(m, role).weight.detach()
+            for n, m in model.named_modules() if isinstance(m, LoRA) for role in ("up", "down")}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # One UNet, three networks. With LoRA the student's base weights ARE the teacher's (frozen, never changed), so
-#   the teacher          = the student with its adapters off and its w projection zeroed  (AdaptersOff)
+#   the teacher          = the student with its adapters off (w_proj's base is zero)       (AdaptersOff)
 #   the target theta^-   = the student's base + an EMA copy of the trained tensors only    (EMAAdapters)
 # both exact, and at VideoCrafter2 size they save two 5.6 GB UNets (LCM-LoRA's distillation does the same).
 
@@ -125,8 +138,9 @@ def adapters_off(model):
 
 
 class AdaptersOff(nn.Module):
-    """The frozen teacher, read off a LoRA student: adapters off, w projection zero (so w adds exactly 0 to the
-    timestep embedding), eval mode, no gradient. Called as the teacher is: (x, t, context, fps)."""
+    """The frozen teacher, read off a LoRA student: adapters off, eval mode, no gradient. The student's w projection
+    is a zero base weight plus its LoRA (train.make_student), so with the adapters off w adds exactly 0 to the
+    timestep embedding. Called as the teacher is: (x, t, context, fps)."""
 
     def __init__(self, student):
         super().__init__()
@@ -136,15 +150,13 @@ class AdaptersOff(nn.Module):
     @torch.no_grad()
     def forward(self, x, t, context, fps=16):
         student = self._student[0]
-        w_proj = student.w_proj.base if isinstance(student.w_proj, LoRA) else student.w_proj
-        zero = [torch.zeros_like(w_proj.weight)]
-        with adapters_off(student), swapped([w_proj.weight], zero), eval_mode(student):
+        with adapters_off(student), eval_mode(student):
             return student(x, t, context, fps, w=torch.zeros(x.shape[0], device=x.device))
 
 
 class EMAAdapters(nn.Module):
     """The target network theta^- of a LoRA student: the student's frozen base plus an EMA copy of its trained
-    tensors (`params`: the adapters and the w projection), in eval mode, no gradient. Its parameters() are the
+    tensors (`params`: the adapters), in eval mode, no gradient. Its parameters() are the
     EMA copies, in `params` order, so turbo.ema_update(target.parameters(), params, mu) updates it."""
 
     def __init__(self, student, params):

@@ -23,19 +23,20 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import turbo
-from checkpoint import load_models, model_meta, read_meta, resolve_release_files, save_checkpoint
-from data import check_data_args, open_data
+from checkpoint import load_models, model_meta, read_meta, resolve_release_files, save_checkpoint, save_lora
+from data import StepLoader, cached_latents, check_train_data, open_data
 from evaluate import compare_line, quick_look, toy_comparison
 from internvideo2 import find_vocab, internvideo2_reward
-from lora import AdaptersOff, EMAAdapters, add_lora, merge_lora
+from lora import RELEASE_UNWRAPPED, AdaptersOff, EMAAdapters, add_lora, lora_tensors, merge_lora
 from loop import barrier, check_in_sync, cli_config, fit, one_line, run_cli, setup_processes, state_paths, \
-    step_draws, sum_over_processes
+    data_draws, step_draws, sum_over_processes
 from rewards import ImageTextReward, VideoTextReward, ViCLIP, load_reward, load_viclip, viclip_l14
 from tiny_unet3d import UNet3D
 from toy import TOY_MODELS
@@ -58,6 +59,8 @@ class Config:
     width: int = 0                 # 0 = size
     frames: int = 8                # frames per clip (the toy: 8; VC2: 16)
     fps: int = 16                  # clip sampling rate and the fps condition; VC2 and T2V-Turbo always use 16
+    data_workers: int = 0          # processes decoding the coming steps' clips ahead (data.StepLoader); 0: none
+    cache: str = ""                # a latent cache (python data.py ... --cache DIR) to read instead of --data
     # the student (turbo.py Part 2, Algorithm 1)
     turbo_steps: int = 10000       # optimizer steps (the release: 10K)
     turbo_batch: int = 1           # clips per micro-batch and process (the release: 1 video per GPU, 8 GPUs)
@@ -144,12 +147,10 @@ def check_config(cfg, error):
         error("need 0 < --w-min <= --w-max")
     if not 0 <= cfg.lora_dropout < 1 or cfg.compare_per_caption < 0:
         error("need 0 <= --lora-dropout < 1 and --compare-per-caption >= 0")
-    if not cfg.data and (cfg.height or cfg.size) != (cfg.width or cfg.size):
+    if not (cfg.data or cfg.cache) and (cfg.height or cfg.size) != (cfg.width or cfg.size):
         error("the toy world is square: use --size, not --height/--width")
     resolve_release_files(cfg)                              # --hps FOLDER: the file in it (or in its HF snapshot)
-    problem = check_data_args(cfg.data, cfg.captions)       # a missing folder or file, a file without captions, ...
-    if problem:
-        error(f"--data/--captions: {problem}")
+    check_train_data(cfg, teacher_path(cfg), error)         # --data/--captions, --cache, --data-workers
     teacher = teacher_path(cfg)
     try:
         meta = read_meta(teacher)
@@ -241,9 +242,9 @@ def reward_models(cfg, device):
 
 
 def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False, lora_dropout=0.1):
-    """Student = teacher + the w-embedding projection (zero-initialised: at step 0 it predicts exactly what the
-    teacher predicts), optionally with LoRA on every Linear/Conv; w_proj is new, so it is trained in full (the
-    release LoRA-wraps a frozen random one it never saves). Returns (student, trainable parameters)."""
+    """Student = teacher + the w projection w_proj, zero (at step 0 it predicts exactly what the teacher does), with
+    LoRA on every Linear/Conv the release wraps (w_proj too: its zero base stays frozen, convert.py W_PROJ_POLICY),
+    so the release's unet_lora.pt carries the whole student. Returns (student, trainable parameters)."""
     with torch.device("meta"):                      # shapes only: the weights come from the teacher, no init
         student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
                                              temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
@@ -254,9 +255,8 @@ def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False,
     student.load_state_dict(sd, strict=True, assign=True)
     if not lora_rank:                                                       # full fine-tuning (the toy)
         return student, list(student.parameters())
-    loras = add_lora(student, lora_rank, dropout=lora_dropout)
-    student.w_proj.base.weight.requires_grad_(True)
-    return student, [p for l in loras for p in (l.down.weight, l.up.weight)] + [student.w_proj.base.weight]
+    loras = add_lora(student, lora_rank, dropout=lora_dropout, skip=RELEASE_UNWRAPPED)
+    return student, [p for l in loras for p in (l.down.weight, l.up.weight)]
 
 
 def make_networks(cfg, run, unet):
@@ -283,8 +283,9 @@ def make_networks(cfg, run, unet):
 
 
 def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
-    """Trains the student (theta) from the frozen teacher, Algorithm 1 line by line; -> (student, stats).
-    Returns the online student (merged when it is LoRA), which is what gets saved and sampled."""
+    """Trains the student (theta) from the frozen teacher, Algorithm 1 line by line; -> (student, stats, adapters).
+    The student is the online one (merged when it is LoRA), which is what gets saved and sampled; adapters are its
+    LoRA tensors on their own (lora.lora_tensors; {} without LoRA)."""
     (text, ae), name, b = (teacher[k] for k in ("text", "ae")), student_name(cfg), cfg.turbo_batch
     unet = teacher.pop("unet")                          # (with LoRA it is freed once the student holds its weights)
     torch.manual_seed(cfg.seed)
@@ -292,17 +293,17 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
     student, params, target, unet = make_networks(cfg, run, unet)
     student_d = torch.nn.parallel.DistributedDataParallel(student) if run.world > 1 else student
     abar = turbo.schedule(unet.config).to(run.device)                       # the teacher's alphas, inherited
+    loader = StepLoader(data, partial(data_draws, cfg, run, name, b=b), cfg.data_workers, cfg.grad_accum)
     with torch.no_grad():
         uncond = text.encode_text([""]).float()                             # (1, L, d): the empty caption
 
     def micro_step(step, micro):  # lines 3-9 for this process's b clips of the step's global batch
-        rng, gen, B, rows = step_draws(cfg, run, name, step, micro, b)
-        # line 3: a batch (x, c) from the data
-        video, caps = data.batch(B, rng, rows)                              # (b, 3, t, H, W) in [-1, 1]
-        # line 4: z0 = E(x), and the text tower's embedding of c
+        _, gen, B, rows = step_draws(cfg, run, name, step, micro, b)
+        x, caps = loader.batch(step, micro)          # line 3: a batch (x, c): x (b, 3, t, H, W) in [-1, 1]
+        # line 4: z0 = E(x) (b, c, t, h, w), and the text tower's embedding of c (b, L, d); --cache: both read
         with torch.no_grad():
-            z0 = ae.encode(video.to(run.device)).float()                    # (b, c, t, h, w)
-            context = text.encode_text(caps).float()                        # (b, L, d)
+            z0 = cached_latents(ae, x, run.device) if cfg.cache else ae.encode(x.to(run.device)).float()
+            context = x["context"].to(run.device) if cfg.cache else text.encode_text(caps).float()
         # lines 5-8: n ~ U{0..49}, w ~ U[w_min, w_max], eps ~ N(0, I); z_{t_{n+k}}, the solver's z_{t_n}, f_theta,
         # the target f_{theta^-}, and L_CD = d(f_theta, target) (eqs. 5-7); drawn for the whole global batch
         d = turbo.cd_draws(B, z0.shape[1:], cfg.w_min, cfg.w_max, generator=gen)
@@ -332,12 +333,11 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
                       synced=[student_d] if student_d is not student else [], emas=[update_target],
                       validate=validate, counters=skipped, batch=b)
     check_in_sync(run, student, name)
-    student.eval()
-    if cfg.lora_rank:
-        merge_lora(student)
+    adapters = lora_tensors(student)                 # (merging leaves these tensors as they are)
+    merge_lora(student.eval())
     student.config = dataclasses.replace(student.config, use_checkpoint=False)
     final = {k: float(np.mean([l[k] for l in logs[-100:]])) for k in logs[-1]} if logs else {}   # last 100 steps
-    return student, {"final": final, "log": logs, "bad_steps": n_bad}
+    return student, {"final": final, "log": logs, "bad_steps": n_bad}, adapters
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -360,8 +360,7 @@ def main(argv=None):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = setup_processes(cfg)
-    t0, out = time.time(), Path(cfg.out)
-    path = out / f"{student_name(cfg)}.safetensors"
+    t0, path = time.time(), Path(cfg.out) / f"{student_name(cfg)}.safetensors"
     if path.exists() and not cfg.fresh:
         if run.main:
             print(f"{path} exists: comparing it with its teacher (--fresh trains it again)")
@@ -369,7 +368,7 @@ def main(argv=None):
         teacher = load_teacher(cfg, run)
         try:
             data = open_data(cfg.data, cfg.captions, cfg.height or cfg.size, cfg.width or cfg.size, cfg.frames,
-                             cfg.fps, cfg.seed + 1)
+                             cfg.fps, cfg.seed + 1, cfg.cache)
         except (ValueError, OSError) as e:
             raise SystemExit(f"train.py: --data/--captions: {one_line(e)}") from None
         image_reward, video_reward = reward_models(cfg, run.device)
@@ -377,7 +376,7 @@ def main(argv=None):
             rw = ", ".join(f"{k} reward from {reward_path(cfg, k)}" for k in wanted_rewards(cfg)) or "no rewards (VCM)"
             print(f"teacher {teacher_path(cfg)}; {rw}")
         barrier(run)
-        student, stats = distill(cfg, run, data, teacher, image_reward, video_reward)
+        student, stats, adapters = distill(cfg, run, data, teacher, image_reward, video_reward)
         if hasattr(data, "skipped"):
             stats["skipped_videos"] = sum_over_processes(run, data.skipped - data.caption_skipped, data.caption_skipped)
             if run.main:
@@ -386,6 +385,7 @@ def main(argv=None):
             meta = model_meta(student, teacher["text"], teacher["ae"], kind="turbo", train=meta_train(cfg),
                               stats=stats, seconds=time.time() - t0)
             save_checkpoint(path, {"unet": student, "text": teacher["text"], "ae": teacher["ae"]}, meta)
+            save_lora(path.with_name(f"{path.stem}_lora.safetensors"), adapters, meta, cfg.lora_rank)  # LoRA: alone too
             for p in state_paths(cfg.out, student_name(cfg)):
                 p.unlink()
             print(f"wrote {path} ({meta['seconds']:.0f} s)")

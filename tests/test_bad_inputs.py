@@ -14,7 +14,7 @@ import data
 import evaluate
 import sample
 import train
-from checkpoint import read_checkpoint, save_tensors
+from checkpoint import read_checkpoint, read_meta, save_tensors
 
 import test_data
 
@@ -69,6 +69,10 @@ def files(tmp_path_factory, toy_models):
     (f["converted"] / "teacher.safetensors").write_bytes(b"an earlier conversion")
     save_file({"a": torch.zeros(1)}, str(d / "plain.safetensors"))
     f["plain"] = d / "plain.safetensors"
+    unet = {**read_meta(f["teacher"])["unet"], "guidance_embed_dim": 256}
+    meta = {"kind": "lora", "rank": 4, "w_proj_base": "zero", "unet": unet}
+    f["lora"] = d / "vcm_lora.safetensors"   # a LoRA file of the right kind whose tensors fit no student
+    save_tensors(f["lora"], {"unet.w_proj.up.weight": torch.zeros(3, 3)}, {"t2v_turbo": json.dumps(meta)})
     return f
 
 
@@ -133,6 +137,16 @@ CASES = [
     ("convert", ["--vc2", "{not_vc2}", "--out", "{dir}/out", "--lora", "a", "--merged-unet", "b"], 2,
      "not allowed with argument"),
     ("convert", ["--vc2", "{not_vc2}"], 2, "the following arguments are required: --out"),
+    ("convert", ["--out", "{dir}/out"], 2, "give --vc2 model.ckpt (a conversion) or --export-release-lora"),
+    ("convert", ["--vc2", "{lora}", "--out", "{dir}/out"], 2, "a LoRA trained here: convert.py --export-release-lora"),
+    ("convert", ["--export-release-lora", "{missing}", "--out", "{dir}/u.pt"], 2, "no such file"),
+    ("convert", ["--export-release-lora", "{lora}", "--out", "{text}"], 2, "exists; give a new file name"),
+    ("convert", ["--export-release-lora", "{lora}", "--vc2", "{not_vc2}", "--out", "{dir}/u.pt"], 2, "takes only"),
+    ("convert", ["--export-release-lora", "{teacher}", "--out", "{dir}/u.pt"], 1, "is a 'teacher' checkpoint, not a "
+                                                                               "LoRA file"),
+    ("convert", ["--export-release-lora", "{lora}", "--out", "{dir}/u.pt"], 1, "not the LoRA of a student with the "
+                                                                            "release's layout ("),
+    ("sample", ["--ckpt", "{lora}", "--prompt", "x"], 2, "is a 'lora' checkpoint"),
     # data.py (more in test_data.py)
     ("data", ["{videos}", "{dir}/nope.csv"], 2, "no caption file at"),
 ]

@@ -22,7 +22,7 @@ import convert
 from checkpoint import load_models, model_meta, read_meta, save_checkpoint, save_tensors
 from encoders import (AEConfig, AutoencoderKL, TextConfig, TextEncoder, load_vc2_text, load_vc2_vae, openclip_vit_h14,
                       sd_kl_f8, toy_ae, toy_text)
-from lora import LoRA, merge_lora
+from lora import LoRA, lora_tensors, merge_lora
 from tiny_unet3d import UNet3D, config_from_vc2, load_vc2_unet, ours_key_to_vc2, toy_unet, vc2, vc2_key_to_ours
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,6 +193,21 @@ def test_lora_order_rule_full_size_on_meta():
         convert.load_release_lora(fresh(), tensors, order=wrong_order)
     with torch.device("meta"), pytest.raises(ValueError, match="teacher"):
         convert.load_release_lora(UNet3D(vc2()), tensors)
+
+
+def test_a_student_trained_here_has_the_release_lora_layout_full_size_on_meta():
+    """train.make_student at VC2 size (LoRA 64): lora.lora_tensors, the order and shapes export_release_lora writes,
+    is lora_list.tsv's, row for row; time_cond_proj (w_proj) is trained through its LoRA on a frozen zero base, and
+    init_attn's Conv1d-in-VC2 projections are not wrapped, so nothing the student learns is outside the list."""
+    from train import make_student
+    with torch.device("meta"):
+        student, params = make_student(UNet3D(vc2()), lora_rank=64)
+    tensors = lora_tensors(student)
+    got = [(ours_key_to_vc2(k.rsplit(".", 2)[0]), k.rsplit(".", 2)[1], list(v.shape)) for k, v in tensors.items()]
+    assert got == [(m, role, shape) for _, m, role, shape in lora_rows()]
+    assert len(params) == len(tensors) == 1150                  # the trained tensors are exactly the list's
+    assert {id(p) for p in params} == {id(v) for v in student.parameters() if v.requires_grad}
+    assert not student.w_proj.base.weight.requires_grad
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 
+import convert
 import evaluate
 import sample
 import train
@@ -230,3 +231,18 @@ def test_a_lora_student_trains_on_one_unet(tmp_path, toy_models, capsys):
     assert not any(".down." in k or ".up." in k or ".base." in k for k in tensors) and len(meta["stats"]["log"]) == 2
     assert sample.generate(load_models(out / "vcm.safetensors"), ["a red circle moving left"], [0],
                            progress=False).shape == (1, 8, 32, 32, 3)
+    # its LoRA on its own -> the release's unet_lora.pt -> back onto the teacher as convert.py --lora does (the
+    # release's order, the zero w_proj base, W + up @ down): the saved student, bit for bit
+    convert.main(["--export-release-lora", str(out / "vcm_lora.safetensors"), "--out", str(out / "unet_lora.pt")])
+    release = torch.load(out / "unet_lora.pt", weights_only=True)
+    assert isinstance(release, list) and len(release) == 2 * sum(k.endswith(".up.weight") for k in
+                                                                 read_checkpoint(out / "vcm_lora.safetensors")[0])
+    teacher = load_models(toy_models / "teacher.safetensors")["unet"]
+    student = UNet3D(dataclasses.replace(teacher.config, guidance_embed_dim=256)).eval()
+    student.load_state_dict({**teacher.state_dict(), "w_proj.weight": torch.zeros_like(student.w_proj.weight)})
+    assert convert.load_release_lora(student, release, rank=4) == len(release)
+    placeholders, materialize = convert.merged_tensors(student)           # convert.py --lora's merge, as it writes
+    merged = {k: materialize(k) if v.is_meta else v for k, v in placeholders.items()}
+    assert list(merged) == [k.removeprefix("unet.") for k in tensors if k.startswith("unet.")]
+    assert all(torch.equal(v, tensors[f"unet.{k}"]) for k, v in merged.items())
+    assert merged["w_proj.weight"].abs().max() > 0       # the w-conditioning travelled too (its LoRA trained)
