@@ -16,6 +16,16 @@ differs between them: a toy teacher can score higher at a lower CFG scale than V
 per checkpoint on VALIDATION samples (the seen captions, seeds from 5000, never the evaluation's seeds from 1000),
 by judge + image reward + video reward, from one grid stated in VC2's convention g (a student gets w = g - 1, LCM's
 convention for the same guidance strength), and writes the sweep to RUN_DIR/guidance.json.
+
+Real models (the real-world counterpart of the toy table; no pixel judge exists there, so T2V-Turbo's own reward
+models are the measure): every checkpoint samples the same prompts from the same seeds, at its own default steps and
+guidance, and every video is scored by HPSv2.1 and ViCLIP (or InternVideo2), reported per method as mean +- standard
+error over videos in OUT/real_eval.md and .json. Without --hps/--viclip/--internvideo2 files it refuses to run.
+
+    python evaluate.py --prompts prompts.txt --ckpt weights/vc2/teacher.safetensors \
+        --ckpt weights/vc2/turbo.safetensors --num-per-prompt 4 --hps HPS_v2.1_compressed.pt \
+        --viclip ViClip-InternVid-10M-FLT.pth --out runs/real_eval     # samples in runs/real_eval/samples/<method>
+    python evaluate.py --samples runs/real_eval/samples/* --hps ... --viclip ...    # folders sample.py wrote
 """
 
 import argparse
@@ -31,12 +41,13 @@ import torch
 from PIL import Image, ImageDraw
 
 import sample
-from loop import Parser, check_device, run_cli
+from loop import Parser, check_device, one_line, run_cli
 from sample import find_checkpoint
-from checkpoint import load_models, read_meta
-from rewards import load_reward
+from checkpoint import RELEASE_FILES, find_file, load_models, read_meta
+from internvideo2 import find_vocab, internvideo2_reward
+from rewards import ImageTextReward, VideoTextReward, ViCLIP, load_reward, load_viclip, viclip_l14
 from toy import TOY_MODELS, correct, judge_dir, split_captions
-from videoio import read_samples, save_grid
+from videoio import read_prompts, read_samples, read_video, save_grid
 
 
 def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, seed=1000, device="cpu"):
@@ -297,12 +308,317 @@ def plot_curves(run_dir, toy_models, path, width=900, height=300):
     print(f"wrote {path}")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Real-model evaluation: T2V-Turbo's reward models score real videos, per method, as mean +- standard error.
+# Which frames: HPSv2.1 is an image model, so a video's HPS score is the mean over ALL its frames (training scores 5
+# random ones, which is noise an evaluation does not need); the video model sees the 8 frames training feeds it
+# (eval_video_frames). Preprocessing is each reward model's own (rewards.py / internvideo2.py), never redone here.
+
+REAL_OUT = "runs/real_eval"             # --out's default in the real mode
+VIDEO_SCORE_FRAMES = 8                  # ViCLIP-L/14 and InternVideo2 (as T2V-Turbo sets it up) take 8 frames
+
+
+def mean_se(values):
+    """Per-video scores -> (mean, standard error of the mean). SE = s / sqrt(n) with s the SAMPLE standard deviation
+    (n - 1 in its denominator); None for fewer than 2 videos, where it is not defined (mean None for none)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return None, None
+    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None
+
+
+def eval_video_frames(t, n=VIDEO_SCORE_FRAMES):
+    """The n frames of a t-frame video that the video score sees: training's stride t // n
+    (turbo.video_reward_frames) from frame 0. Training draws the start at random (every frame gets gradients over
+    time); an evaluation wants the same frames every run. VC2's 16 frames -> 0, 2, ..., 14; 8 frames -> all."""
+    if t < n:
+        raise ValueError(f"a video of {t} frames: the video reward scores {n}, so it needs at least {n}")
+    return list(range(0, (t // n) * n, t // n))
+
+
+def sample_rows(folder):
+    """A sample folder (what sample.py writes) -> its prompts.jsonl rows, each checked: a prompt and a video file that
+    exists. ValueError (one line) otherwise. Only the rows: the videos are read a batch at a time while scoring
+    (videoio.read_samples reads them all at once; a VBench folder of 4,730 VC2 videos is 37 GB of uint8)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder")
+    listing = folder / "prompts.jsonl"
+    if not listing.is_file():
+        raise ValueError(f"{folder}: no prompts.jsonl there (give a folder sample.py wrote)")
+    rows = []
+    for i, line in enumerate(listing.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{listing} line {i} is not JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("file"), str):
+            raise ValueError(f"{listing} line {i} has no \"prompt\" and \"file\" (sample.py writes both)")
+        if not (folder / row["file"]).is_file():
+            raise ValueError(f"{listing} line {i}: its video {folder / row['file']} is missing")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{listing} lists no videos")
+    return rows
+
+
+def method_names(paths, name=lambda p: p.stem):
+    """A display name per checkpoint or folder: its stem (turbo, teacher) or folder name, with the parent folder's
+    name in front where two would clash. -> {name: Path}, in the order given."""
+    paths = [Path(p) for p in paths]
+    names = [name(p) for p in paths]
+    names = [f"{p.parent.name}_{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    names = [f"{n}_{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]   # still the same: number them
+    return dict(zip(names, paths))
+
+
+def load_real_rewards(hps=None, viclip=None, internvideo2=None, bert_vocab=None, device="cpu"):
+    """-> {'image': the HPSv2.1 reward or None, 'video': the ViCLIP or InternVideo2 reward or None, 'names': {...}}.
+    Each of hps / viclip / internvideo2 is the released file (as train.py loads it: strictly, weights_only) or an
+    already built reward module: the tests pass small ones, bench.py random full-size ones (rewards.random_hpsv21,
+    random_viclip_l14), through the same scoring code. fp32 on `device`: scores, not speed, are the point here."""
+    def build(x, what, loader):
+        if isinstance(x, torch.nn.Module):
+            return x
+        try:
+            return loader(x)
+        except (ValueError, OSError) as e:            # a truncated or foreign file: one line that names it
+            raise ValueError(f"the {what} file {x} does not load: {one_line(e)}") from None
+    out = {"image": None, "video": None, "names": {"image": "HPSv2.1", "video": "InternVideo2" if internvideo2
+                                                  else "ViCLIP"}}
+    if hps is not None:
+        out["image"] = build(hps, "HPSv2.1", ImageTextReward.hpsv21)
+    if internvideo2 is not None:
+        out["video"] = build(internvideo2, "InternVideo2", lambda p: internvideo2_reward(
+            p, bert_vocab, dtype=torch.float32, grad_checkpoint=False))
+    elif viclip is not None:
+        out["video"] = build(viclip, "ViCLIP", lambda p: VideoTextReward(load_viclip(ViCLIP(viclip_l14()), p)))
+    for k in ("image", "video"):
+        if out[k] is not None:
+            out[k] = out[k].float().eval().to(device)
+    return out
+
+
+@torch.no_grad()
+def score_batch(videos, prompts, image_reward=None, video_reward=None):
+    """uint8 videos (b, t, h, w, 3) of one size and their b prompts -> ({'image': [b], 'video': [b]}, {seconds}).
+    image: HPSv2.1 of every frame against the video's prompt, averaged over the t frames; video: the video model
+    on eval_video_frames. Both in one call per batch, in the reward's own preprocessing (letterbox / resize + crop,
+    normalisation), under no_grad."""
+    device = next((image_reward if image_reward is not None else video_reward).parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(videos)).to(device)
+    x = x.permute(0, 4, 1, 2, 3).float() / 255                           # (b, 3, t, h, w) in [0, 1], what rewards take
+    b, _, t = x.shape[:3]
+    scores, seconds = {}, {}
+    if image_reward is not None:
+        t0 = time.time()
+        frames = x.transpose(1, 2).flatten(0, 1)                          # (b t, 3, h, w), clip-major
+        # one prompt per clip: the reward pairs it with that clip's t consecutive frames (rewards._as_texts)
+        scores["image"] = image_reward(frames, list(prompts)).view(b, t).mean(1).tolist()
+        seconds["image"] = time.time() - t0
+    if video_reward is not None:
+        t0 = time.time()
+        # the reward cuts ONE random 224 crop per call; a generator seeded afresh for every call draws the same
+        # window for every batch of one frame size, so a video's score does not depend on the videos beside it
+        crop = torch.Generator().manual_seed(0)
+        scores["video"] = video_reward(x[:, :, eval_video_frames(t)], list(prompts), generator=crop).tolist()
+        seconds["video"] = time.time() - t0
+    return scores, seconds
+
+
+def score_folder(folder, rewards, batch_size=8, rows=None):
+    """Every video a sample folder lists, scored in batches of batch_size -> {'rows': rows with 'hps' / 'video'
+    scores added, 'seconds': scoring seconds per reward}."""
+    folder, rows = Path(folder), [dict(r) for r in (rows or sample_rows(folder))]
+    seconds, batch = {}, []
+
+    def flush():
+        if not batch:
+            return
+        scores, secs = score_batch(np.stack([v for _, v in batch]), [r["prompt"] for r, _ in batch],
+                                   rewards.get("image"), rewards.get("video"))
+        for k, vals in scores.items():
+            for (r, _), v in zip(batch, vals):
+                r["hps" if k == "image" else "video"] = v
+        for k, s in secs.items():
+            seconds[k] = seconds.get(k, 0.0) + s
+        batch.clear()
+
+    for r in rows:
+        v = read_video(folder / r["file"])                              # uint8 (t, h, w, 3)
+        if batch and (len(batch) == batch_size or v.shape != batch[0][1].shape):    # one size per batch
+            flush()
+        batch.append((r, v))
+    flush()
+    return {"rows": rows, "seconds": seconds}
+
+
+def _values(rows, key):
+    """The distinct values of a prompts.jsonl field over a folder's rows, as one table cell ('-' if none)."""
+    vals = list(dict.fromkeys(str(r[key]) for r in rows if r.get(key) is not None))
+    return ", ".join(vals) if vals else "-"
+
+
+def real_table(results, names):
+    """{method: evaluate_real's entry} -> the markdown table, one row per method."""
+    fmt = lambda m: "-" if m["mean"] is None else f"{m['mean']:.4f}" + ("" if m["se"] is None else f" ± {m['se']:.4f}")
+    head = (f"| method | checkpoint | steps | guidance | videos | {names['image']} (mean ± SE) | "
+            f"{names['video']} (mean ± SE) | s / video (sampling) |\n|---|---|---|---|---|---|---|---|\n")
+    rows = [f"| {m} | {r['ckpt']} | {r['steps']} | {r['guidance']} | {r['videos']} | {fmt(r['hps'])} | "
+            f"{fmt(r['video'])} | {'-' if r['s_per_video'] is None else format(r['s_per_video'], '.3g')} |"
+            for m, r in results.items()]
+    return head + "\n".join(rows) + "\n"
+
+
+def evaluate_real(folders, rewards, out, batch_size=8):
+    """folders: {method: sample folder}; rewards: load_real_rewards' dict -> {method: {'videos', 'hps': {'mean',
+    'se'}, 'video': {...}, 'ckpt', 'steps', 'guidance', 's_per_video', 'score_seconds', 'per_video'}}. Prints the
+    table and writes it to OUT/real_eval.md, everything (per-video scores too) to OUT/real_eval.json (-2, -3, ...
+    when taken: nothing is overwritten)."""
+    checked = {m: sample_rows(d) for m, d in folders.items()}        # every folder checked before any scoring
+    results = {}
+    for m, d in folders.items():
+        scored = score_folder(d, rewards, batch_size, checked[m])
+        rows = scored["rows"]
+        secs = [r["seconds_per_video"] for r in rows if r.get("seconds_per_video") is not None]
+        results[m] = {"folder": str(d), "videos": len(rows), "ckpt": _values(rows, "ckpt"),
+                      "steps": _values(rows, "steps"), "guidance": _values(rows, "guidance"),
+                      "s_per_video": float(np.mean(secs)) if secs else None,
+                      **{k: dict(zip(("mean", "se"), mean_se([r[k] for r in rows if k in r]))) for k in ("hps", "video")},
+                      "score_seconds": scored["seconds"],
+                      "per_video": [{k: r.get(k) for k in ("file", "prompt", "seed", "hps", "video")} for r in rows]}
+        print(f"scored {m}: {len(rows)} videos from {d}", flush=True)
+    names = rewards["names"]
+    md = real_table(results, names) + (
+        f"\nMean ± standard error over videos (SE = sample standard deviation / sqrt(n)). Raw cosines (no x100). "
+        f"{names['image']}: every frame of a video against its prompt, averaged over the frames. {names['video']}: "
+        f"{VIDEO_SCORE_FRAMES} frames at stride T // {VIDEO_SCORE_FRAMES} from frame 0, one fixed 224 x 224 crop. "
+        f"Each model's own preprocessing (evaluate.py: score_batch).\n")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem, n = "real_eval", 2
+    while (out / f"{stem}.md").exists() or (out / f"{stem}.json").exists():
+        stem, n = f"real_eval-{n}", n + 1
+    (out / f"{stem}.md").write_text(md)
+    (out / f"{stem}.json").write_text(json.dumps({"rewards": names, "methods": results}, indent=1))
+    print(md)
+    print(f"wrote {out / stem}.md and .json")
+    return results
+
+
+def sample_methods(ckpts, prompts, out, num_per_prompt=1, seed=1000, device="cpu", batch_size=8, dtype="fp32"):
+    """Each checkpoint samples every prompt with sample.py, at its own default steps and guidance (its meta: 50-step
+    DDIM + CFG for a teacher, 4 consistency steps at its w for a T2V-Turbo student) and from the SAME seeds (seed + i
+    for video i), into OUT/samples/<method> -> {method: folder}. Same seeds: the methods start from the same noise."""
+    folders = {}
+    for m, ckpt in method_names(ckpts).items():
+        d = Path(out) / "samples" / m
+        sample.main(["--ckpt", str(ckpt), "--prompts", str(prompts), "--num-per-prompt", str(num_per_prompt),
+                     "--seed", str(seed), "--out", str(d), "--device", device, "--batch-size", str(batch_size),
+                     "--dtype", dtype, "--quiet"])
+        folders[m] = d
+    return folders
+
+
+REAL_REWARD_FLAGS = ("hps", "viclip", "internvideo2")
+
+
+def is_real(args):
+    """The real-model mode: any of its flags given (otherwise the toy evaluator runs, as before)."""
+    return any(getattr(args, f) for f in ("prompts", "samples", "bert_vocab") + REAL_REWARD_FLAGS)
+
+
+def check_real_args(args, error):
+    """One line for every bad input of the real-model evaluation, before anything is sampled, loaded or written.
+    Fills in args.methods ({method: checkpoint or folder}) and the resolved reward file paths."""
+    if args.table or args.train or args.tune_guidance:
+        error("--table/--train/--tune-guidance are the toy table's; the real-model evaluation takes --prompts FILE "
+              "--ckpt ... or --samples DIR")
+    if args.steps is not None or args.guidance is not None:
+        error("--steps/--guidance: with --prompts every checkpoint samples at its own defaults; for other settings "
+              "sample with sample.py and score the folders with --samples")
+    if not (args.prompts or args.samples):
+        error("--hps/--viclip/--internvideo2 score real videos: give --prompts FILE with --ckpt (sample each, then "
+              "score), or --samples DIR (folders sample.py wrote)")
+    if args.prompts and args.samples:
+        error("give --prompts FILE (sample each --ckpt, then score) or --samples DIR (score those), not both")
+    if not any(getattr(args, f) for f in REAL_REWARD_FLAGS):
+        error("real-model evaluation needs the real reward models: --hps HPS_v2.1_compressed.pt and/or --viclip "
+              "ViClip-InternVid-10M-FLT.pth (or --internvideo2 FILE --bert-vocab FILE); the toy rewards never score "
+              "real video")
+    if args.internvideo2 and args.viclip:
+        error("--internvideo2 takes the place of --viclip: give one video reward")
+    if args.bert_vocab and not args.internvideo2:
+        error("--bert-vocab goes with --internvideo2")
+    if args.internvideo2 and not (args.bert_vocab and find_vocab(args.bert_vocab, must=False)):
+        error(f"--internvideo2 needs --bert-vocab (bert-large-uncased's vocab.txt or its Hugging Face folder)"
+              + (f": none at {args.bert_vocab}" if args.bert_vocab else ""))
+    for flag in REAL_REWARD_FLAGS:                      # a PATH is the file or a folder holding it (an HF snapshot)
+        given = getattr(args, flag)
+        if given:
+            path = find_file(given, RELEASE_FILES[flag])
+            if not path.is_file():
+                error(f"--{flag.replace('_', '-')} {given}: no such file (nor {RELEASE_FILES[flag]} in it)")
+            setattr(args, flag, str(path))
+    defaults = {"num_per_prompt": 1, "batch_size": 8, "dtype": "fp32"}     # None in the parser: the toy refuses them
+    for k, v in defaults.items():
+        setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    if args.num_per_prompt < 1 or args.batch_size < 1:
+        error("--num-per-prompt and --batch-size must be >= 1")
+    args.device = check_device(args.device, error)
+    out = Path(args.out or REAL_OUT)
+    if args.samples:
+        if args.ckpt:
+            error("--ckpt goes with --prompts; --samples folders are already sampled")
+        args.methods = method_names(args.samples, name=lambda p: p.resolve().name)
+        for d in args.methods.values():
+            try:
+                sample_rows(d)
+            except (ValueError, OSError) as e:
+                error(f"--samples {one_line(e)}")
+        return
+    if not Path(args.prompts).is_file():
+        error(f"--prompts {args.prompts}: no such file")
+    try:
+        if not read_prompts(args.prompts):
+            error(f"--prompts {args.prompts} has no captions (blank lines and '#' comments are skipped)")
+    except (OSError, UnicodeDecodeError) as e:
+        error(f"--prompts {args.prompts}: cannot read it as a text file ({type(e).__name__})")
+    if not args.ckpt:
+        error("--prompts samples every --ckpt: give --ckpt FILE (repeatable, one method each)")
+    args.methods = method_names([find_checkpoint(c, error) for c in args.ckpt])
+    for m in args.methods:
+        if (out / "samples" / m / "prompts.jsonl").exists():
+            error(f"{out / 'samples' / m} holds samples already: score them with --samples, or give a new --out")
+
+
+def real_main(args):
+    """The real-model evaluation, its inputs checked: sample (with --prompts), then load the rewards, then score.
+    The reward models load after sampling, so the sampler's memory is free again."""
+    out = Path(args.out or REAL_OUT)
+    if args.prompts:
+        folders = sample_methods(list(args.methods.values()), args.prompts, out, args.num_per_prompt, args.seed,
+                                 args.device, args.batch_size, args.dtype)
+    else:
+        folders = args.methods
+    try:
+        rewards = load_real_rewards(args.hps, args.viclip, args.internvideo2, args.bert_vocab, args.device)
+    except ValueError as e:
+        kept = f" (the samples are kept in {out / 'samples'}: score them with --samples)" if args.prompts else ""
+        raise SystemExit(f"evaluate.py: {one_line(e)}{kept}") from None
+    return evaluate_real(folders, rewards, out, args.batch_size)
+
+
 def check_args(args, error):
     """One line for every bad input, before anything is sampled or written."""
     if args.per_seen < 0 or args.per_heldout < 0 or args.per_seen + args.per_heldout == 0:
         error("--per-seen and --per-heldout must be >= 0, and not both 0")
     if args.steps is not None and args.steps < 1:
         error("--steps must be >= 1")
+    if args.num_per_prompt is not None or args.batch_size is not None or args.dtype is not None:
+        error("--num-per-prompt/--batch-size/--dtype go with the real-model evaluation (--prompts or --samples)")
     args.device = check_device(args.device, error)
     if (args.train or args.tune_guidance) and not args.table:
         error("--train and --tune-guidance go with --table RUN_DIR")
@@ -316,13 +632,20 @@ def check_args(args, error):
             error(f"--toy-models {args.toy_models}: no {missing[0]}.safetensors there (python prepare_toy.py writes "
                   f"the folder)")
     else:
-        args.ckpt = find_checkpoint(args.ckpt, error)
+        if args.ckpt and len(args.ckpt) > 1:
+            error("the toy evaluator judges one --ckpt (several go with --prompts FILE and the real reward models)")
+        args.ckpt = find_checkpoint(args.ckpt[0] if args.ckpt else TOY_CKPT, error)
+
+
+TOY_CKPT = "runs/toy/turbo.safetensors"     # the toy evaluator's --ckpt default
 
 
 def main(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="runs/toy/turbo.safetensors", help="a checkpoint to judge")
-    p.add_argument("--out", default=None, help="sample folder (default: beside the checkpoint, eval_<name>)")
+    p.add_argument("--ckpt", action="append", help=f"a checkpoint to judge (default {TOY_CKPT}); with --prompts: "
+                   "repeatable, one method each")
+    p.add_argument("--out", default=None, help="sample folder (default: beside the checkpoint, eval_<name>); real "
+                   f"models: the folder for samples/<method> and real_eval.md / .json (default {REAL_OUT})")
     p.add_argument("--per-seen", type=int, default=1, help="videos per training caption")
     p.add_argument("--per-heldout", type=int, default=8, help="videos per held-out caption")
     p.add_argument("--steps", type=int, default=None)
@@ -337,7 +660,24 @@ def main(argv=None):
                    "the table that RUN_DIR lacks: T2V-Turbo, VCM, each reward alone")
     p.add_argument("--tune-guidance", action="store_true", help="with --table: sample each checkpoint at its own "
                    "best guidance, picked on validation seeds (RUN_DIR/guidance.json); default: its stored default")
+    # the real-model evaluation (module docstring): its flags switch it on
+    p.add_argument("--prompts", help="real models: a caption file; every --ckpt samples it (then the videos are scored)")
+    p.add_argument("--samples", nargs="+", metavar="DIR", help="real models: score these sample folders (sample.py's, "
+                   "with prompts.jsonl) instead of sampling; one method each")
+    p.add_argument("--hps", help="real models: HPS_v2.1_compressed.pt (or its Hugging Face folder), the image score")
+    p.add_argument("--viclip", help="real models: ViClip-InternVid-10M-FLT.pth (or its folder), the video score")
+    p.add_argument("--internvideo2", help="real models: InternVideo2-stage2_1b-224p-f4.pt, the video score instead "
+                   "of ViCLIP (needs --bert-vocab)")
+    p.add_argument("--bert-vocab", help="real models, with --internvideo2: bert-large-uncased's vocab.txt or folder")
+    p.add_argument("--num-per-prompt", type=int, help="real models, with --prompts: videos per caption (default 1)")
+    p.add_argument("--batch-size", type=int, help="real models: videos per sampling batch and per reward call "
+                   "(default 8)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="real models, with --prompts: the sampler's "
+                   "dtype (default fp32; the rewards score in fp32)")
     args = p.parse_args(argv)
+    if is_real(args):
+        check_real_args(args, p.error)
+        return real_main(args)
     check_args(args, p.error)
     if args.table:
         if args.train:

@@ -175,6 +175,15 @@ class ImageTextReward(nn.Module):
         return cls(clip, image_size=image_size, clip_cfg=clip_cfg)
 
 
+def random_hpsv21(seed=0):
+    """HPSv2.1's architecture (open_clip ViT-H-14, 986M parameters) with RANDOM weights and no file: what bench.py
+    scores with when the 2 GB release is not at hand. The same class and preprocessing as hpsv21(path); ~4 GB."""
+    with torch.random.fork_rng():                              # open_clip draws its init from the global RNG
+        torch.manual_seed(seed)
+        clip = open_clip.create_model("ViT-H-14", pretrained=None)       # pretrained=None: nothing is downloaded
+    return ImageTextReward(clip, clip_cfg=open_clip.get_model_config("ViT-H-14"))
+
+
 def load_hps_state(clip, ckpt):
     """open_clip CLIP <- an HPS checkpoint dict (or a bare state dict). One ValueError lists every missing,
     unexpected and mis-shaped key; floating tensors are cast to fp32 (the release is fp16)."""
@@ -450,6 +459,14 @@ class VideoTextReward(nn.Module):
         with torch.no_grad():                                  # the prompt is a constant
             text_features = self.encode_texts(_as_texts(texts, video.shape[0]))
         return (video_features * text_features).sum(-1)       # (b,) cosine
+
+
+def random_viclip_l14(seed=0):
+    """ViCLIP-L/14 (427M parameters) with RANDOM weights as a VideoTextReward: the real model's shapes and
+    preprocessing without ViClip-InternVid-10M-FLT.pth (bench.py); ~1.7 GB."""
+    with torch.random.fork_rng():                              # ViCLIP._init_weights draws from the global RNG
+        torch.manual_seed(seed)
+        return VideoTextReward(ViCLIP(viclip_l14()))
 
 
 def toy_video_reward():
