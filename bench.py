@@ -9,6 +9,9 @@
     python bench.py vc2        # 2 vc2_256 training steps, every model at full size with random weights (CPU: minutes)
     python bench.py vc2_iv2    # the same with InternVideo2-Stage2 1B as the video reward
     python bench.py vc2_sample # sample.py on full-size checkpoints (random weights): teacher and student, 1 step
+    python bench.py eval       # evaluate.py --samples scored by full-size HPSv2.1 and ViCLIP (random weights)
+    python bench.py gpu        # on a CUDA machine: the vc2_256 step, 4- vs 50-step latency, the toy main job (--tiny:
+                               # the same script with toy-size models on a CPU, a check)
 
 Sections are functions named bench_<section>; each returns {name: value}. Ratios are measured in the same run on
 the same model size, so they travel between machines better than the absolute seconds do.
@@ -41,10 +44,11 @@ import train
 import turbo
 from checkpoint import META_KEY, build_models, read_meta, save_tensors
 from convert import VC2_TRAIN
-from encoders import AutoencoderKL, LinearAutoencoder, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_linear_ae, toy_text
+from encoders import (AutoencoderKL, LinearAutoencoder, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_ae,
+                      toy_linear_ae, toy_text)
 from loop import Parser
 from prepare_toy import TEACHER_UNET
-from rewards import ImageTextReward, toy_image_reward, toy_video_reward
+from rewards import ImageTextReward, toy_clip_cfg, toy_image_reward, toy_video_reward, toy_viclip, viclip_l14
 from tiny_unet3d import UNet3D, toy_unet, vc2
 from toy import ToyWorld
 from videoio import read_video
@@ -244,9 +248,25 @@ def _gb(n_bytes):
     return n_bytes / 2 ** 30
 
 
-def _vc2_inputs(d, frames, size, video_reward):
+def _vc2_configs(tiny=False):
+    """The models bench vc2 / gpu build with random weights: VC2's UNet, OpenCLIP ViT-H-14 text tower, KL-f8 VAE,
+    HPSv2.1's ViT-H-14 and ViCLIP-L/14; tiny=True: toy-size models of the same classes with the rewards' real 224 px
+    input (bench.py gpu --tiny checks the GPU script on a CPU in seconds)."""
+    if not tiny:
+        return {"unet": vc2(), "text": openclip_vit_h14(), "ae": sd_kl_f8(), "clip": None, "viclip": viclip_l14()}
+    clip = toy_clip_cfg()
+    clip["vision_cfg"] = {**clip["vision_cfg"], "image_size": 224, "patch_size": 32}
+    unet = dataclasses.replace(toy_unet(), in_channels=4, out_channels=4, addition_attention=True,   # VC2's latent
+                               use_relative_position=True)                                        # and layout
+    return {"unet": unet, "text": toy_text(), "ae": toy_ae(), "clip": clip,
+            "viclip": dataclasses.replace(toy_viclip(), image_size=224, patch_size=32)}
+
+
+def _vc2_inputs(d, frames, size, video_reward, configs=None):
     """The files train.py's flags need, in folder d: a video folder and its captions, a teacher checkpoint that
-    holds only the full-size configs (its weights are drawn at random in _vc2_run), and placeholder reward files."""
+    holds only the configs (full size by default; its weights are drawn at random in _vc2_run), and placeholder
+    reward files."""
+    configs = configs or _vc2_configs()
     (d / "videos").mkdir()
     for i, colour in enumerate(((220, 40, 40), (40, 200, 60))):
         clip = np.zeros((2 * frames, size, size, 3), np.uint8)
@@ -254,7 +274,7 @@ def _vc2_inputs(d, frames, size, video_reward):
             clip[k, size // 4:size // 2, (2 * k) % size:(2 * k) % size + size // 4] = colour
         iio.imwrite(d / "videos" / f"{i}.gif", clip, extension=".gif", duration=62, loop=0)   # 16 fps
     (d / "videos.csv").write_text("path,caption\n0.gif,a red square moving right\n1.gif,a green square moving right\n")
-    meta = {"kind": "teacher", "unet": asdict(vc2()), "text": asdict(openclip_vit_h14()), "ae": asdict(sd_kl_f8()),
+    meta = {"kind": "teacher", **{k: asdict(configs[k]) for k in ("unet", "text", "ae")},
             "train": VC2_TRAIN, "source": {"vc2": "random weights (bench.py vc2)"}}
     save_tensors(d / "teacher.safetensors", {}, {META_KEY: json.dumps(meta)})
     for name in ("HPS_v2.1_compressed.pt", "ViClip-InternVid-10M-FLT.pth", "InternVideo2-stage2_1b-224p-f4.pt"):
@@ -267,23 +287,26 @@ def _vc2_inputs(d, frames, size, video_reward):
             "--captions", str(d / "videos.csv"), "--hps", str(d / "HPS_v2.1_compressed.pt"), *video]
 
 
-def _vc2_run(frames, size, steps, video_reward_name, workdir):
+def _vc2_run(frames, size, steps, video_reward_name, workdir, device="cpu", tiny=False):
     """In a fresh process (its peak RSS is the step's alone): train.main on the vc2_256 recipe at frames x size x
-    size, with train.py's loaders swapped for random full-size models. -> {name: value}."""
-    d = Path(workdir)
-    argv = _vc2_inputs(d, frames, size, video_reward_name) + [
+    size, with train.py's loaders swapped for random full-size models (tiny: _vc2_configs(tiny)). -> {name: value}."""
+    d, c = Path(workdir), _vc2_configs(tiny)
+    bf16 = device.startswith("cuda") or _bf16_fast()
+    argv = _vc2_inputs(d, frames, size, video_reward_name, c) + [
         "--frames", str(frames), "--height", str(size), "--width", str(size), "--turbo-steps", str(steps),
-        "--out", str(d / "out"), "--device", "cpu", "--precision", "bf16" if _bf16_fast() else "fp32",
-        "--save-every", "1000", "--val-every", "0"]
+        "--out", str(d / "out"), "--device", device, "--precision", "bf16" if bf16 else "fp32",
+        "--save-every", "1000", "--val-every", "0"] + (["--lora-rank", "4"] if tiny else [])
     out, t_build = {}, {}
 
     def random_teacher(cfg, run):
         t0 = time.time()
-        models = {"unet": UNet3D(vc2()), "text": TextEncoder(openclip_vit_h14()), "ae": AutoencoderKL(sd_kl_f8())}
+        models = {"unet": UNet3D(c["unet"]), "text": TextEncoder(c["text"]), "ae": AutoencoderKL(c["ae"])}
         t_build["teacher"] = time.time() - t0
-        return {**{k: m.eval().requires_grad_(False) for k, m in models.items()}, "meta": {}}
+        return {**{k: m.to(run.device).eval().requires_grad_(False) for k, m in models.items()}, "meta": {}}
 
     def random_hps(path, **kw):
+        if c["clip"]:
+            return ImageTextReward(open_clip.CLIP(**c["clip"]), clip_cfg=c["clip"])
         cfg = open_clip.get_model_config("ViT-H-14")
         return ImageTextReward(open_clip.create_model("ViT-H-14", pretrained=None), clip_cfg=cfg)
 
@@ -322,12 +345,14 @@ def _vc2_run(frames, size, steps, video_reward_name, workdir):
     with mock.patch.object(train, "load_teacher", random_teacher), \
             mock.patch.object(ImageTextReward, "hpsv21", staticmethod(random_hps)), \
             mock.patch.object(train, "load_viclip", lambda model, path: model), \
+            mock.patch.object(train, "viclip_l14", lambda: c["viclip"]), \
             mock.patch.object(train, "internvideo2_reward", random_internvideo2), \
             mock.patch.object(train, "save_checkpoint", lambda path, modules, meta: out.update(saved=sorted(modules))), \
             mock.patch.object(train, "fit", timed_fit), mock.patch.object(train, "distill", accounted_distill):
         train.main(argv)
     out["peak_rss_bytes"] = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) * 1024
-    out["precision"] = "bf16" if _bf16_fast() else "fp32"
+    out["peak_gpu_bytes"] = torch.cuda.max_memory_allocated() if device.startswith("cuda") else 0
+    out["precision"] = "bf16" if bf16 else "fp32"
     return out
 
 
@@ -415,6 +440,146 @@ def bench_vc2_iv2():
     return bench_vc2(video_reward="internvideo2")
 
 
+def _sampling_latency(device, tiny, frames, height, width, dtype):
+    """Seconds for one video, text to pixels: the teacher's 50 DDIM steps with CFG (two UNet passes a step) against
+    the student's 4 consistency steps, random weights (_vc2_configs), after one warm-up call each."""
+    c = _vc2_configs(tiny)
+    torch.manual_seed(0)
+    text, ae = TextEncoder(c["text"]), AutoencoderKL(c["ae"])
+    train_meta = {**VC2_TRAIN, "frames": frames, "height": height, "width": width}
+    out = {}
+    for kind, unet_cfg, steps in (("teacher", c["unet"], 50),
+                                  ("turbo", dataclasses.replace(c["unet"], guidance_embed_dim=256), 4)):
+        models = {"unet": UNet3D(unet_cfg), "text": text, "ae": ae}
+        models = {**{k: m.to(device, dtype).eval() for k, m in models.items()},
+                  "meta": {"kind": kind, "train": train_meta}}
+        sample.generate(models, ["a corgi running on the beach"], [0], steps=1, device=device, progress=False)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.time()
+        video = sample.generate(models, ["a corgi running on the beach"], [0], steps=steps, device=device,
+                                progress=False)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        out[kind] = time.time() - t0
+        assert video.shape == (1, frames, height, width, 3), video.shape
+        del models
+    return out
+
+
+def bench_gpu(tiny=False):
+    """The figures a GPU gives the README (`python bench.py gpu` on a CUDA machine, about 8 minutes on one H200):
+      1. the vc2_256 training step at its real clip, 16 x 256 x 256: LoRA 64, bf16 autocast, every gradient
+         checkpoint, CD + HPSv2.1 + ViCLIP, every model at full size with random weights (as bench vc2); peak GPU
+         memory and s/step;
+      2. 4-step T2V-Turbo against 50-step DDIM + CFG, one video of 16 x 320 x 512, text to pixels, fp16;
+      3. the toy main job (`python train.py`: the student's 300 steps and the closing comparison), minutes.
+    tiny=True (`python bench.py gpu --tiny`): the same code with toy-size models and clips on the CPU, in seconds,
+    to check the script where no GPU is at hand; its figures mean nothing."""
+    if not tiny and not torch.cuda.is_available():
+        raise SystemExit("bench.py gpu: no CUDA device here (python bench.py gpu --tiny checks the script on a CPU)")
+    device = "cpu" if tiny else "cuda"
+    frames, size, f_sample, h_sample, w_sample = (8, 32, 4, 16, 24) if tiny else (16, 256, 16, 320, 512)
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        if tiny:   # in this process (nothing to isolate); the real one in a fresh process: its peak is its own
+            r = _vc2_run(frames, size, 2, "viclip", d, device, tiny=True)
+        else:
+            code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench; print('RESULT ' + "
+                    f"json.dumps(bench._vc2_run({frames}, {size}, 3, 'viclip', sys.argv[1], 'cuda')))")
+            run = subprocess.run([sys.executable, "-c", code, d], capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+            if run.returncode:
+                raise RuntimeError(f"bench gpu (the vc2_256 step) failed:\n{run.stderr[-3000:]}")
+            r = json.loads(next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    out["gpu_vc2_256_step_s"] = r["step_s"][-1]                    # the last step: the first pays one-time costs
+    out["gpu_vc2_256_peak_gb"] = _gb(r["peak_gpu_bytes"])
+    out["gpu_vc2_256_trainable_m"] = r["trainable"] / 1e6
+    lat = _sampling_latency(device, tiny, f_sample, h_sample, w_sample, torch.float32 if tiny else torch.float16)
+    out["gpu_sample_teacher_50step_s"], out["gpu_sample_turbo_4step_s"] = lat["teacher"], lat["turbo"]
+    out["gpu_sample_speedup"] = lat["teacher"] / lat["turbo"]
+    with tempfile.TemporaryDirectory() as d:
+        argv = [sys.executable, str(ROOT / "train.py"), "--out", d, "--device", device] + \
+            (["--turbo-steps", "2", "--compare-per-caption", "0", "--threads", "1"] if tiny else [])
+        t0 = time.time()
+        run = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+        if run.returncode:
+            raise RuntimeError(f"bench gpu (python train.py) failed:\n{run.stderr[-3000:]}")
+        out["gpu_toy_main_job_minutes"] = (time.time() - t0) / 60
+    print(f"\ngpu: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu (--tiny: a check, not figures)'}, "
+          f"vc2_256 step at {frames} x {size} x {size}, sampling at {f_sample} x {h_sample} x {w_sample}; the "
+          f"toy main job's last line: {run.stdout.strip().splitlines()[-1] if run.stdout.strip() else '?'}")
+    return out
+
+
+def _eval_run(workdir, videos=2, frames=16, height=320, width=512):
+    """In a fresh process (its peak RSS is the evaluation's alone): `evaluate.py --samples DIR --hps --viclip` on
+    `videos` clips of VC2's size, through the CLI, with the two release loaders swapped for random full-size models
+    (rewards.random_hpsv21; ViCLIP(viclip_l14()) left at its init). -> {name: value}."""
+    import evaluate                               # here, not at the top: this section is the only user
+    from rewards import random_hpsv21
+    d = Path(workdir)
+    (d / "samples").mkdir()
+    rows = []
+    for i in range(videos):                       # a square sliding right over a grey ramp, as sample.py's MP4s
+        clip = np.tile(np.linspace(0, 255, width, dtype=np.uint8)[None, None, :, None], (frames, height, 1, 3))
+        for k in range(frames):
+            clip[k, height // 3:height // 2, 20 * k + 40 * i:20 * k + 40 * i + height // 6] = (220, 40 + 80 * i, 40)
+        iio.imwrite(d / "samples" / f"{i}.mp4", clip, extension=".mp4", fps=16, codec="libx264", macro_block_size=1)
+        rows.append({"file": f"{i}.mp4", "files": [f"{i}.mp4"], "prompt": "a red square sliding right", "seed": i})
+    (d / "samples" / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("hps.pt", "viclip.pth"):
+        (d / name).write_bytes(b"random weights are drawn instead")
+    build = {}
+
+    def hps(path, **kw):
+        t0 = time.time()
+        model = random_hpsv21()
+        build["hps"] = time.time() - t0
+        return model
+    real_loader = evaluate.load_real_rewards
+
+    def timed_loader(*a, **kw):                   # builds HPS (timed above), then ViCLIP
+        t0 = time.time()
+        rewards = real_loader(*a, **kw)
+        build["viclip"] = time.time() - t0 - build["hps"]
+        return rewards
+    torch.manual_seed(0)
+    t0 = time.time()
+    with mock.patch.object(ImageTextReward, "hpsv21", staticmethod(hps)), \
+            mock.patch.object(evaluate, "load_viclip", lambda model, path: model), \
+            mock.patch.object(evaluate, "load_real_rewards", timed_loader):
+        res = evaluate.main(["--samples", str(d / "samples"), "--hps", str(d / "hps.pt"), "--viclip",
+                             str(d / "viclip.pth"), "--out", str(d / "out"), "--device", "cpu", "--batch-size",
+                             str(videos)])["samples"]
+    return {"eval_videos": videos, "eval_frames": frames, "eval_threads": torch.get_num_threads(),
+            "eval_total_s": time.time() - t0,
+            "eval_build_hps_s": build["hps"], "eval_build_viclip_s": build["viclip"],
+            "eval_hps_s_per_video": res["score_seconds"]["image"] / videos,
+            "eval_viclip_s_per_video": res["score_seconds"]["video"] / videos,
+            "eval_hps_mean": res["hps"]["mean"], "eval_viclip_mean": res["video"]["mean"],
+            "eval_peak_rss_gb": int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) / 2 ** 20}
+
+
+def bench_eval(videos=2, frames=16):
+    """evaluate.py's real-model scores on full-size reward models with random weights (HPSv2.1 = OpenCLIP ViT-H-14,
+    ViCLIP-L/14), `videos` clips of frames x 320 x 512 read from a sample folder: HPS on every frame (letterbox to
+    224), ViCLIP on 8 (resize + crop to 224), fp32, in a fresh process. ~6 GB of RAM; minutes on one CPU thread."""
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench; "
+            f"print('RESULT ' + json.dumps(bench._eval_run(sys.argv[1], {videos}, {frames})))")
+    with tempfile.TemporaryDirectory() as d:
+        run = subprocess.run([sys.executable, "-c", code, d], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if run.returncode:
+        raise RuntimeError(f"bench eval failed:\n{run.stderr[-3000:]}")
+    r = json.loads(next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    print(f"\neval: {videos} videos of {frames} x 320 x 512, fp32, {r['eval_threads']} threads: HPSv2.1 "
+          f"{r['eval_hps_s_per_video']:.1f} s/video ({frames} frames), ViCLIP-L/14 {r['eval_viclip_s_per_video']:.1f} "
+          f"s/video (8 frames); building them {r['eval_build_hps_s']:.1f} + {r['eval_build_viclip_s']:.1f} s; "
+          f"peak RSS {r['eval_peak_rss_gb']:.2f} GB")
+    return r
+
+
 def matmul_peak(n=1024, repeats=20):
     """GFLOP/s of an fp32 n x n matmul on this machine with torch's current threads: the ceiling to compare with."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -482,7 +647,8 @@ def bench_main(repeats=3):
 
 
 SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp,
-            "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2, "vc2_sample": bench_vc2_sample}
+            "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2, "vc2_sample": bench_vc2_sample, "gpu": bench_gpu,
+            "eval": bench_eval}
 DEFAULT = ["main", "sample", "train"]       # the quick ones; load, ddp and the vc2 ones take minutes: name them
 
 
@@ -490,6 +656,7 @@ def main(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sections", nargs="*", help=f"any of {sorted(SECTIONS)}; default: all")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--tiny", action="store_true", help="gpu: toy-size models on the CPU, a check of the script")
     args = p.parse_args(argv)
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -498,8 +665,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     results = {}
     for name in args.sections or DEFAULT:
-        results.update(SECTIONS[name]())
-    print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads")
+        results.update(SECTIONS[name](tiny=args.tiny) if name == "gpu" else SECTIONS[name]())
+    gpu = torch.cuda.get_device_name() if "gpu" in args.sections and not args.tiny else "none"
+    print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads; GPU: {gpu}")
     print("| figure | value |\n|---|---|")
     for k, v in results.items():
         print(f"| {k} | {v:.4g} |")
