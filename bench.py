@@ -360,7 +360,8 @@ def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip"):
     """2 steps of the vc2_256 recipe (LoRA 64 student sharing one UNet with its teacher and EMA target, CD + HPSv2.1
     + the video reward, every gradient checkpoint, bf16 autocast where the CPU has bf16) at a reduced clip, every
     model at its real size with random weights, through train.py. Prints the accounting and an extrapolation to
-    16 x 256 x 256; returns {name: value}. ~5 GB of disk is not needed: the student is not written."""
+    16 x 256 x 256; returns {name: value}. The merged student (5.7 GB) is not written; its LoRA alone is (0.47 GB,
+    train.py's turbo_lora.safetensors), into a temporary folder."""
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench; "
             f"print('RESULT ' + json.dumps(bench._vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])))")
     with tempfile.TemporaryDirectory() as d:
@@ -379,7 +380,7 @@ def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip"):
     lora = 4 * r["trainable"]
     optim = 2 * lora                                          # AdamW: two fp32 moments per trainable number
     ema = r["modules"].get("target", 0)
-    print(f"  {'trainable (LoRA rank 64 + w projection), fp32':60s} {r['trainable'] / 1e6:9.1f} M parameters "
+    print(f"  {'trainable: LoRA rank 64 (w projection included), fp32':60s} {r['trainable'] / 1e6:9.1f} M parameters "
           f"{_gb(lora):7.2f} GB, its gradients {_gb(lora):.2f} GB, AdamW moments {_gb(optim):.2f} GB")
     print(f"  {'EMA target theta^- (the trained tensors only)':60s} {'':9s}   {'':10s} {_gb(ema):7.2f} GB")
     unet = next(v[1] for k, v in r["models"].items() if k.startswith("UNet"))
