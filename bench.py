@@ -356,20 +356,26 @@ def _vc2_run(frames, size, steps, video_reward_name, workdir, device="cpu", tiny
     return out
 
 
+def _in_fresh_process(call, what):
+    """Runs `bench.<call>` (an expression in which sys.argv[1] is a temporary folder) in a fresh Python process, so
+    its peak RSS and GPU memory are that call's alone -> the dict it returns. A failure raises with its stderr."""
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench; "
+            f"print('RESULT ' + json.dumps(bench.{call}))")
+    with tempfile.TemporaryDirectory() as d:
+        run = subprocess.run([sys.executable, "-c", code, d], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if run.returncode:
+        raise RuntimeError(f"bench {what} failed:\n{run.stderr[-3000:]}")
+    return json.loads(next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))[7:])
+
+
 def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip"):
     """2 steps of the vc2_256 recipe (LoRA 64 student sharing one UNet with its teacher and EMA target, CD + HPSv2.1
     + the video reward, every gradient checkpoint, bf16 autocast where the CPU has bf16) at a reduced clip, every
     model at its real size with random weights, through train.py. Prints the accounting and an extrapolation to
     16 x 256 x 256; returns {name: value}. The merged student (5.7 GB) is not written; its LoRA alone is (0.47 GB,
     train.py's turbo_lora.safetensors), into a temporary folder."""
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench; "
-            f"print('RESULT ' + json.dumps(bench._vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])))")
-    with tempfile.TemporaryDirectory() as d:
-        run = subprocess.run([sys.executable, "-c", code, d], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if run.returncode:
-        raise RuntimeError(f"bench vc2 failed:\n{run.stderr[-3000:]}")
-    r = json.loads(next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    r = _in_fresh_process(f"_vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])", "vc2")
     tag = "vc2" if video_reward == "viclip" else "vc2_iv2"
     print(f"\n{tag}: {frames} frames at {size} x {size} (latents 4 x {frames} x {size // 8} x {size // 8}), "
           f"{r['precision']}, {torch.get_num_threads()} threads; the models, all at full size:")
@@ -482,17 +488,11 @@ def bench_gpu(tiny=False):
     device = "cpu" if tiny else "cuda"
     frames, size, f_sample, h_sample, w_sample = (8, 32, 4, 16, 24) if tiny else (16, 256, 16, 320, 512)
     out = {}
-    with tempfile.TemporaryDirectory() as d:
-        if tiny:   # in this process (nothing to isolate); the real one in a fresh process: its peak is its own
+    if tiny:   # in this process (nothing to isolate); the real one in a fresh process: its peak is its own
+        with tempfile.TemporaryDirectory() as d:
             r = _vc2_run(frames, size, 2, "viclip", d, device, tiny=True)
-        else:
-            code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench; print('RESULT ' + "
-                    f"json.dumps(bench._vc2_run({frames}, {size}, 3, 'viclip', sys.argv[1], 'cuda')))")
-            run = subprocess.run([sys.executable, "-c", code, d], capture_output=True, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-            if run.returncode:
-                raise RuntimeError(f"bench gpu (the vc2_256 step) failed:\n{run.stderr[-3000:]}")
-            r = json.loads(next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    else:
+        r = _in_fresh_process(f"_vc2_run({frames}, {size}, 3, 'viclip', sys.argv[1], 'cuda')", "gpu (vc2_256 step)")
     out["gpu_vc2_256_step_s"] = r["step_s"][-1]                    # the last step: the first pays one-time costs
     out["gpu_vc2_256_peak_gb"] = _gb(r["peak_gpu_bytes"])
     out["gpu_vc2_256_trainable_m"] = r["trainable"] / 1e6
@@ -566,14 +566,7 @@ def bench_eval(videos=2, frames=16):
     """evaluate.py's real-model scores on full-size reward models with random weights (HPSv2.1 = OpenCLIP ViT-H-14,
     ViCLIP-L/14), `videos` clips of frames x 320 x 512 read from a sample folder: HPS on every frame (letterbox to
     224), ViCLIP on 8 (resize + crop to 224), fp32, in a fresh process. ~6 GB of RAM; minutes on one CPU thread."""
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench; "
-            f"print('RESULT ' + json.dumps(bench._eval_run(sys.argv[1], {videos}, {frames})))")
-    with tempfile.TemporaryDirectory() as d:
-        run = subprocess.run([sys.executable, "-c", code, d], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if run.returncode:
-        raise RuntimeError(f"bench eval failed:\n{run.stderr[-3000:]}")
-    r = json.loads(next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    r = _in_fresh_process(f"_eval_run(sys.argv[1], {videos}, {frames})", "eval")
     print(f"\neval: {videos} videos of {frames} x 320 x 512, fp32, {r['eval_threads']} threads: HPSv2.1 "
           f"{r['eval_hps_s_per_video']:.1f} s/video ({frames} frames), ViCLIP-L/14 {r['eval_viclip_s_per_video']:.1f} "
           f"s/video (8 frames); building them {r['eval_build_hps_s']:.1f} + {r['eval_build_viclip_s']:.1f} s; "
