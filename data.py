@@ -16,7 +16,17 @@ corrupt, unreadable or too short for `frames` frames, are skipped and counted by
 row is tried in their place. A caption file that cannot be read as a whole (not UTF-8, a line that is not JSON,
 no caption column, ...) is an error of one line that names the file.
 
+Keeping a GPU busy (train.py --data-workers N, --cache DIR; `python bench.py data` measures each):
+    - a clip is decoded from its first frame, not from the file's: ffmpeg seeks to it (read_frames), where that is
+      known to give exactly the frames the sequential decode gives, which is the fallback everywhere else;
+    - StepLoader decodes the batches of the coming steps in N worker processes while this one trains. The step
+      number is still the data position: a batch is the same with 0 or N workers, and after --resume;
+    - a latent cache: `--cache DIR --ckpt TEACHER` encodes one clip of every video with the teacher's first stage
+      and text tower, once, and train.py --cache DIR reads those instead of decoding and encoding (LatentCache says
+      what that gives up: a fixed clip per video instead of a new random start each time).
+
     python data.py VIDEO_DIR CAPTIONS.csv       # scans every row: what would be skipped and why (and a list file)
+    python data.py VIDEO_DIR CAPTIONS.csv --cache DIR --ckpt weights/vc2/teacher.safetensors   # the latent cache
 """
 
 import argparse
@@ -28,10 +38,16 @@ from collections import Counter
 from pathlib import Path
 
 import imageio.v3 as iio
+import imageio_ffmpeg
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
+from safetensors import SafetensorError, safe_open
 
+from checkpoint import load_models, read_meta, save_tensors
+from encoders import AutoencoderKL
+from loop import check_device
 from toy import ToyWorld
 
 PATH_COLUMNS = ("path", "video", "file", "filename", "video_path", "videoid", "video_id", "id")
@@ -39,6 +55,10 @@ CAPTION_COLUMNS = ("caption", "text", "prompt", "name", "title")  # WebVid calls
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".gif")
 KEEP_SKIPPED = 1000   # VideoFolder.skipped_files keeps the first this many skipped rows (the counts keep them all)
 CHECK_ROWS = 1000     # check_data_args reads this many rows: enough for the columns, cheap on WebVid's 10M
+SEEK_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm")  # containers whose seeks were measured frame-exact (not .avi)
+SEEK_MARGIN = 0.05    # a seek aims this many frames before the first wanted one (read_frames says why)
+SHARD_ROWS = 256      # videos per file of a latent cache (about 400 MB at VC2's 16 x 320 x 512)
+CACHE_FORMAT = "t2v-turbo latent cache 1"
 
 
 class BadVideo(Exception):
@@ -183,15 +203,63 @@ def resize_crop(frames, height, width):
     return (x / 127.5 - 1).clamp(-1, 1).permute(1, 0, 2, 3)                           # (3, t, h, w)
 
 
+def exact_fps(fps):
+    """The frame rate behind the one ffmpeg prints (2 decimals), or None where it cannot be known: a whole number
+    is exact, and 23.98, 29.97, 59.94 are NTSC's 24000/1001, 30000/1001, 60000/1001."""
+    ntsc = round(fps * 1.001) * 1000 / 1001
+    return float(fps) if fps == round(fps) else ntsc if abs(fps - ntsc) < 0.006 else None
+
+
+def read_frames(path, start, count, stride, fps, seek=True):
+    """Frames start, start + stride, ... of a video file: up to `count` uint8 arrays (H, W, 3), fewer when the file
+    ends first. `fps`: the file's frame rate (iio.immeta), or None (a GIF, ...).
+
+    The reference is the sequential decode: every frame from the file's first, counted (iio.imiter). With `seek`,
+    ffmpeg starts at frame `start`'s time instead (a fast seek to a keyframe, then an exact one over the last 10 s,
+    imageio's recipe) and stops after the clip, so only the clip's frames come through the pipe. A frame k is the
+    one shown at k / fps in both decodes (ffmpeg's image pipe is constant-frame-rate), so this gives the same
+    frames where the frame rate is known exactly and the container's timestamps are kept (SEEK_EXTS; measured on
+    mp4, webm, mkv and mov files, with and without audio, at 23.976 to 30 fps: tests/test_data.py; an .avi came 2
+    frames early). The seek aims SEEK_MARGIN frames early: rounding never loses frame `start`, and ffmpeg's
+    constant-rate output does not repeat it (half a frame early, it does). Anything else, or a seek that fails or
+    ends short, falls back to the sequential decode, which decides."""
+    rate = exact_fps(fps) if seek and fps and Path(path).suffix.lower() in SEEK_EXTS else None
+    need = (count - 1) * stride + 1                          # the frames the clip spans
+    if rate:
+        t = max(start - SEEK_MARGIN, 0) / rate               # seconds
+        slow = min(t, 10.0)                                  # the last 10 s are decoded, the rest is a keyframe jump
+        before = ["-ss", f"{t - slow:.6f}"] if t > slow else []                       # ffmpeg's flags before -i ...
+        after = (["-ss", f"{slow:.6f}"] if t else []) + ["-frames:v", str(need)]      # ... and after it
+        frames = []
+        try:
+            gen = imageio_ffmpeg.read_frames(str(path), input_params=before, output_params=after)
+            w, h = next(gen)["size"]                         # (the first item is ffmpeg's header)
+            frames = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for k, b in enumerate(gen) if k % stride == 0]
+        except Exception:                                    # (ffmpeg fails in many ways: the fallback decides)
+            pass
+        if len(frames) == count:
+            return frames
+    keep, frames = set(range(start, start + need, stride)), []
+    for k, frame in enumerate(iio.imiter(path)):
+        if k in keep:
+            frames.append(np.asarray(frame)[..., :3] if frame.ndim == 3 else np.repeat(frame[..., None], 3, -1))
+        if len(frames) == count:
+            break
+    return frames
+
+
 class VideoFolder:
     """(video, caption) batches from a folder of videos; the same batch(n, rng, rows) as toy.ToyWorld.
 
     skipped: reason -> count, every row skipped so far (caption-file rows at load, videos as they are tried).
     caption_skipped: the caption file's part of it, the same in every process (count it once across processes).
-    skipped_files: [(row, reason, detail)] for the first `keep_skipped` of them (None: all)."""
+    skipped_files: [(row, reason, detail)] for the first `keep_skipped` of them (None: all).
+    bad: {row index: (reason, detail)}, the videos counted in skipped (not tried again).
+    seek: decode clips with ffmpeg's seek where it is exact (read_frames); False: always from the first frame."""
 
-    def __init__(self, root, captions, height=320, width=512, frames=16, fps=16, keep_skipped=KEEP_SKIPPED):
+    def __init__(self, root, captions, height=320, width=512, frames=16, fps=16, keep_skipped=KEEP_SKIPPED, seek=True):
         self.root, self.height, self.width, self.frames, self.fps = Path(root), height, width, frames, fps
+        self.seek = seek
         for name, v in (("height", height), ("width", width), ("frames", frames), ("fps", fps)):
             if v < 1:
                 raise ValueError(f"VideoFolder: {name} must be >= 1, not {v}")
@@ -205,7 +273,7 @@ class VideoFolder:
         for row, reason, detail in dropped:
             self.skip(row, reason, detail)
         self.caption_skipped = Counter(self.skipped)
-        self.bad = set()           # rows known to be unusable, not tried again
+        self.bad = {}
 
     def __len__(self):
         return len(self.rows)
@@ -248,12 +316,7 @@ class VideoFolder:
                 raise BadVideo("too short", f"{n} frames at {native:g} fps; {self.frames} frames at {self.fps} "
                                             f"fps need {need}")
             start = int(rng.integers(0, n - need + 1))
-            keep, frames = set(range(start, start + need, stride)), []
-            for k, frame in enumerate(iio.imiter(path)):
-                if k in keep:
-                    frames.append(np.asarray(frame)[..., :3] if frame.ndim == 3 else np.repeat(frame[..., None], 3, -1))
-                if len(frames) == self.frames:
-                    break
+            frames = read_frames(path, start, self.frames, stride, meta.get("fps"), self.seek)
         except BadVideo:
             raise
         except Exception as e:  # imageio/ffmpeg raise many kinds of errors for broken files
@@ -265,34 +328,304 @@ class VideoFolder:
     def batch(self, n, rng, rows=None):
         """Draws n row indices from rng (with replacement), loads those in `rows` (default all) -> (video
         (len(rows), 3, t, h, w) in [-1, 1], captions). A bad row is replaced by the next good one after it."""
+        video, caps, bad = self.draw(n, rng, rows)
+        self.count_bad(bad)
+        return video, caps
+
+    def draw(self, n, rng, rows=None):
+        """batch's work, without the counting -> (video, captions, bad): bad lists every unusable row the batch
+        passed over, (row index, reason, detail), in order, whether found now or known before (count_bad counts
+        each once: a DataLoader worker sends them to the main process, whose counts then stay exact)."""
         idx = rng.integers(0, len(self.rows), n)
         seeds = rng.integers(0, 2 ** 63 - 1, n)  # each clip's start frame: independent of which rows load
-        clips, caps = [], []
+        clips, caps, bad = [], [], {}
         for j in (range(n) if rows is None else rows):
             i = int(idx[j])
             for _ in range(len(self.rows)):
-                if i not in self.bad:
+                if i in self.bad or i in bad:
+                    bad.setdefault(i, self.bad.get(i))
+                else:
                     try:
                         clips.append(self.clip(i, np.random.default_rng(seeds[j])))
                         caps.append(self.rows[i][1])
                         break
                     except BadVideo as e:
-                        self.skip(self.name(i), e.reason, e.detail)
-                        self.bad.add(i)
+                        bad[i] = (e.reason, e.detail)
                 i = (i + 1) % len(self.rows)
             else:
+                self.count_bad([(i, *why) for i, why in bad.items()])
                 raise RuntimeError(f"none of the {len(self.rows)} videos in {self.root} gives a clip of "
                                    f"{self.frames} frames at {self.fps} fps ({dict(self.skipped)})")
-        return torch.stack(clips), caps
+        return torch.stack(clips), caps, [(i, *why) for i, why in bad.items()]
+
+    def count_bad(self, bad):
+        """Counts the rows of draw's `bad` list that are not counted yet (in skipped and skipped_files)."""
+        for i, reason, detail in bad:
+            if i not in self.bad:
+                self.bad[i] = (reason, detail)
+                self.skip(self.name(i), reason, detail)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the batches of the coming steps, decoded ahead in worker processes
+
+class StepLoader:
+    """The batch of each (step, micro-batch) of a run: data.batch(B, rng, rows) with the numpy generator, B and rows
+    that draws(step, micro) gives (loop.data_draws with its first arguments bound: seeded by the step alone).
+
+    workers=0: drawn and decoded in this process when asked, as train.py always did. workers=N: a torch DataLoader
+    decodes the keys (step, micro) that come next, in order, in N processes, `prefetch` batches ahead of each, while
+    this process trains. A worker draws a key's batch from the key's own seed, exactly as this process would, so a
+    batch is the same with any number of workers, and after --resume (the step number is the data position): the
+    first key asked for starts the sequence there, as does a key out of sequence (the step after a micro-batch with
+    a non-finite loss). The unusable rows a worker met come back with its batch and are counted here
+    (VideoFolder.count_bad) as if this process had met them, so data.skipped stays exact. Any data with
+    batch(n, rng, rows) works: a VideoFolder, a LatentCache, the toy world (cheap enough not to need workers)."""
+
+    def __init__(self, data, draws, workers=0, micros=1, prefetch=2):
+        self.data, self.draws, self.workers, self.micros, self.prefetch = data, draws, workers, micros, prefetch
+        self.it, self.next = None, None
+
+    def batch(self, step, micro):
+        """-> what data.batch gives for this key: (video (b, 3, t, h, w) in [-1, 1], captions) for videos."""
+        if not self.workers:
+            rng, n, rows = self.draws(step, micro)
+            return self.data.batch(n, rng, rows)
+        if (step, micro) != self.next:  # the first key, or one out of sequence: (re)start the workers there
+            self.close()
+            # a generator of its own: the DataLoader seeds its workers from it, not from the global RNG (dropout)
+            self.it = iter(torch.utils.data.DataLoader(
+                KeyedBatches(self.data, self.draws), batch_size=None, sampler=keys(step, micro, self.micros),
+                num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=as_is, generator=torch.Generator()))
+        got = next(self.it)
+        if isinstance(got, Exception):  # raised in a worker: raised here as it was (one line, not a worker's dump)
+            raise got
+        x, caps, bad = got
+        self.next = next_key(step, micro, self.micros)
+        if bad:
+            self.data.count_bad(bad)
+        return x, caps
+
+    def close(self):
+        """Stops the workers (the DataLoader's iterator does when it is dropped, as it is with the StepLoader)."""
+        self.it = self.next = None
+
+
+def next_key(step, micro, micros):
+    return (step, micro + 1) if micro + 1 < micros else (step + 1, 0)
+
+
+def keys(step, micro, micros):
+    """(step, micro) and every key after it, in the order training asks for them. Without end: the workers decode
+    at most workers x prefetch batches past the last step. (A function, not a method: a generator holding the
+    StepLoader would make a reference cycle, and the workers would outlive it until the garbage collector ran.)"""
+    while True:
+        yield step, micro
+        step, micro = next_key(step, micro, micros)
+
+
+class KeyedBatches(torch.utils.data.Dataset):
+    """What a StepLoader worker runs: key (step, micro) -> (x, captions, the unusable rows met), or the error."""
+
+    def __init__(self, data, draws):
+        self.data, self.draws = data, draws
+
+    def __getitem__(self, key):
+        try:
+            rng, n, rows = self.draws(*key)
+            if not hasattr(self.data, "draw"):  # the toy world, a latent cache: no unusable rows
+                return (*self.data.batch(n, rng, rows), [])
+            x, caps, bad = self.data.draw(n, rng, rows)
+            self.data.count_bad(bad)            # this worker's copy: a known-bad row is not decoded again
+            return x, caps, bad
+        except (ValueError, OSError, RuntimeError) as e:
+            return e
+
+
+def as_is(x):
+    """The DataLoader's collate_fn: a batch comes out as the worker made it (a function: workers may pickle it)."""
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the latent cache: python data.py VIDEO_DIR CAPTIONS --cache DIR --ckpt TEACHER
+
+def cache_rng(seed, i):
+    """The generator of row i's clip in a latent cache: its own seed, so a row's clip does not depend on which
+    other rows are good."""
+    return np.random.default_rng([seed, i])
+
+
+def encode_first_stage(ae, video):
+    """What a latent cache keeps of ae.encode(video (b, 3, t, H, W)): {'z0'} for a deterministic first stage (the
+    toy's linear autoencoder), else the KL posterior's {'mean', 'logvar'}, unscaled, each (b, c, t, h, w), so that
+    cached_latents can sample z0 fresh each step, as training on videos does."""
+    if not isinstance(ae, AutoencoderKL):
+        return {"z0": ae.encode(video).float()}
+    frames = rearrange(video, "b c t h w -> (b t) c h w")
+    parts = [ae.encode_moments(f) for f in frames.split(16)]          # 16 frames per call: bounded memory
+    return {k: rearrange(torch.cat([m[j] for m in parts]), "(b t) c h w -> b c t h w", b=video.shape[0]).float()
+            for j, k in enumerate(("mean", "logvar"))}
+
+
+def cached_latents(ae, x, device):
+    """z0 (b, c, t, h, w) from a LatentCache batch, as ae.encode(video) gives it for the cached clips: the toy's
+    cached z0 as it is, or z = (mean + std * eps) * scale_factor with eps drawn as AutoencoderKL.encode draws it
+    (the global RNG, the same shape), so the same RNG state gives the same z0 (tests/test_data.py)."""
+    if "z0" in x:
+        return x["z0"].to(device).float()
+    mean, logvar = (rearrange(x[k].to(device), "b c t h w -> (b t) c h w") for k in ("mean", "logvar"))
+    eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
+    z = mean + torch.exp(0.5 * logvar) * eps
+    return rearrange(z * ae.config.scale_factor, "(b t) c h w -> b c t h w", b=x["mean"].shape[0]).float()
+
+
+class CacheWriter:
+    """Writes a latent cache into a new folder: shard-00000.safetensors, ... (about SHARD_ROWS videos each: one
+    clip's encode_first_stage and its caption's text embedding 'context' (L, d), fp32, the captions and video names
+    in the metadata), then index.json, last (a folder without it is an unfinished cache): the clips' shape, the
+    seed, the teacher's first stage and text tower configs, the shards and their rows."""
+
+    def __init__(self, out, ckpt, device, clip, batch=8):
+        self.out, self.ckpt, self.device, self.clip, self.batch = Path(out), ckpt, device, clip, batch
+        self.models = load_models(ckpt, device, dtype=torch.float32)
+        self.todo, self.shard, self.shards = [], [], []   # clips to encode, encoded rows, written shards
+
+    def add(self, video, caption, name):
+        """One row's clip (3, t, H, W) in [-1, 1]: encoded `batch` at a time, written SHARD_ROWS at a time."""
+        self.todo.append((video, caption, name))
+        if len(self.todo) == self.batch:
+            self.encode()
+
+    @torch.no_grad()
+    def encode(self):
+        video = torch.stack([v for v, _, _ in self.todo]).to(self.device)         # (n, 3, t, H, W)
+        caps = [c for _, c, _ in self.todo]
+        got = {**encode_first_stage(self.models["ae"], video), "context": self.models["text"].encode_text(caps).float()}
+        self.shard += [({k: v[j].cpu() for k, v in got.items()}, c, name) for j, (_, c, name) in enumerate(self.todo)]
+        self.todo = []
+        if len(self.shard) >= SHARD_ROWS:
+            self.write_shard()
+
+    def write_shard(self):
+        name = f"shard-{len(self.shards):05d}.safetensors"
+        tensors = {k: torch.stack([t[k] for t, _, _ in self.shard]) for k in self.shard[0][0]}   # (rows, ...)
+        meta = {"captions": json.dumps([c for _, c, _ in self.shard]),
+                "videos": json.dumps([v for _, _, v in self.shard])}
+        self.out.mkdir(exist_ok=True)       # (made by the first shard: a run without a good row writes nothing)
+        save_tensors(self.out / name, tensors, meta)
+        self.shards.append([name, len(self.shard)])
+        self.shard = []
+
+    def close(self, skipped):
+        """Encodes and writes what is left, then index.json. -> the rows written."""
+        if self.todo:
+            self.encode()
+        if self.shard:
+            self.write_shard()
+        if self.shards:
+            meta = self.models["meta"]
+            index = {"format": CACHE_FORMAT, **self.clip, "teacher": str(self.ckpt), "ae": meta["ae"],
+                     "text": meta["text"], "shards": self.shards, "skipped": dict(skipped)}
+            (self.out / "index.json").write_text(json.dumps(index, indent=1))
+        return sum(k for _, k in self.shards)
+
+
+def read_index(path):
+    """A latent cache's index.json -> dict; ValueError (one line) when it is missing or not a cache's."""
+    f = Path(path) / "index.json"
+    if not f.is_file():
+        raise ValueError(f"no index.json in {path}: not a finished latent cache (data.py --cache writes it last)")
+    try:
+        index = json.loads(f.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{f} does not read as a latent cache's index ({one_line(e)})") from None
+    if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{f} is not a latent cache's index (no format {CACHE_FORMAT!r})")
+    return index
+
+
+class LatentCache:
+    """A latent cache (CacheWriter) behind VideoFolder's batch(n, rng, rows) -> (x, captions): x is {'z0'} or
+    {'mean', 'logvar'}, and 'context', each (len(rows), ...) fp32; cached_latents turns x into z0 and x['context']
+    is the text tower's embedding of the captions (train.py --cache).
+
+    The trade-off: ONE clip per video, fixed when the cache was written (its start drawn from the row's own seed,
+    cache_rng), where training on the videos draws a new start each time a video comes up, and the frames, size and
+    fps are those of the cache. The first stage's posterior is still sampled afresh every step (its mean and log-
+    variance are cached, not a sample). In exchange a step reads about 1.6 MB per VC2 clip (latents 4 x 16 x 40 x
+    64, twice, and 77 x 1024 text) and skips the video decode, the VAE encoder and the text tower."""
+
+    def __init__(self, path):
+        self.path, self.index = Path(path), read_index(path)
+        rows = [k for _, k in self.index["shards"]]
+        self.ends = np.cumsum(rows)          # shard s holds the cache's rows ends[s] - rows[s] .. ends[s] - 1
+        self.frames, self.height, self.width, self.fps = (self.index[k] for k in ("frames", "height", "width", "fps"))
+
+    def __len__(self):
+        return int(self.ends[-1])
+
+    def batch(self, n, rng, rows=None):
+        idx = rng.integers(0, len(self), n)
+        x, caps = {}, []
+        for j in (range(n) if rows is None else rows):
+            s = int(np.searchsorted(self.ends, idx[j], side="right"))          # the shard, and the row in it
+            k = int(idx[j] - (self.ends[s - 1] if s else 0))
+            with safe_open(str(self.path / self.index["shards"][s][0]), "pt") as f:   # memory-mapped: reads row k
+                for name in f.keys():
+                    x.setdefault(name, []).append(f.get_slice(name)[k])
+                caps.append(json.loads(f.metadata()["captions"])[k])
+        return {k: torch.stack(v) for k, v in x.items()}, caps
+
+
+def check_cache(path, teacher, frames, height, width, fps):
+    """train.py --cache DIR: one line when DIR is not a finished cache, or holds other clips than train.py would
+    make, or was encoded by another first stage or text tower than the teacher's; else None."""
+    if not Path(path).is_dir():
+        return f"--cache {path}: no such folder (python data.py VIDEOS CAPTIONS --cache DIR --ckpt TEACHER makes one)"
+    try:
+        index = read_index(path)
+    except ValueError as e:
+        return f"--cache {path}: {e}"
+    try:
+        meta = read_meta(teacher)
+    except (OSError, ValueError):
+        meta = None                          # (train.py says what is wrong with the teacher)
+    if meta and (meta.get("ae"), meta.get("text")) != (index["ae"], index["text"]):
+        return (f"--cache {path} was encoded with the first stage and text tower of {index['teacher']}, not those of "
+                f"the teacher {teacher}: encode it again with --ckpt {teacher}")
+    have = tuple(index[k] for k in ("frames", "height", "width", "fps"))
+    if have != (frames, height, width, fps):
+        return (f"--cache {path} holds clips of {have[0]} frames of {have[1]} x {have[2]} at {have[3]} fps: give "
+                f"--frames {have[0]} --height {have[1]} --width {have[2]} --fps {have[3]}")
+    return None
+
+
+def check_train_data(cfg, teacher, error):
+    """train.py's data flags (--data/--captions, --cache, --data-workers; teacher: --teacher's path): a bad one ->
+    error(one line naming the flag), as loop.check_device does."""
+    if cfg.data_workers < 0:
+        error(f"--data-workers {cfg.data_workers}: give 0 (decode in the training process) or more worker processes")
+    if cfg.cache and (cfg.data or cfg.captions):
+        error("--cache takes the place of --data/--captions: give one or the other")
+    if cfg.cache:
+        problem = check_cache(cfg.cache, teacher, cfg.frames, cfg.height or cfg.size, cfg.width or cfg.size, cfg.fps)
+    else:
+        problem = check_data_args(cfg.data, cfg.captions)    # a missing folder or file, a file without captions, ...
+        problem = problem and f"--data/--captions: {problem}"
+    if problem:
+        error(problem)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the scan: python data.py VIDEO_DIR CAPTIONS
 
-def open_data(data, captions, height, width, frames, fps=16, seed=0):
-    """What a training step draws from: the toy world (data == '': toy.ToyWorld, square frames) or a folder of
-    videos (VideoFolder). Both give batch(n, rng, rows) -> (video (n, 3, t, h, w) in [-1, 1], captions).
-    A bad folder or caption file: ValueError or OSError, one line."""
+def open_data(data, captions, height, width, frames, fps=16, seed=0, cache=""):
+    """What a training step draws from: the toy world (data == '': toy.ToyWorld, square frames), a folder of
+    videos (VideoFolder) or a latent cache (LatentCache). All give batch(n, rng, rows) -> (video (n, 3, t, h, w) in
+    [-1, 1], or the cache's x, captions). A bad folder or caption file: ValueError or OSError, one line."""
+    if cache:
+        return LatentCache(cache)
     if not data:
         if height != width:
             raise ValueError("the toy world is square: use --size, not --height/--width")
@@ -318,6 +651,24 @@ def skipped_list_path(captions):
         k += 1
 
 
+def check_cache_args(args, error):
+    """data.py's --cache DIR --ckpt TEACHER: one line, before anything is read at length or written."""
+    if not (args.cache and args.ckpt):
+        error("--cache DIR and --ckpt TEACHER go together (the teacher's first stage and text tower encode the cache)")
+    out = Path(args.cache)
+    if out.exists():
+        error(f"--cache {out} exists: give a new folder (a cache is never written over)")
+    if not out.parent.is_dir():
+        error(f"--cache {out}: no folder {out.parent}")
+    try:
+        meta = read_meta(args.ckpt)
+    except (OSError, ValueError) as e:
+        error(f"--ckpt {args.ckpt}: {one_line(e)}")
+    if "ae" not in meta or "text" not in meta:
+        error(f"--ckpt {args.ckpt} is a {meta.get('kind')!r} checkpoint, without a first stage and text tower: give "
+              f"the teacher")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="data.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,6 +685,13 @@ def main(argv=None):
     p.add_argument("--show", type=int, default=10, help="skipped rows printed here (default 10; all in the file)")
     p.add_argument("--skipped-out", metavar="PATH", help="the file that lists every skipped row (default: "
                    "CAPTIONS' name with .skipped.txt, beside it, under a new name if that exists); never overwritten")
+    p.add_argument("--cache", metavar="DIR", help="also write a latent cache into DIR, a new folder: one clip of "
+                   "every good row, encoded by --ckpt's first stage and text tower (train.py --cache DIR reads it)")
+    p.add_argument("--ckpt", metavar="TEACHER", help="with --cache: the teacher checkpoint the student will be "
+                   "distilled from (its first stage and text tower encode)")
+    p.add_argument("--seed", type=int, default=0, help="with --cache: picks each row's clip (default 0)")
+    p.add_argument("--batch", type=positive, default=8, help="with --cache: clips per encoder call (default 8)")
+    p.add_argument("--device", default="auto", help="with --cache: auto (CUDA when there is one), cpu, cuda or cuda:N")
     args = p.parse_args(argv)
 
     # 1. every input checked before anything is read at length or written
@@ -350,19 +708,27 @@ def main(argv=None):
         out = skipped_list_path(args.captions)
     if not os.access(out.parent, os.W_OK):
         p.error(f"cannot write {out} (the folder is read-only): give --skipped-out PATH")
+    if args.cache or args.ckpt:
+        check_cache_args(args, p.error)
     try:
         ds = VideoFolder(args.video_dir, args.captions, args.height, args.width, args.frames, args.fps,
                          keep_skipped=None)
     except (ValueError, OSError) as e:       # the caption file's rows after the first CHECK_ROWS
         p.error(str(e))
 
-    # 2. every row, as a training step would load it (the caption file's unusable rows are already in ds.skipped)
-    rng, good, done = np.random.default_rng(0), 0, 0
+    # 2. every row, as a training step would load it (the caption file's unusable rows are already in ds.skipped),
+    # its clip encoded into the cache with --cache
+    clip = {"frames": ds.frames, "height": ds.height, "width": ds.width, "fps": ds.fps, "seed": args.seed}
+    writer = CacheWriter(args.cache, args.ckpt, check_device(args.device, p.error), clip, args.batch) \
+        if args.cache else None
+    good, done = 0, 0
     try:
         for i in range(len(ds)):
             try:
-                ds.clip(i, rng)
+                video = ds.clip(i, cache_rng(args.seed, i))
                 good += 1
+                if writer:
+                    writer.add(video, ds.rows[i][1], ds.name(i))
             except BadVideo as e:
                 ds.skip(ds.name(i), e.reason, e.detail)
             done += 1
@@ -387,6 +753,13 @@ def main(argv=None):
             sys.exit(f"data.py: error: cannot write the list of skipped rows to {out} ({one_line(e)}): give "
                      f"--skipped-out PATH")
         print(f"{len(ds.skipped_files)} skipped rows listed in {out}")
+    if writer and done == len(ds):
+        n = writer.close(ds.skipped)
+        if n:
+            print(f"wrote a latent cache of {n} clips to {args.cache} ({len(writer.shards)} shards): train.py "
+                  f"--cache {args.cache}")
+    elif writer and writer.shards:
+        print(f"{args.cache} is unfinished (no index.json): write it again into a new folder", file=sys.stderr)
     if done < len(ds):
         sys.exit(1)
     if good == 0:

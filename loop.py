@@ -162,11 +162,16 @@ def step_draws(cfg, run, stage, step, micro, b):
     """-> (numpy rng, torch CPU generator, B, rows). The generators are seeded by the step alone, so every process
     and micro-batch draws the same global batch of B = b * world * grad_accum clips; `rows` are the b of them this
     (process, micro-batch) trains on. Also seeds the global RNG (dropout) per step, micro-batch and process."""
-    s = step_seed(cfg, stage, step)
     torch.manual_seed(step_seed(cfg, stage, step, micro, run.rank + 1))
+    rng, B, rows = data_draws(cfg, run, stage, step, micro, b)
+    return rng, torch.Generator().manual_seed(step_seed(cfg, stage, step)), B, rows
+
+
+def data_draws(cfg, run, stage, step, micro, b):
+    """-> (numpy rng, B, rows): step_draws' data half, the same draws, but torch's RNG is left alone (a DataLoader
+    worker process calls it to decode the batch of (step, micro) ahead: data.StepLoader)."""
     first = (micro * run.world + run.rank) * b
-    return np.random.default_rng(s), torch.Generator().manual_seed(s), b * run.world * cfg.grad_accum, \
-        range(first, first + b)
+    return np.random.default_rng(step_seed(cfg, stage, step)), b * run.world * cfg.grad_accum, range(first, first + b)
 
 
 def all_finite(run, loss):
@@ -274,7 +279,7 @@ def save_state(run, out, stage, step, modules, opt, extra, keep):
 
 # flags that may change between a run and its --resume: where and how it runs, not what it trains
 RESUMABLE_CHANGES = {"resume", "device", "threads", "fresh", "keep", "save_every", "val_every", "max_bad_steps",
-                     "compare_per_caption", "eval_per_caption", "out", "toy_models"}
+                     "compare_per_caption", "eval_per_caption", "out", "toy_models", "data_workers"}
 
 
 def resume_conflicts(path, cfg):
