@@ -377,8 +377,8 @@ def method_names(paths, name=lambda p: p.stem):
 def load_real_rewards(hps=None, viclip=None, internvideo2=None, bert_vocab=None, device="cpu"):
     """-> {'image': the HPSv2.1 reward or None, 'video': the ViCLIP or InternVideo2 reward or None, 'names': {...}}.
     Each of hps / viclip / internvideo2 is the released file (as train.py loads it: strictly, weights_only) or an
-    already built reward module: the tests pass small ones, bench.py random full-size ones (rewards.random_hpsv21,
-    random_viclip_l14), through the same scoring code. fp32 on `device`: scores, not speed, are the point here."""
+    already built reward module (the tests pass small ones), scored by the same code. fp32 on `device`: scores,
+    not speed, are the point here. bench.py eval swaps the file readers for random full-size models."""
     def build(x, what, loader):
         if isinstance(x, torch.nn.Module):
             return x

@@ -461,14 +461,6 @@ class VideoTextReward(nn.Module):
         return (video_features * text_features).sum(-1)       # (b,) cosine
 
 
-def random_viclip_l14(seed=0):
-    """ViCLIP-L/14 (427M parameters) with RANDOM weights as a VideoTextReward: the real model's shapes and
-    preprocessing without ViClip-InternVid-10M-FLT.pth (bench.py); ~1.7 GB."""
-    with torch.random.fork_rng():                              # ViCLIP._init_weights draws from the global RNG
-        torch.manual_seed(seed)
-        return VideoTextReward(ViCLIP(viclip_l14()))
-
-
 def toy_video_reward():
     """The toy R_vid: a tiny ViCLIP on 32 x 32 x 8 clips (crop and resize are identities; ImageNet normalisation)."""
     return VideoTextReward(ViCLIP(toy_viclip()), image_size=32)
