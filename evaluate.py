@@ -486,7 +486,8 @@ def evaluate_real(folders, rewards, out, batch_size=8):
         results[m] = {"folder": str(d), "videos": len(rows), "ckpt": _values(rows, "ckpt"),
                       "steps": _values(rows, "steps"), "guidance": _values(rows, "guidance"),
                       "s_per_video": float(np.mean(secs)) if secs else None,
-                      **{k: dict(zip(("mean", "se"), mean_se([r[k] for r in rows if k in r]))) for k in ("hps", "video")},
+                      **{k: dict(zip(("mean", "se"), mean_se([r[k] for r in rows if k in r])))
+                         for k in ("hps", "video")},
                       "score_seconds": scored["seconds"],
                       "per_video": [{k: r.get(k) for k in ("file", "prompt", "seed", "hps", "video")} for r in rows]}
         print(f"scored {m}: {len(rows)} videos from {d}", flush=True)
@@ -553,7 +554,7 @@ def check_real_args(args, error):
     if args.bert_vocab and not args.internvideo2:
         error("--bert-vocab goes with --internvideo2")
     if args.internvideo2 and not (args.bert_vocab and find_vocab(args.bert_vocab, must=False)):
-        error(f"--internvideo2 needs --bert-vocab (bert-large-uncased's vocab.txt or its Hugging Face folder)"
+        error("--internvideo2 needs --bert-vocab (bert-large-uncased's vocab.txt or its Hugging Face folder)"
               + (f": none at {args.bert_vocab}" if args.bert_vocab else ""))
     for flag in REAL_REWARD_FLAGS:                      # a PATH is the file or a folder holding it (an HF snapshot)
         given = getattr(args, flag)
@@ -661,7 +662,8 @@ def main(argv=None):
     p.add_argument("--tune-guidance", action="store_true", help="with --table: sample each checkpoint at its own "
                    "best guidance, picked on validation seeds (RUN_DIR/guidance.json); default: its stored default")
     # the real-model evaluation (module docstring): its flags switch it on
-    p.add_argument("--prompts", help="real models: a caption file; every --ckpt samples it (then the videos are scored)")
+    p.add_argument("--prompts", help="real models: a caption file; every --ckpt samples it, then the videos are "
+                   "scored")
     p.add_argument("--samples", nargs="+", metavar="DIR", help="real models: score these sample folders (sample.py's, "
                    "with prompts.jsonl) instead of sampling; one method each")
     p.add_argument("--hps", help="real models: HPS_v2.1_compressed.pt (or its Hugging Face folder), the image score")

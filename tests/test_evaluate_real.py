@@ -81,11 +81,12 @@ def test_scores_are_the_reward_models_own_and_batch_independent(folders, monkeyp
     own forward (HPS: all 16 frames, averaged; ViCLIP: frames 0, 2, ..., 14 with the crop seeded 0); the frames
     reach the towers at 224 x 224 and under no_grad."""
     r = tiny_rewards()
-    seen = []
+    seen = []                                    # (input shape, grad enabled) of every call of either tower
+
+    def spy(orig):
+        return lambda x, *a, **k: seen.append((tuple(x.shape), torch.is_grad_enabled())) or orig(x, *a, **k)
     for tower, fn in ((r["image"].clip, "encode_image"), (r["video"].viclip, "encode_video")):
-        orig = getattr(tower, fn)
-        monkeypatch.setattr(tower, fn, lambda x, *a, _o=orig, **k: seen.append((tuple(x.shape),
-                                                                               torch.is_grad_enabled())) or _o(x, *a, **k))
+        monkeypatch.setattr(tower, fn, spy(getattr(tower, fn)))
     got = evaluate.score_folder(folders["a"], r, batch_size=2)["rows"]
     assert [s for s, _ in seen] == [(32, 3, 224, 224), (2, 3, 8, 224, 224), (16, 3, 224, 224), (1, 3, 8, 224, 224)]
     assert [r["file"] for r in got] == ["v0.gif", "v1.gif", "v2.gif"]
@@ -130,6 +131,19 @@ def test_cli_scores_sample_folders_through_the_file_loaders(folders, tmp_path, m
     # the same weights built directly score the same: the loaders changed nothing (fp16 storage aside)
     direct = evaluate.score_folder(folders["b"], {"image": src["image"], "video": src["video"]})["rows"]
     assert [d["video"] for d in direct] == pytest.approx([v["video"] for v in saved["methods"]["b"]["per_video"]])
+
+
+def test_internvideo2_as_the_video_score(folders, tmp_path, monkeypatch):
+    """--internvideo2 FILE --bert-vocab DIR (the VC2 release's video reward) through its real loader, with the tiny
+    parity fixture's model standing in for the 1B one: the table names it, and every video gets a cosine."""
+    import internvideo2
+    fix = ROOT / "tests" / "fixtures" / "internvideo2_tiny_parity"
+    monkeypatch.setattr(internvideo2, "internvideo2_1b", lambda num_frames=8: internvideo2.tiny_internvideo2())
+    res = evaluate.main(["--samples", str(folders["b"]), "--internvideo2", str(fix / "ckpt.pt"), "--bert-vocab",
+                         str(fix), "--out", str(tmp_path), "--device", "cpu"])
+    head = (tmp_path / "real_eval.md").read_text().splitlines()[0]
+    assert "| HPSv2.1 (mean ± SE) | InternVideo2 (mean ± SE) |" in head and res["b"]["hps"]["mean"] is None
+    assert all(-1 <= v["video"] <= 1 for v in res["b"]["per_video"]) and res["b"]["video"]["se"] is not None
 
 
 def toy_student(path, steps, w=4.0):
