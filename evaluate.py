@@ -356,12 +356,20 @@ def sample_rows(folder):
             raise ValueError(f"{listing} line {i} is not JSON") from None
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("file"), str):
             raise ValueError(f"{listing} line {i} has no \"prompt\" and \"file\" (sample.py writes both)")
-        if not (folder / row["file"]).is_file():
-            raise ValueError(f"{listing} line {i}: its video {folder / row['file']} is missing")
+        row["scored"] = video_file(row)
+        if not (folder / row["scored"]).is_file():
+            raise ValueError(f"{listing} line {i}: its video {folder / row['scored']} is missing")
         rows.append(row)
     if not rows:
         raise ValueError(f"{listing} lists no videos")
     return rows
+
+
+def video_file(row):
+    """The file of a prompts.jsonl row that gets scored: its MP4 when it lists one (sample.py --mp4, --vbench), else
+    its "file". A GIF holds at most 256 colours a frame, and the quantisation moves the scores; H.264 is lossy too,
+    but keeps the colours."""
+    return next((f for f in row.get("files") or [] if str(f).lower().endswith(".mp4")), row["file"])
 
 
 def method_names(paths, name=lambda p: p.stem):
@@ -447,7 +455,7 @@ def score_folder(folder, rewards, batch_size=8, rows=None):
         batch.clear()
 
     for r in rows:
-        v = read_video(folder / r["file"])                              # uint8 (t, h, w, 3)
+        v = read_video(folder / r["scored"])                            # uint8 (t, h, w, 3)
         if batch and (len(batch) == batch_size or v.shape != batch[0][1].shape):    # one size per batch
             flush()
         batch.append((r, v))
@@ -489,14 +497,16 @@ def evaluate_real(folders, rewards, out, batch_size=8):
                       **{k: dict(zip(("mean", "se"), mean_se([r[k] for r in rows if k in r])))
                          for k in ("hps", "video")},
                       "score_seconds": scored["seconds"],
-                      "per_video": [{k: r.get(k) for k in ("file", "prompt", "seed", "hps", "video")} for r in rows]}
+                      "per_video": [{"file": r["scored"], **{k: r.get(k) for k in ("prompt", "seed", "hps", "video")}}
+                                    for r in rows]}
         print(f"scored {m}: {len(rows)} videos from {d}", flush=True)
     names = rewards["names"]
     md = real_table(results, names) + (
         f"\nMean ± standard error over videos (SE = sample standard deviation / sqrt(n)). Raw cosines (no x100). "
         f"{names['image']}: every frame of a video against its prompt, averaged over the frames. {names['video']}: "
         f"{VIDEO_SCORE_FRAMES} frames at stride T // {VIDEO_SCORE_FRAMES} from frame 0, one fixed 224 x 224 crop. "
-        f"Each model's own preprocessing (evaluate.py: score_batch).\n")
+        f"Each model's own preprocessing (evaluate.py: score_batch), on each video's MP4 where prompts.jsonl lists "
+        f"one, else its GIF.\n")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem, n = "real_eval", 2
@@ -518,7 +528,7 @@ def sample_methods(ckpts, prompts, out, num_per_prompt=1, seed=1000, device="cpu
         d = Path(out) / "samples" / m
         sample.main(["--ckpt", str(ckpt), "--prompts", str(prompts), "--num-per-prompt", str(num_per_prompt),
                      "--seed", str(seed), "--out", str(d), "--device", device, "--batch-size", str(batch_size),
-                     "--dtype", dtype, "--quiet"])
+                     "--dtype", dtype, "--mp4", "--quiet"])                # MP4s to score (video_file)
         folders[m] = d
     return folders
 

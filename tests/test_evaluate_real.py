@@ -177,6 +177,9 @@ def test_prompts_samples_every_checkpoint_then_scores(tmp_path, monkeypatch):
     assert {(r["steps"], r["guidance"]) for r in rows[1]} == {(2, 6.0)}
     assert all(res[m]["videos"] == 2 and res[m]["hps"]["se"] is not None and res[m]["video"]["mean"] is None
                for m in res)
+    # sampled as GIF and MP4; the MP4 is what gets scored (a GIF's 256-colour palette would move the scores)
+    assert all(v["file"].endswith(".mp4") for m in res for v in res[m]["per_video"])
+    assert all(r["files"][0].endswith(".gif") and evaluate.video_file(r) == r["files"][1] for r in rows[0])
 
 
 @pytest.fixture(scope="module")
