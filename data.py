@@ -508,13 +508,10 @@ class CacheWriter:
             self.write_shard()
 
     def write_shard(self):
-        name = f"shard-{len(self.shards):05d}.safetensors"
         tensors = {k: torch.stack([t[k] for t, _, _ in self.shard]) for k in self.shard[0][0]}   # (rows, ...)
-        meta = {"captions": json.dumps([c for _, c, _ in self.shard]),
-                "videos": json.dumps([v for _, _, v in self.shard])}
         self.out.mkdir(exist_ok=True)       # (made by the first shard: a run without a good row writes nothing)
-        save_tensors(self.out / name, tensors, meta)
-        self.shards.append([name, len(self.shard)])
+        self.shards.append(save_shard(self.out, len(self.shards), tensors, [c for _, c, _ in self.shard],
+                                      [v for _, _, v in self.shard]))
         self.shard = []
 
     def close(self, skipped):
@@ -524,11 +521,24 @@ class CacheWriter:
         if self.shard:
             self.write_shard()
         if self.shards:
-            meta = self.models["meta"]
-            index = {"format": CACHE_FORMAT, **self.clip, "teacher": str(self.ckpt), "ae": meta["ae"],
-                     "text": meta["text"], "shards": self.shards, "skipped": dict(skipped)}
-            (self.out / "index.json").write_text(json.dumps(index, indent=1))
+            save_index(self.out, self.clip, self.ckpt, self.models["meta"], self.shards, skipped)
         return sum(k for _, k in self.shards)
+
+
+def save_shard(out, k, tensors, captions, videos):
+    """OUT/shard-<k>.safetensors: {name: (rows, ...)} tensors, the captions and video names in its metadata.
+    -> [file name, rows], the index's entry for it."""
+    name = f"shard-{k:05d}.safetensors"
+    save_tensors(Path(out) / name, tensors, {"captions": json.dumps(captions), "videos": json.dumps(videos)})
+    return [name, len(captions)]
+
+
+def save_index(out, clip, ckpt, meta, shards, skipped):
+    """OUT/index.json, written last: the clips' shape and seed, the teacher's first stage and text tower configs
+    (meta: its checkpoint's), the shards, the skipped rows by reason."""
+    index = {"format": CACHE_FORMAT, **clip, "teacher": str(ckpt), "ae": meta["ae"], "text": meta["text"],
+             "shards": shards, "skipped": dict(skipped)}
+    (Path(out) / "index.json").write_text(json.dumps(index, indent=1))
 
 
 def read_index(path):
