@@ -677,6 +677,7 @@ def check_cache_args(args, error):
     if "ae" not in meta or "text" not in meta:
         error(f"--ckpt {args.ckpt} is a {meta.get('kind')!r} checkpoint, without a first stage and text tower: give "
               f"the teacher")
+    args.device = check_device(args.device, error)
 
 
 def main(argv=None):
@@ -726,11 +727,13 @@ def main(argv=None):
     except (ValueError, OSError) as e:       # the caption file's rows after the first CHECK_ROWS
         p.error(str(e))
 
-    # 2. every row, as a training step would load it (the caption file's unusable rows are already in ds.skipped),
-    # its clip encoded into the cache with --cache
-    clip = {"frames": ds.frames, "height": ds.height, "width": ds.width, "fps": ds.fps, "seed": args.seed}
-    writer = CacheWriter(args.cache, args.ckpt, check_device(args.device, p.error), clip, args.batch) \
-        if args.cache else None
+    # 2. every row, as a training step would load it (the caption file's unusable rows are already in ds.skipped);
+    # with --cache its clip (the row's own seed picks it) is encoded into the cache
+    clip, writer = {"frames": ds.frames, "height": ds.height, "width": ds.width, "fps": ds.fps, "seed": args.seed}, None
+    try:
+        writer = CacheWriter(args.cache, args.ckpt, args.device, clip, args.batch) if args.cache else None
+    except (ValueError, OSError) as e:       # a checkpoint whose header reads but whose tensors do not load
+        p.error(f"--ckpt {args.ckpt} does not load: {one_line(e)}")
     good, done = 0, 0
     try:
         for i in range(len(ds)):
@@ -766,8 +769,8 @@ def main(argv=None):
     if writer and done == len(ds):
         n = writer.close(ds.skipped)
         if n:
-            print(f"wrote a latent cache of {n} clips to {args.cache} ({len(writer.shards)} shards): train.py "
-                  f"--cache {args.cache}")
+            print(f"wrote a latent cache of {n} clips to {args.cache} in {len(writer.shards)} shard file(s): "
+                  f"train.py --cache {args.cache} reads it")
     elif writer and writer.shards:
         print(f"{args.cache} is unfinished (no index.json): write it again into a new folder", file=sys.stderr)
     if done < len(ds):
