@@ -216,13 +216,15 @@ def read_frames(path, start, count, stride, fps, seek=True):
 
     The reference is the sequential decode: every frame from the file's first, counted (iio.imiter). With `seek`,
     ffmpeg starts at frame `start`'s time instead (a fast seek to a keyframe, then an exact one over the last 10 s,
-    imageio's recipe) and stops after the clip, so only the clip's frames come through the pipe. A frame k is the
-    one shown at k / fps in both decodes (ffmpeg's image pipe is constant-frame-rate), so this gives the same
-    frames where the frame rate is known exactly and the container's timestamps are kept (SEEK_EXTS; measured on
-    mp4, webm, mkv and mov files, with and without audio, at 23.976 to 30 fps: tests/test_data.py; an .avi came 2
-    frames early). The seek aims SEEK_MARGIN frames early: rounding never loses frame `start`, and ffmpeg's
-    constant-rate output does not repeat it (half a frame early, it does). Anything else, or a seek that fails or
-    ends short, falls back to the sequential decode, which decides."""
+    imageio's recipe: a fast seek alone was inexact in imageio's tests on ffmpeg 4.1) and stops after the clip, so
+    only the clip's frames come through the pipe and into numpy (bench.py data: 1.2x the clips/s on 8 s files;
+    the later the start, the more it saves). A frame k is the one shown at k / fps in both decodes (ffmpeg's image
+    pipe is constant-frame-rate), so the frames are the same where the frame rate is known exactly and the
+    container keeps the timestamps (SEEK_EXTS: mp4, mkv, webm and mov files at 23.976 to 30 fps, with and without
+    audio, were equal, tests/test_data.py; an .avi came 2 frames early). The seek aims SEEK_MARGIN frames early:
+    rounding never loses frame `start`, and ffmpeg's constant-rate output does not repeat it (aimed half a frame
+    early, it does). Anything else, or a seek that fails or ends short, falls back to the sequential decode, which
+    decides. Not covered: variable-frame-rate files (phone videos) whose printed rate happens to look exact."""
     rate = exact_fps(fps) if seek and fps and Path(path).suffix.lower() in SEEK_EXTS else None
     need = (count - 1) * stride + 1                          # the frames the clip spans
     if rate:
@@ -380,7 +382,9 @@ class StepLoader:
     first key asked for starts the sequence there, as does a key out of sequence (the step after a micro-batch with
     a non-finite loss). The unusable rows a worker met come back with its batch and are counted here
     (VideoFolder.count_bad) as if this process had met them, so data.skipped stays exact. Any data with
-    batch(n, rng, rows) works: a VideoFolder, a LatentCache, the toy world (cheap enough not to need workers)."""
+    batch(n, rng, rows) works: a VideoFolder, a LatentCache, the toy world (cheap enough not to need workers).
+    Each worker holds its own copy of `data` (on Linux a fork: shared until Python's reference counts touch it, so
+    WebVid's 10M caption rows end up copied into each worker over a long run, a few GB each)."""
 
     def __init__(self, data, draws, workers=0, micros=1, prefetch=2):
         self.data, self.draws, self.workers, self.micros, self.prefetch = data, draws, workers, micros, prefetch
