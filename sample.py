@@ -6,9 +6,12 @@ on its own (seed + index), so the same seed gives the same video whatever the ba
 Writes DIR/{prompt-slug}-{i}-seed{seed}.gif (and .mp4 with --mp4) and a GIF grid of them all for a quick look,
 and appends one line per video to DIR/prompts.jsonl ({"file", "files", "prompt", "seed", "steps", "guidance",
 "ckpt"}: what evaluate.py and toy.py --judge read). Nothing is overwritten: a taken name gets -2, -3, ...
+--vbench writes VBench's layout instead: DIR/videos/{prompt}-{i}.mp4 and nothing else in DIR/videos, the folder
+VBench's --videos_path takes (it reads the suffix off the first file it lists); a taken name is refused.
 
     python sample.py --prompt "a red circle moving left" --num-per-prompt 4      # the student train.py wrote
     python sample.py --ckpt assets/toy/teacher.safetensors --prompts assets/toy/prompts_heldout.txt --out samples
+    python sample.py --ckpt weights/vc2 --prompts all_dimension.txt --num-per-prompt 5 --vbench --out runs/vbench
 """
 
 import argparse
@@ -81,7 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16, help="videos sampled at once (default 16)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and sampling dtype")
-    p.add_argument("--vbench", action="store_true", help="VBench naming: {prompt}-{i}.mp4 (MP4 only)")
+    p.add_argument("--vbench", action="store_true", help="VBench's layout: OUT/videos/{prompt}-{i}.mp4 only (give "
+                   "VBench --videos_path OUT/videos); prompts.jsonl and the grid stay in OUT")
     p.add_argument("--fps-out", type=int, default=8, help="frame rate of the written files (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -133,15 +137,23 @@ def unique_path(path):
     return candidate
 
 
+VBENCH_DIR = "videos"  # --vbench: the MP4s alone in OUT/videos (VBench's --videos_path reads every file there)
+
+
+def vbench_name(prompt, k):
+    """VBench's name for video k of a prompt, under OUT: videos/{prompt}-{k}.mp4."""
+    return f"{VBENCH_DIR}/{prompt}-{k}.mp4"
+
+
 def write_videos(args, videos, jobs, seeds, steps, guidance, seconds):
     """Every video under a name of its own; one prompts.jsonl line per video, appended (what evaluate.py and
     toy.py --judge read): its files, prompt, seed, steps, guidance and checkpoint."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / VBENCH_DIR if args.vbench else out).mkdir(parents=True, exist_ok=True)
     rows = []
     for (prompt, k), seed, video in zip(jobs, seeds, videos):
         if args.vbench:  # VBench reads videos named by their full prompt and index: refused rather than renamed
-            names = [f"{prompt}-{k}.mp4"]
+            names = [vbench_name(prompt, k)]
         else:
             first = unique_path(out / f"{slug(prompt)}-{k}-seed{seed}.gif")
             names = [first.name] + ([unique_path(first.with_suffix(".mp4")).name] if args.mp4 else [])
@@ -165,7 +177,7 @@ def main(argv=None):
             jobs.append((pr, counts.get(pr, 0)))
             counts[pr] = counts.get(pr, 0) + 1
     if args.vbench:
-        taken = [f"{pr}-{k}.mp4" for pr, k in jobs if (Path(args.out) / f"{pr}-{k}.mp4").exists()]
+        taken = [vbench_name(pr, k) for pr, k in jobs if (Path(args.out) / vbench_name(pr, k)).exists()]
         if taken:
             raise SystemExit(f"sample.py: {args.out}/{taken[0]} exists ({len(taken)} of the VBench names are taken): "
                              f"give a new --out")

@@ -62,8 +62,8 @@ def files(tmp_path_factory, toy_models):
     (d / "videos.csv").write_text("path,caption\na.mp4,a dog\n")
     f["csv"] = d / "videos.csv"
     f["vbench"] = d / "vbench"
-    f["vbench"].mkdir()
-    (f["vbench"] / "a red circle moving left-0.mp4").write_bytes(b"an earlier video")
+    (f["vbench"] / "videos").mkdir(parents=True)
+    (f["vbench"] / "videos" / "a red circle moving left-0.mp4").write_bytes(b"an earlier video")
     f["converted"] = d / "converted"
     f["converted"].mkdir()
     (f["converted"] / "teacher.safetensors").write_bytes(b"an earlier conversion")

@@ -77,8 +77,9 @@ def test_train_then_sample(tmp_path, monkeypatch, toy_models):
     d = tmp_path / "vbench"
     sample.main(["--ckpt", str(out), "--prompt", "a red circle moving left", "--out", str(d), "--dtype", "bf16",
                  "--vbench", "--device", "cpu", "--quiet"])
-    mp4 = d / "a red circle moving left-0.mp4"
+    mp4 = d / "videos" / "a red circle moving left-0.mp4"
     assert mp4.exists() and iio.imread(mp4, index=None).shape[0] == 8
+    assert [p.name for p in (d / "videos").iterdir()] == [mp4.name]          # VBench's folder: its MP4s alone
 
     # the evaluator: held-out captions only, 2 steps, then the toy rewards of what it sampled
     res = evaluate.evaluate(out / "turbo.safetensors", tmp_path / "eval", per_seen=0, per_heldout=1, steps=2)
