@@ -1,6 +1,7 @@
 """Bad inputs, as a new user would give them, to every command line: one clear line on stderr naming the file or
 flag, exit code 2 (usage) or 1 (a failed run), no traceback, and nothing written or changed. Table-driven: a new
-case is one line. data.py's own cases are in test_data.py; test_the_count prints the total."""
+case is one line. data.py's own cases are in test_data.py, evaluate.py's real mode's in test_evaluate_real.py;
+test_the_count prints the total."""
 import dataclasses
 import json
 import shutil
@@ -17,6 +18,7 @@ import train
 from checkpoint import read_checkpoint, read_meta, save_tensors
 
 import test_data
+import test_evaluate_real
 
 
 class _RunsCode:  # a pickle that would open a file when unpickled
@@ -176,7 +178,7 @@ def test_bad_input(i, files, capsys):
 
 
 def test_the_count():
-    n = len(CASES) + len(test_data.BAD_INPUTS)
+    n = len(CASES) + len(test_data.BAD_INPUTS) + len(test_evaluate_real.BAD)
     print(f"{n} distinct bad inputs across train.py, sample.py, evaluate.py, convert.py and data.py")
     assert n >= 40
 
