@@ -684,7 +684,8 @@ def check_cache_args(args, error):
     args.device = check_device(args.device, error)
 
 
-def main(argv=None):
+def scan_parser():
+    """data.py's command line: the scan, and the optional latent cache."""
     p = argparse.ArgumentParser(prog="data.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     # a usage error is one line (argparse would print the whole usage first), exit code 2
@@ -707,6 +708,34 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="with --cache: picks each row's clip (default 0)")
     p.add_argument("--batch", type=positive, default=8, help="with --cache: clips per encoder call (default 8)")
     p.add_argument("--device", default="auto", help="with --cache: auto (CUDA when there is one), cpu, cuda or cuda:N")
+    return p
+
+
+def report(ds, captions, good, show, out):
+    """The scan's report: rows, good clips, skips by reason, the first `show` skipped rows; every skipped row goes
+    to a new file `out` (never overwritten). -> the number of rows in the caption file."""
+    rows = len(ds) + sum(ds.caption_skipped.values())
+    counts = ", ".join(f"{k}: {v}" for k, v in ds.skipped.most_common()) or "none"
+    print(f"{rows} rows in {captions}: {good} give a clip of {ds.frames} frames at {ds.fps} fps "
+          f"({ds.height} x {ds.width}); skipped: {counts}")
+    for row, reason, detail in ds.skipped_files[:max(show, 0)]:
+        print(f"  {reason:<11} {row}" + (f"  ({detail})" if detail else ""))
+    if len(ds.skipped_files) > max(show, 0):
+        print(f"  ... and {len(ds.skipped_files) - max(show, 0)} more")
+    if ds.skipped_files:
+        try:
+            with open(out, "x", encoding="utf-8") as f:  # "x": fails rather than overwrite a new file
+                f.write("reason\trow\tdetail\n")
+                f.writelines(f"{reason}\t{row}\t{detail}\n" for row, reason, detail in ds.skipped_files)
+        except OSError as e:
+            sys.exit(f"data.py: error: cannot write the list of skipped rows to {out} ({one_line(e)}): give "
+                     f"--skipped-out PATH")
+        print(f"{len(ds.skipped_files)} skipped rows listed in {out}")
+    return rows
+
+
+def main(argv=None):
+    p = scan_parser()
     args = p.parse_args(argv)
 
     # 1. every input checked before anything is read at length or written
@@ -753,23 +782,7 @@ def main(argv=None):
         print(f"interrupted: rows 1 to {done} of {len(ds)} scanned", file=sys.stderr)
 
     # 3. the report, and the list of every skipped row in a new file
-    rows = len(ds) + sum(ds.caption_skipped.values())
-    counts = ", ".join(f"{k}: {v}" for k, v in ds.skipped.most_common()) or "none"
-    print(f"{rows} rows in {args.captions}: {good} give a clip of {ds.frames} frames at {ds.fps} fps "
-          f"({ds.height} x {ds.width}); skipped: {counts}")
-    for row, reason, detail in ds.skipped_files[:max(args.show, 0)]:
-        print(f"  {reason:<11} {row}" + (f"  ({detail})" if detail else ""))
-    if len(ds.skipped_files) > max(args.show, 0):
-        print(f"  ... and {len(ds.skipped_files) - max(args.show, 0)} more")
-    if ds.skipped_files:
-        try:
-            with open(out, "x", encoding="utf-8") as f:  # "x": fails rather than overwrite a new file
-                f.write("reason\trow\tdetail\n")
-                f.writelines(f"{reason}\t{row}\t{detail}\n" for row, reason, detail in ds.skipped_files)
-        except OSError as e:
-            sys.exit(f"data.py: error: cannot write the list of skipped rows to {out} ({one_line(e)}): give "
-                     f"--skipped-out PATH")
-        print(f"{len(ds.skipped_files)} skipped rows listed in {out}")
+    rows = report(ds, args.captions, good, args.show, out)
     if writer and done == len(ds):
         n = writer.close(ds.skipped)
         if n:
