@@ -161,14 +161,14 @@ def check_config(cfg, error):
         error(f"--teacher {teacher} is a {meta.get('kind')!r} checkpoint, not a teacher")
     if cfg.internvideo2 and (cfg.viclip or not find_vocab(cfg.bert_vocab, must=False)):
         error("--internvideo2 takes the place of --viclip, and needs --bert-vocab (bert-large-uncased's vocab.txt)")
-    real = "real data (--data)" if cfg.data else "a VideoCrafter2 teacher" if "vc2" in meta.get("source", {}) else None
+    real = "real data" if cfg.data or cfg.cache else "a VideoCrafter2 teacher" if "vc2" in meta.get("source", {}) \
+        else None
     for kind in wanted_rewards(cfg):
         flag = "--hps" if kind == "image" else "--viclip or --internvideo2"
         if real and not real_reward(cfg, kind):  # the toy's 32-pixel reward models mean nothing there
             error(f"{real} needs a real {kind} reward model: give {flag} PATH, or --rewards naming only the "
                   f"rewards you have (image, video, or none = VCM)")
-        path = reward_path(cfg, kind)
-        if not path.is_file():
+        if not (path := reward_path(cfg, kind)).is_file():
             error(f"no {kind} reward model at {path}: give {flag} PATH, --toy-models DIR, or --rewards naming only "
                   f"what you have (none = VCM)")
 

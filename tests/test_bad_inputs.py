@@ -107,7 +107,7 @@ CASES = [
     ("train", ["--toy-models", "{toy_models}", "--data", "{videos}", "--captions", "{videos}", *T], 2,
      "--data/--captions:"),
     ("train", ["--toy-models", "{toy_models}", "--data", "{videos}", "--captions", "{csv}", *T], 2,
-     "real data (--data) needs a real image reward model: give --hps PATH"),
+     "real data needs a real image reward model: give --hps PATH"),
     ("train", ["--toy-models", "{toy_models}", "--lr-schedule", "linear", *T], 2, "--lr-schedule must be one of"),
     ("train", ["--toy-models", "{toy_models}", "--internvideo2", "{missing}", *T], 2, "needs --bert-vocab"),
     ("train", ["--toy-models", "{toy_models}", "--internvideo2", "{missing}", "--viclip", "{missing}", "--bert-vocab",
