@@ -152,11 +152,7 @@ def load_models(path, device="cpu", dtype=None):
     expected = {f"{name}.{k}": v for name, m in models.items() for k, v in m.state_dict().items()}
     try:
         with _open(path) as f:
-            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            problems = [f"  missing: {k}" for k in expected if k not in stored]
-            problems += [f"  unexpected: {k}" for k in stored if k not in expected]
-            problems += [f"  wrong shape: {k}: checkpoint {stored[k]}, config {tuple(expected[k].shape)}"
-                         for k in expected if k in stored and stored[k] != tuple(expected[k].shape)]
+            problems = key_problems({k: tuple(v.shape) for k, v in expected.items()}, stored_shapes(f), "config")
             if problems:
                 raise ValueError(problem_report(f"{path}: weights do not match the configs in its metadata", problems))
             for name, m in models.items():
@@ -242,6 +238,19 @@ def unwrap(checkpoint, wrappers=("state_dict",), strip_module=False, what="check
     if strip_module:
         checkpoint = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()}
     return checkpoint
+
+
+def stored_shapes(f):
+    """{name: shape} of an open safetensors file, read from its header alone."""
+    return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def key_problems(want, got, wanted_by="config"):
+    """{name: shape} wanted vs found -> problem_report's lines: every missing, unexpected and misshapen key."""
+    return [f"  missing: {k}" for k in want if k not in got] + \
+        [f"  unexpected: {k}" for k in got if k not in want] + \
+        [f"  wrong shape: {k}: checkpoint {got[k]}, {wanted_by} {want[k]}"
+         for k in want if k in got and got[k] != want[k]]
 
 
 def problem_report(title, problems, shown=5):

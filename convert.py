@@ -47,7 +47,8 @@ import torch.nn as nn
 from safetensors import safe_open
 
 import turbo
-from checkpoint import META_KEY, problem_report, read_meta, resolve_release_files, safe_torch_load, save_tensors, unwrap
+from checkpoint import (META_KEY, key_problems, problem_report, read_meta, resolve_release_files, safe_torch_load,
+                        save_tensors, stored_shapes, unwrap)
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
 from lora import RELEASE_UNWRAPPED, LoRA, add_lora, lora_tensors
 from loop import Parser
@@ -231,11 +232,7 @@ def export_release_lora(path):
         add_lora(student, meta["rank"], skip=RELEASE_UNWRAPPED)
     want = {f"unet.{k}": tuple(v.shape) for k, v in lora_tensors(student).items()}
     with safe_open(str(path), "pt") as f:
-        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        problems = [f"  missing: {k}" for k in want if k not in stored]
-        problems += [f"  unexpected: {k}" for k in stored if k not in want]
-        problems += [f"  wrong shape: {k}: {stored[k]}, the student needs {want[k]}"
-                     for k in want if k in stored and stored[k] != want[k]]
+        problems = key_problems(want, stored_shapes(f), "the student")
         if problems:
             raise ValueError(problem_report(f"{path}: not the LoRA of a student with the release's layout", problems))
         return [f.get_tensor(k).float() for k in want]     # want's order: module walk, up before down
