@@ -47,6 +47,7 @@ from checkpoint import RELEASE_FILES, find_file, load_models, read_meta
 from internvideo2 import find_vocab, internvideo2_reward
 from rewards import ImageTextReward, VideoTextReward, ViCLIP, load_reward, load_viclip, viclip_l14
 from toy import TOY_MODELS, correct, judge_dir, split_captions
+import videoio
 from videoio import read_prompts, read_samples, read_video, save_grid
 
 
@@ -337,31 +338,15 @@ def eval_video_frames(t, n=VIDEO_SCORE_FRAMES):
 
 
 def sample_rows(folder):
-    """A sample folder (what sample.py writes) -> its prompts.jsonl rows, each checked: a prompt and a video file that
-    exists. ValueError (one line) otherwise. Only the rows: the videos are read a batch at a time while scoring
-    (videoio.read_samples reads them all at once; a VBench folder of 4,730 VC2 videos is 37 GB of uint8)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder")
-    listing = folder / "prompts.jsonl"
-    if not listing.is_file():
-        raise ValueError(f"{folder}: no prompts.jsonl there (give a folder sample.py wrote)")
-    rows = []
-    for i, line in enumerate(listing.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{listing} line {i} is not JSON") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("file"), str):
-            raise ValueError(f"{listing} line {i} has no \"prompt\" and \"file\" (sample.py writes both)")
+    """A sample folder (what sample.py writes) -> its prompts.jsonl rows (videoio.sample_rows: each with a prompt and
+    a file), each with the file it is scored from ("scored", video_file) checked to exist. ValueError (one line)
+    otherwise. Only the rows: the videos are read a batch at a time while scoring (a VBench folder of 4,730 VC2
+    videos is 37 GB of uint8)."""
+    rows = videoio.sample_rows(folder)
+    for row in rows:
         row["scored"] = video_file(row)
-        if not (folder / row["scored"]).is_file():
-            raise ValueError(f"{listing} line {i}: its video {folder / row['scored']} is missing")
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{listing} lists no videos")
+        if not (Path(folder) / row["scored"]).is_file():
+            raise ValueError(f"{Path(folder) / 'prompts.jsonl'}: its video {Path(folder) / row['scored']} is missing")
     return rows
 
 

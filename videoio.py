@@ -35,14 +35,36 @@ def read_video(path):
     return np.asarray(iio.imread(path, index=None))[..., :3]
 
 
-def read_samples(folder):
-    """A sample folder (what sample.py writes) -> [(its prompts.jsonl row, the video uint8 (t, h, w, 3))], in the
-    file's order; a folder whose prompts.jsonl lists nothing is a ValueError."""
+def sample_rows(folder):
+    """A sample folder (what sample.py writes) -> its prompts.jsonl rows, in the file's order, each checked to have
+    a "prompt" and a "file". ValueError (one line) for a missing folder or listing, a line that is not such JSON,
+    or a listing of nothing."""
     folder = Path(folder)
-    rows = [json.loads(l) for l in (folder / "prompts.jsonl").read_text().splitlines() if l.strip()]
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder")
+    listing = folder / "prompts.jsonl"
+    if not listing.is_file():
+        raise ValueError(f"{folder}: no prompts.jsonl there (give a folder sample.py wrote)")
+    rows = []
+    for i, line in enumerate(listing.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{listing} line {i} is not JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(row.get("file"), str):
+            raise ValueError(f"{listing} line {i} has no \"prompt\" and \"file\" (sample.py writes both)")
+        rows.append(row)
     if not rows:
-        raise ValueError(f"{folder}/prompts.jsonl lists no videos")
-    return [(r, read_video(folder / r["file"])) for r in rows]
+        raise ValueError(f"{listing} lists no videos")
+    return rows
+
+
+def read_samples(folder):
+    """A sample folder -> [(its prompts.jsonl row, the video uint8 (t, h, w, 3))], in the file's order. Every video
+    at once: fine for the toy's folders (a real evaluation reads a batch at a time, evaluate.score_folder)."""
+    return [(r, read_video(Path(folder) / r["file"])) for r in sample_rows(folder)]
 
 
 def save_video(frames, path, fps=8):

@@ -209,7 +209,7 @@ BAD = [
     (["--viclip", "{hps}", "--ckpt", "{teacher}"], 2, "give --prompts FILE with --ckpt"),
     (["--samples", "{empty}", "--hps", "{hps}"], 2, "--samples {empty}: no prompts.jsonl there"),
     (["--samples", "{missing}", "--hps", "{hps}"], 2, "--samples {missing}: no such folder"),
-    (["--samples", "{no_video}", "--hps", "{hps}"], 2, "line 1: its video {no_video}/gone.gif is missing"),
+    (["--samples", "{no_video}", "--hps", "{hps}"], 2, "prompts.jsonl: its video {no_video}/gone.gif is missing"),
     ([*S, "--hps", "{missing}"], 2, "--hps {missing}: no such file (nor HPS_v2.1_compressed.pt in it)"),
     ([*S, "--hps", "{empty}"], 2, "--hps {empty}: no such file"),
     ([*S, "--hps", "{hps}", "--prompts", "{prompts}"], 2, "not both"),
