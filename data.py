@@ -42,7 +42,6 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from safetensors import SafetensorError, safe_open
 
 from checkpoint import load_models, read_meta, save_tensors
@@ -466,10 +465,8 @@ def encode_first_stage(ae, video):
     cached_latents can sample z0 fresh each step, as training on videos does."""
     if not isinstance(ae, AutoencoderKL):
         return {"z0": ae.encode(video).float()}
-    frames = rearrange(video, "b c t h w -> (b t) c h w")
-    parts = [ae.encode_moments(f) for f in frames.split(16)]          # 16 frames per call: bounded memory
-    return {k: rearrange(torch.cat([m[j] for m in parts]), "(b t) c h w -> b c t h w", b=video.shape[0]).float()
-            for j, k in enumerate(("mean", "logvar"))}
+    mean, logvar = ae.posterior(video, chunk_size=16)                  # 16 frames per call: bounded memory
+    return {"mean": mean.float(), "logvar": logvar.float()}
 
 
 def cached_latents(ae, x, device):
@@ -478,10 +475,7 @@ def cached_latents(ae, x, device):
     (the global RNG, the same shape), so the same RNG state gives the same z0 (tests/test_data.py)."""
     if "z0" in x:
         return x["z0"].to(device).float()
-    mean, logvar = (rearrange(x[k].to(device), "b c t h w -> (b t) c h w") for k in ("mean", "logvar"))
-    eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
-    z = mean + torch.exp(0.5 * logvar) * eps
-    return rearrange(z * ae.config.scale_factor, "(b t) c h w -> b c t h w", b=x["mean"].shape[0]).float()
+    return ae.sample_latents(x["mean"].to(device), x["logvar"].to(device)).float()
 
 
 class CacheWriter:

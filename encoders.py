@@ -255,19 +255,28 @@ class AutoencoderKL(nn.Module):
         sample=False returns the mean. eps comes from `noise` (b, embed_dim, t, h, w) if given, else from
         `generator` (which must live on the video's device). chunk_size caps how many frames go through the
         encoder at once (None: all b*t frames in one batch; the result is the same up to float rounding)."""
+        mean, logvar = self.posterior(video, chunk_size)
+        return self.sample_latents(mean, logvar, generator, noise) if sample else mean * self.config.scale_factor
+
+    def posterior(self, video, chunk_size=None):
+        """video (b, 3, t, H, W) in [-1, 1] -> the posterior's (mean, logvar), each (b, embed_dim, t, h, w), unscaled
+        (what a latent cache keeps, data.py); chunk_size: frames per encoder call (None: all)."""
         b, c, t, H, W = video.shape
         assert c == self.config.in_channels, f"expected (b, {self.config.in_channels}, t, h, w), got {video.shape}"
         frames = rearrange(video, "b c t h w -> (b t) c h w")  # frames are independent: it's a 2-D AE
         parts = [self.encode_moments(f) for f in frames.split(chunk_size or frames.shape[0])]
-        mean = torch.cat([m for m, _ in parts])                # (b*t, z, h, w)
-        logvar = torch.cat([lv for _, lv in parts])
-        z = mean
-        if sample:
-            if noise is not None:
-                eps = rearrange(noise, "b c t h w -> (b t) c h w")
-            else:
-                eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-            z = mean + torch.exp(0.5 * logvar) * eps
+        return tuple(rearrange(torch.cat([p[j] for p in parts]), "(b t) c h w -> b c t h w", b=b) for j in (0, 1))
+
+    def sample_latents(self, mean, logvar, generator=None, noise=None):
+        """The posterior (b, embed_dim, t, h, w) -> scaled latents z = (mean + std * eps) * scale_factor; eps from
+        `noise`, else drawn (b t, c, h, w)-shaped from `generator` (the global RNG when None)."""
+        b = mean.shape[0]
+        mean, logvar = (rearrange(x, "b c t h w -> (b t) c h w") for x in (mean, logvar))
+        if noise is not None:
+            eps = rearrange(noise, "b c t h w -> (b t) c h w")
+        else:
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = mean + torch.exp(0.5 * logvar) * eps
         # the scale makes latents roughly unit-variance, which the diffusion noise schedule assumes
         return rearrange(z * self.config.scale_factor, "(b t) c h w -> b c t h w", b=b)
 
