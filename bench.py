@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import evaluate
 import internvideo2
 import open_clip
 import sample
@@ -49,7 +50,8 @@ from encoders import (AutoencoderKL, LinearAutoencoder, TextEncoder, openclip_vi
                       toy_linear_ae, toy_text)
 from loop import Parser
 from prepare_toy import TEACHER_UNET
-from rewards import ImageTextReward, toy_clip_cfg, toy_image_reward, toy_video_reward, toy_viclip, viclip_l14
+from rewards import (ImageTextReward, random_hpsv21, toy_clip_cfg, toy_image_reward, toy_video_reward, toy_viclip,
+                     viclip_l14)
 from tiny_unet3d import UNet3D, toy_unet, vc2
 from toy import ToyWorld
 from videoio import read_video
@@ -306,10 +308,7 @@ def _vc2_run(frames, size, steps, video_reward_name, workdir, device="cpu", tiny
         return {**{k: m.to(run.device).eval().requires_grad_(False) for k, m in models.items()}, "meta": {}}
 
     def random_hps(path, **kw):
-        if c["clip"]:
-            return ImageTextReward(open_clip.CLIP(**c["clip"]), clip_cfg=c["clip"])
-        cfg = open_clip.get_model_config("ViT-H-14")
-        return ImageTextReward(open_clip.create_model("ViT-H-14", pretrained=None), clip_cfg=cfg)
+        return ImageTextReward(open_clip.CLIP(**c["clip"]), clip_cfg=c["clip"]) if c["clip"] else random_hpsv21()
 
     def random_internvideo2(path, vocab, dtype=None, **kw):
         with torch.device("meta"):
@@ -522,8 +521,6 @@ def _eval_run(workdir, videos=2, frames=16, height=320, width=512):
     """In a fresh process (its peak RSS is the evaluation's alone): `evaluate.py --samples DIR --hps --viclip` on
     `videos` clips of VC2's size, through the CLI, with the two release loaders swapped for random full-size models
     (rewards.random_hpsv21; ViCLIP(viclip_l14()) left at its init). -> {name: value}."""
-    import evaluate                               # here, not at the top: this section is the only user
-    from rewards import random_hpsv21
     d = Path(workdir)
     (d / "samples").mkdir()
     rows = []
