@@ -315,7 +315,8 @@ def test_a_latent_cache_holds_what_the_encoders_give_and_train_reads_it(tmp_path
                          (["--cache", str(cache), "--frames", "4"], "holds clips of 8 frames of 32 x 32 at 16 fps: "
                                                                      "give --frames 8"),
                          (["--cache", str(cache), "--data", str(tmp_path / "v"), "--captions", str(tmp_path / "c.csv")],
-                          "--cache takes the place of --data/--captions")):
+                          "--cache takes the place of --data/--captions"),
+                         (["--cache", str(cache)], "real data needs a real image reward model: give --hps PATH")):
         with pytest.raises(SystemExit):
             train.parse_config(base + more)
         err = capsys.readouterr().err.strip()
