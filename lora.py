@@ -102,8 +102,17 @@ def lora_tensors(model):
 def swapped(params, tensors):
     """Inside: every parameter in `params` holds the matching tensor of `tensors` (their storages are exchanged,
     no copy, and no autograd version bump, so a graph built before stays valid: the originals are back when the
-    block ends, before any backward pass)."""
+    block ends, before any backward pass).
+
+    Autocast: inside a torch.autocast region, the bf16 copy of every trainable leaf weight is cast once and cached
+    for the rest of the region, keyed on the Parameter object. An exchange of storages keeps the object, so without
+    care the target network would compute with the online student's cached copies (the EMA tensors silently
+    ignored). The cache is therefore emptied on the way in and on the way out: the swapped-in tensors are cast
+    afresh, and the student called after the block does not meet theirs. The cache holds trainable weights only
+    (the adapters, not the frozen UNet), so the cost is one re-cast of the adapters; a graph built before keeps
+    its own casts."""
     params = list(params)
+    torch.clear_autocast_cache()
     for p, t in zip(params, tensors):
         p.data, t.data = t.data, p.data
     try:
@@ -111,6 +120,7 @@ def swapped(params, tensors):
     finally:
         for p, t in zip(params, tensors):
             p.data, t.data = t.data, p.data
+        torch.clear_autocast_cache()
 
 
 @contextmanager

@@ -187,3 +187,62 @@ def test_one_unet_is_teacher_student_and_target_with_lora():
     turbo.ema_update(copy_target.parameters(), student.parameters(), 0.5)
     with torch.no_grad():
         assert torch.equal(ema(x, t, ctx, 16, w=w), copy_target(x, t, ctx, 16, w=w))
+
+
+def bf16_views(dropout=0.0):
+    """A LoRA student moved away from its teacher, its EMA target moved away from it, and the teacher read off it:
+    the three networks of a LoRA run, on one UNet."""
+    from lora import AdaptersOff, EMAAdapters
+    from train import make_student
+    teacher = tiny_unet().eval()
+    student, params = make_student(teacher, lora_rank=4, temporal_dropout=dropout, lora_dropout=dropout)
+    student.train()
+    torch.manual_seed(3)
+    for p in params:
+        torch.nn.init.normal_(p, std=0.05)
+    target = EMAAdapters(student, params)
+    for e in target.ema:                                   # theta^- != theta: the target must see ITS tensors
+        e.data.add_(torch.randn_like(e) * 0.3)
+    x, t, ctx = torch.randn(2, 4, 4, 8, 8), torch.tensor([999, 39]), torch.randn(2, 16, 64)
+    return student, target, AdaptersOff(student), (x, t, ctx, 16), torch.tensor([3.0, 7.0])
+
+
+def test_one_unet_under_bf16_autocast_each_view_computes_its_own_weights():
+    """bf16 autocast caches the cast of every trainable weight for the whole region, keyed on the parameter. One
+    region runs the student, the teacher and the target in cd_loss's order; each must equal itself called alone in
+    a fresh region (the target, bit for bit, is not the online student: lora.swapped empties the cache), and
+    the student called after the target is the online student again."""
+    student, target, teacher, args, w = bf16_views()
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    with bf16(), torch.no_grad():
+        alone = {"target": target(*args, w=w), "teacher": teacher(*args)}
+    with bf16():
+        alone["student"] = student(*args, w=w).detach()
+    with bf16():
+        s = student(*args, w=w)                            # the online student first, with a graph
+        together = {"teacher": teacher(*args), "target": target(*args, w=w)}
+        together["student"] = student(*args, w=w).detach()  # ... and once more after the target
+    for k in alone:
+        assert torch.equal(together[k], alone[k]), k
+    assert (alone["target"] - alone["student"]).abs().max() > 0.1       # the EMA tensors do matter
+    s.float().square().mean().backward()                   # the graph built before the target is still valid
+    assert all(p.grad is not None for p in target._params)
+
+
+def test_gradient_checkpointing_recomputes_the_online_student_under_bf16():
+    """With --grad-ckpt-unet the student's blocks are recomputed in the backward pass, after the target has swapped
+    its tensors in and out: the gradients equal those of a run that stored its activations, bit for bit (dropout
+    on: the recompute replays its masks)."""
+    grads = []
+    for ckpt in (False, True):
+        student, target, _, args, w = bf16_views(dropout=0.1)
+        student.config = replace(student.config, use_checkpoint=ckpt)
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            f = student(*args, w=w)
+            with torch.no_grad():
+                tgt = target(*args, w=w)
+            loss = (f.float() - tgt.float()).square().mean()
+        loss.backward()                                    # outside the region, as loop.accumulate does
+        grads.append([p.grad for p in target._params])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
