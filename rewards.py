@@ -48,8 +48,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resize(images, size_hw, antialias=True):
-    """(n, c, h, w) -> (n, c, *size_hw), bicubic, as torchvision's F.resize on a float tensor (may overshoot [0, 1])."""
-    return F.interpolate(images, size=size_hw, mode="bicubic", align_corners=False, antialias=antialias)
+    """(n, c, h, w) -> (n, c, *size_hw), bicubic, as torchvision's F.resize on a float tensor (may overshoot [0, 1]).
+    Always computed in fp32 and returned in the input's dtype: under bf16 autocast the decoded frames arrive in bf16,
+    and torch has no CPU kernel for antialiased bicubic in bf16 (nor would bf16 weights of a 16-tap filter be the
+    originals' fp32 preprocessing)."""
+    out = F.interpolate(images.float(), size=size_hw, mode="bicubic", align_corners=False, antialias=antialias)
+    return out.to(images.dtype)
 
 
 def letterbox(images, size, antialias=True):

@@ -427,3 +427,29 @@ def test_trained_toy_reward_prefers_the_right_caption(kind):
     assert d["colour"] >= 0.9 and d["shape"] >= 0.9, d
     if kind == "video":
         assert d["direction"] >= 0.8, d
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --precision bf16: the decoded frames reach the rewards in bf16, on any CPU
+
+
+def test_both_rewards_take_bf16_frames_under_bf16_autocast():
+    """Under bf16 autocast the decoder hands the rewards bf16 frames; resizing them (torch has no CPU kernel for
+    antialiased bicubic in bf16) is done in fp32, so both rewards score them, with gradients to the pixels, close to
+    their fp32 scores. Runs the bf16 path whether or not this CPU has bf16 instructions."""
+    torch.manual_seed(0)
+    image_reward, video_reward = toy_image_reward(), toy_video_reward()
+    video = torch.rand(2, 3, 8, 40, 64)                        # not 32 x 32: both resize
+    caps = [CAP, "a blue square moving up"]
+    images = video[:, :, 0]
+    with torch.no_grad():
+        ref = image_reward(images, caps), video_reward(video, caps, generator=torch.Generator().manual_seed(0))
+    x = video.bfloat16().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = image_reward(x[:, :, 0], caps), video_reward(x, caps, generator=torch.Generator().manual_seed(0))
+    for s, r in zip(scores, ref):
+        assert s.shape == (2,) and torch.isfinite(s).all()
+        torch.testing.assert_close(s.float(), r, atol=0.05, rtol=0)            # bf16 rounding, nothing more
+    sum(s.float().sum() for s in scores).backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert rewards.resize(x.detach()[:, :, 0], (32, 32)).dtype == torch.bfloat16   # returned in the input's dtype
