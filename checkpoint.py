@@ -9,8 +9,8 @@ Memory. A VideoCrafter2-size checkpoint is 7.4 GB (fp32), so neither direction e
   - save_tensors streams the file one tensor at a time (a tensor may even be computed only when it is written,
     e.g. a LoRA merged into its base weight by convert.py);
   - load_models builds the models on the meta device (no memory, no init), reads one tensor at a time and hands it
-    to the module as it is (load_state_dict(assign=True)): peak RSS is about the checkpoint's size (bench_load in
-    convert.py measures it).
+    to the module as it is (load_state_dict(assign=True)): peak RSS is about the checkpoint's size (bench.py's
+    bench_load measures it: python bench.py load).
 
     python checkpoint.py runs/toy/teacher.safetensors     # prints what a checkpoint holds
 """
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import zipfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,8 +60,7 @@ def save_tensors(path, tensors, metadata, materialize=None):
     header["__metadata__"] = metadata
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # keeps the data 8-byte aligned, as safetensors' own writer does
-    tmp = path.with_name(path.name + ".tmp")
-    with torch.no_grad(), open(tmp, "wb") as f:
+    with written_atomically(path) as tmp, torch.no_grad(), open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
         for name, t in tensors.items():
             data = materialize(name) if t.is_meta else t
@@ -70,8 +70,25 @@ def save_tensors(path, tensors, metadata, materialize=None):
             # the bytes of a contiguous CPU tensor, written without another copy (reshape first: a 0-dim
             # tensor cannot be viewed as bytes)
             f.write(data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    os.replace(tmp, path)
     return path
+
+
+@contextmanager
+def written_atomically(path):
+    """with written_atomically(path) as tmp: write tmp (path + '.tmp'). When the block ends, tmp is renamed to path
+    (atomic: a reader, or a kill, never meets a half-written path). When it fails (a full disk, a bad tensor, an
+    interrupt), tmp is deleted, and an OSError's message names `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write {path}: {e.strerror or e} (the partial file was removed)") \
+                from e
+        raise
 
 
 def save_checkpoint(path, modules, meta):

@@ -48,7 +48,7 @@ from safetensors import safe_open
 
 import turbo
 from checkpoint import (META_KEY, key_problems, problem_report, read_meta, resolve_release_files, safe_torch_load,
-                        save_tensors, stored_shapes, unwrap)
+                        save_tensors, stored_shapes, unwrap, written_atomically)
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
 from lora import RELEASE_UNWRAPPED, LoRA, add_lora, lora_tensors
 from loop import Parser
@@ -406,9 +406,8 @@ def export(lora_path, out):
     which the release's torch.load reads, also with weights_only=True)."""
     tensors = export_release_lora(lora_path)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out).with_name(Path(out).name + ".tmp")
-    torch.save(tensors, tmp)
-    os.replace(tmp, out)
+    with written_atomically(out) as tmp:
+        torch.save(tensors, tmp)
     rank = read_meta(lora_path)["rank"]
     print(f"wrote {out}: {len(tensors)} tensors (up, down for {len(tensors) // 2} modules, the release's order), "
           f"{os.path.getsize(out) / 1e6:.1f} MB; load it with convert.py --vc2 model.ckpt --lora {out}"

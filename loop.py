@@ -19,6 +19,7 @@ It also holds the config-to-command-line helper all scripts use (one --flag per 
 
 import argparse
 import dataclasses
+import importlib.util
 import inspect
 import json
 import math
@@ -230,13 +231,23 @@ def lr_at(step, total, base, warmup, schedule="cosine"):
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
+ADAMW8BIT_MISSING = ("--optim adamw8bit (the vc2 preset's) needs bitsandbytes, which is not installed: "
+                     "pip install bitsandbytes==0.50.2, or give --optim adamw")
+
+
+def check_optim(cfg, error):
+    """--optim adamw8bit without bitsandbytes: one line at parse time, before any model or data is loaded."""
+    if cfg.optim == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        error(ADAMW8BIT_MISSING)
+
+
 def make_optimizer(cfg, params, lr):
     """AdamW (betas 0.9 / 0.999, no weight decay, eps 1e-8: the release's), or bitsandbytes' 8-bit AdamW."""
     if cfg.optim == "adamw8bit":
         try:
-            import bitsandbytes as bnb  # optional: only --optim adamw8bit needs it
+            import bitsandbytes as bnb  # optional: only --optim adamw8bit needs it (check_optim said so already)
         except ImportError:
-            raise SystemExit("--optim adamw8bit needs bitsandbytes (pip install bitsandbytes); or use --optim adamw")
+            raise SystemExit(ADAMW8BIT_MISSING) from None
         return bnb.optim.AdamW8bit(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8)
     return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8)
 
@@ -282,18 +293,23 @@ RESUMABLE_CHANGES = {"resume", "device", "threads", "fresh", "keep", "save_every
                      "compare_per_caption", "eval_per_caption", "out", "toy_models", "data_workers"}
 
 
-def resume_conflicts(path, cfg):
-    """The flags whose values differ from those the state at `path` was trained with: ['--turbo-lr 1e-05 (saved:
-    0.0001)', ...]. Read from the state's metadata only."""
+def resume_conflicts(path, cfg, world=1):
+    """What differs from the run the state at `path` was trained by: ['--turbo-lr 1e-05 (saved: 0.0001)', ...], and
+    the process count (`world`): the global batch is processes x clips x micro-batches, so a run resumed on fewer
+    GPUs would train another batch. Read from the state's metadata only."""
     try:
         with safe_open(str(path), "pt") as f:
-            saved = json.loads(f.metadata()["t2v_turbo_state"]).get("config", {})
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+            meta = json.loads(f.metadata()["t2v_turbo_state"])
+        saved = meta.get("config", {})
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"{path} is not a readable training state ({e}): delete it to resume from an older one, "
                          f"or run without --resume") from None
     now = dataclasses.asdict(cfg)
-    return [f"--{k.replace('_', '-')} {now[k]!r} (saved: {saved[k]!r})" for k in now
-            if k in saved and k not in RESUMABLE_CHANGES and saved[k] != now[k]]
+    conflicts = [f"--{k.replace('_', '-')} {now[k]!r} (saved: {saved[k]!r})" for k in now
+                 if k in saved and k not in RESUMABLE_CHANGES and saved[k] != now[k]]
+    if meta.get("world", world) != world:
+        conflicts.append(f"{world} process(es) (saved: {meta['world']}; torchrun --nproc_per_node={meta['world']})")
+    return conflicts
 
 
 def load_state(path, modules, opt, device):
@@ -329,7 +345,7 @@ def resume(cfg, run, stage, steps, modules, opt):
     found = state_paths(cfg.out, stage) if cfg.resume else []
     if not found:
         return 0, [], 0
-    conflicts = resume_conflicts(found[-1], cfg)
+    conflicts = resume_conflicts(found[-1], cfg, run.world)
     if conflicts:  # a resumed run must train what the saved one trained: say what differs, change nothing
         raise SystemExit(f"{stage}: --resume from {found[-1]}, which was trained with other values: "
                          f"{'; '.join(conflicts)}. Give the saved values, or start over without --resume")
@@ -404,7 +420,8 @@ def fit(cfg, run, stage, steps, lr, params, micro_step, modules, synced=(), emas
         done = step + 1
         if done % cfg.save_every == 0 and done < steps:
             save_state(run, cfg.out, stage, done, modules, opt,
-                       {"logs": logs, "bad_steps": n_bad, "config": dataclasses.asdict(cfg)}, cfg.keep)
+                       {"logs": logs, "bad_steps": n_bad, "config": dataclasses.asdict(cfg), "world": run.world},
+                       cfg.keep)
         if validate and cfg.val_every and done % cfg.val_every == 0 and run.main:
             validate(done)
     if writer:

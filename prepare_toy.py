@@ -49,7 +49,7 @@ import turbo
 from checkpoint import load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_tensors
 from encoders import LinearAutoencoder, TextConfig, TextEncoder, first_stage_from_config, toy_linear_ae, toy_text
 from evaluate import toy_comparison
-from loop import check_in_sync, cli_config, fit, lr_at, run_cli, setup_processes, state_paths, step_draws
+from loop import check_in_sync, check_optim, cli_config, fit, lr_at, run_cli, setup_processes, state_paths, step_draws
 from rewards import save_reward, toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet
 from toy import COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, parse_caption, render_clip, split_captions, to_tensor
@@ -118,6 +118,7 @@ def check_config(cfg, error):
         error("--band-share must be in [0, 1]")
     if cfg.dtype not in DTYPES:
         error(f"--dtype must be one of {', '.join(DTYPES)}")
+    check_optim(cfg, error)
 
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

@@ -35,7 +35,7 @@ from data import StepLoader, cached_latents, check_train_data, open_data
 from evaluate import compare_line, quick_look, toy_comparison
 from internvideo2 import find_vocab, internvideo2_reward
 from lora import RELEASE_UNWRAPPED, AdaptersOff, EMAAdapters, add_lora, lora_tensors, merge_lora
-from loop import barrier, check_in_sync, cli_config, fit, one_line, run_cli, setup_processes, state_paths, \
+from loop import barrier, check_in_sync, check_optim, cli_config, fit, one_line, run_cli, setup_processes, state_paths, \
     data_draws, step_draws, sum_over_processes
 from rewards import ImageTextReward, VideoTextReward, ViCLIP, load_reward, load_viclip, viclip_l14
 from tiny_unet3d import UNet3D
@@ -147,6 +147,7 @@ def check_config(cfg, error):
         error("need 0 < --w-min <= --w-max")
     if not 0 <= cfg.lora_dropout < 1 or cfg.compare_per_caption < 0:
         error("need 0 <= --lora-dropout < 1 and --compare-per-caption >= 0")
+    check_optim(cfg, error)                                 # --optim adamw8bit: bitsandbytes installed?
     if not (cfg.data or cfg.cache) and (cfg.height or cfg.size) != (cfg.width or cfg.size):
         error("the toy world is square: use --size, not --height/--width")
     resolve_release_files(cfg)                              # --hps FOLDER: the file in it (or in its HF snapshot)

@@ -53,6 +53,9 @@ def files(tmp_path_factory, toy_models):
     cfg = {**dataclasses.asdict(train.toy()), "turbo_lr": 0.5, "toy_models": str(toy_models), "out": "elsewhere"}
     save_tensors(f["state"], {"x": torch.zeros(1)}, {"t2v_turbo_state": json.dumps({"step": 2, "config": cfg})})
     f["state_dir"] = f["state"].parent
+    f["world_dir"] = d / "world"                               # a state of a run on 2 processes (torchrun)
+    save_tensors(f["world_dir"] / "turbo.state-0000002.safetensors", {"x": torch.zeros(1)},
+                 {"t2v_turbo_state": json.dumps({"step": 2, "config": {}, "world": 2})})
     f["vocab"] = d / "vocab.txt"
     f["vocab"].write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\na\n")
     f["prompts_empty"] = d / "empty.txt"
@@ -118,6 +121,8 @@ CASES = [
     ("train", ["--toy-models", "{toy_models}", "--turbo-lr", "fast", *T], 2, "--turbo-lr: invalid float value"),
     ("train", ["--toy-models", "{toy_models}", "--out", "{state_dir}", "--resume", *T], 1,
      "which was trained with other values: --turbo-lr 0.0001 (saved: 0.5). Give the saved values"),
+    ("train", ["--toy-models", "{toy_models}", "--out", "{world_dir}", "--resume", *T], 1,
+     "which was trained with other values: 1 process(es) (saved: 2; torchrun --nproc_per_node=2)"),
     # evaluate.py
     ("evaluate", ["--ckpt", "{missing}"], 2, "no such file or folder"),
     ("evaluate", ["--ckpt", "{reward}"], 2, "is a reward model"),
@@ -177,8 +182,28 @@ def test_bad_input(i, files, capsys):
     assert not (files["dir"] / "side_effect").exists()
 
 
+@pytest.mark.parametrize("argv", [["--preset", "vc2"], ["--optim", "adamw8bit"]], ids=["vc2", "flag"])
+def test_adamw8bit_without_bitsandbytes_is_refused_before_anything_loads(argv, files, capsys, monkeypatch):
+    """The vc2 preset trains with bitsandbytes' 8-bit AdamW, an optional install: without it, train.py and
+    prepare_toy.py say what to install in one line at parse time (not after every model and the data are loaded)."""
+    import importlib.util
+    import prepare_toy
+    from loop import ADAMW8BIT_MISSING
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else
+                        find_spec(name, *a))                  # as on a machine without it, wherever this runs
+    for main in (train.main, prepare_toy.main):
+        if main is prepare_toy.main and argv[0] == "--preset":
+            continue                                          # prepare_toy.py has no presets
+        with pytest.raises(SystemExit) as e:
+            main(argv + ["--out", str(files["dir"] / "side_effect")])
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert e.value.code == 2 and len(err) == 1 and err[0].endswith(ADAMW8BIT_MISSING), err
+    assert not (files["dir"] / "side_effect").exists()
+
+
 def test_the_count():
-    n = len(CASES) + len(test_data.BAD_INPUTS) + len(test_evaluate_real.BAD)
+    n = len(CASES) + len(test_data.BAD_INPUTS) + len(test_evaluate_real.BAD) + 1    # + adamw8bit's
     print(f"{n} distinct bad inputs across train.py, sample.py, evaluate.py, convert.py and data.py")
     assert n >= 40
 
