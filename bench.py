@@ -4,7 +4,7 @@
     python bench.py main       # the main job: teacher and student step, GFLOP/s vs a matmul peak, minutes
     python bench.py sample     # 50-step CFG teacher vs 4-step T2V-Turbo student, end to end (text -> pixels)
     python bench.py train      # a student step with the mixed reward vs CD alone
-    python bench.py load       # peak RSS of loading a full-size VC2 checkpoint over its size (~2 min, 7.4 GB)
+    python bench.py load       # peak RSS of loading a full-size VC2 checkpoint over its size (~2 min, 6.9 GiB)
     python bench.py ddp        # toy student steps with train.py on 1 process and under torchrun on 2 (~2 min)
     python bench.py vc2        # 2 vc2_256 training steps, every model at full size with random weights (CPU: minutes)
     python bench.py vc2_iv2    # the same with InternVideo2-Stage2 1B as the video reward
@@ -167,10 +167,10 @@ print(json.dumps({"base": base, "peak": peak_rss(), "seconds": seconds, "numbers
 
 def bench_load(workdir=None):
     """Peak RSS of checkpoint.load_models on a synthetic full-size VC2 teacher checkpoint (what sample.py loads:
-    our safetensors file, 2026 tensors of the real shapes, random values; 1.85 B numbers, 7.4 GB in fp32), over the
+    our safetensors file, 2026 tensors of the real shapes, random values; 1.85 B numbers, 6.9 GiB in fp32), over the
     file's size. The load runs in a fresh interpreter; its peak RSS after importing torch and this repo is subtracted.
-    Needs ~7.4 GB of disk (a temporary folder in `workdir`) and of RAM; where RAM is short it measures fp16 instead
-    (a 3.7 GB file) and says so. Takes a minute or two, most of it writing the file."""
+    Needs ~6.9 GiB of disk (a temporary folder in `workdir`) and of RAM; where RAM is short it measures fp16 instead
+    (a 3.4 GiB file) and says so. Takes a minute or two, most of it writing the file."""
     meta = {"kind": "teacher", "unet": asdict(vc2()), "text": asdict(openclip_vit_h14()), "ae": asdict(sd_kl_f8()),
             "train": VC2_TRAIN, "source": {"vc2": "synthetic (bench_load)"}}
     shapes = {f"{p}.{k}": v.shape for p, m in build_models(meta).items() for k, v in m.state_dict().items()}
@@ -181,8 +181,8 @@ def bench_load(workdir=None):
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         free = os.statvfs(d).f_bavail * os.statvfs(d).f_frsize
         if free < 1.1 * numel * dtype.itemsize:
-            raise RuntimeError(f"bench_load needs {numel * dtype.itemsize / 1e9:.1f} GB free in {d}; "
-                               f"{free / 1e9:.1f} GB are")
+            raise RuntimeError(f"bench_load needs {_gb(numel * dtype.itemsize):.1f} GiB free in {d}; "
+                               f"{_gb(free):.1f} GiB are")
         path = Path(d) / "teacher.safetensors"
         gen = torch.Generator().manual_seed(0)
         placeholders = {k: torch.empty(s, dtype=dtype, device="meta") for k, s in shapes.items()}
@@ -247,7 +247,7 @@ def _bf16_fast():
     return amx or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
 
 
-def _gb(n_bytes):
+def _gb(n_bytes):  # GiB, 2**30 bytes: the unit of every size in this project (and of every name ending _gb)
     return n_bytes / 2 ** 30
 
 
@@ -373,7 +373,7 @@ def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip"):
     """2 steps of the vc2_256 recipe (LoRA 64 student sharing one UNet with its teacher and EMA target, CD + HPSv2.1
     + the video reward, every gradient checkpoint, bf16 autocast where the CPU has bf16) at a reduced clip, every
     model at its real size with random weights, through train.py. Prints the accounting and an extrapolation to
-    16 x 256 x 256; returns {name: value}. The merged student (5.7 GB) is not written; its LoRA alone is (0.47 GB,
+    16 x 256 x 256; returns {name: value}. The merged student (5.3 GiB) is not written; its LoRA alone is (0.44 GiB,
     train.py's turbo_lora.safetensors), into a temporary folder."""
     r = _in_fresh_process(f"_vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])", "vc2")
     tag = "vc2" if video_reward == "viclip" else "vc2_iv2"
@@ -381,27 +381,28 @@ def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip"):
           f"{r['precision']}, {torch.get_num_threads()} threads; the models, all at full size:")
     static = 0
     for name, (n, nbytes) in r["models"].items():
-        print(f"  {name:60s} {n / 1e6:9.1f} M parameters {_gb(nbytes):7.2f} GB")
+        print(f"  {name:60s} {n / 1e6:9.1f} M parameters {_gb(nbytes):7.2f} GiB")
         static += nbytes
     lora = 4 * r["trainable"]
     optim = 2 * lora                                          # AdamW: two fp32 moments per trainable number
     ema = r["modules"].get("target", 0)
     print(f"  {'trainable: LoRA rank 64 (w projection included), fp32':60s} {r['trainable'] / 1e6:9.1f} M parameters "
-          f"{_gb(lora):7.2f} GB, its gradients {_gb(lora):.2f} GB, AdamW moments {_gb(optim):.2f} GB")
-    print(f"  {'EMA target theta^- (the trained tensors only)':60s} {'':9s}   {'':10s} {_gb(ema):7.2f} GB")
+          f"{_gb(lora):7.2f} GiB, its gradients {_gb(lora):.2f} GiB, AdamW moments {_gb(optim):.2f} GiB")
+    print(f"  {'EMA target theta^- (the trained tensors only)':60s} {'':9s}   {'':10s} {_gb(ema):7.2f} GiB")
     unet = next(v[1] for k, v in r["models"].items() if k.startswith("UNet"))
-    print(f"  not held: a separate teacher UNet ({_gb(unet):.2f} GB) and a full EMA copy of the student "
-          f"({_gb(unet + lora):.2f} GB): {_gb(2 * unet + lora - ema):.2f} GB saved by sharing one UNet")
+    print(f"  not held: a separate teacher UNet ({_gb(unet):.2f} GiB) and a full EMA copy of the student "
+          f"({_gb(unet + lora):.2f} GiB): {_gb(2 * unet + lora - ema):.2f} GiB saved by sharing one UNet")
     fixed = static + 3 * lora + ema
     peak = r["peak_rss_bytes"]
     rest = peak - fixed
     scale = (16 * 32 * 32) / (frames * (size // 8) ** 2)
-    print(f"  weights + gradients + optimizer = {_gb(fixed):.2f} GB; peak RSS {_gb(peak):.2f} GB; the rest "
-          f"(activations, workspaces, the interpreter) {_gb(rest):.2f} GB")
+    print(f"  weights + gradients + optimizer = {_gb(fixed):.2f} GiB; peak RSS {_gb(peak):.2f} GiB; the rest "
+          f"(activations, workspaces, the interpreter) {_gb(rest):.2f} GiB")
     print(f"  16 x 256 x 256 on a GPU, extrapolated: the UNet and decoder activations grow with the latent "
           f"voxels, 16*32*32 / ({frames}*{size // 8}*{size // 8}) = {scale:.0f}x; the reward towers see 224 px "
           f"either way. Upper bound {_gb(fixed):.2f} + {scale:.0f} x {_gb(rest):.2f} = {_gb(fixed + scale * rest):.1f} "
-          f"GB, in bf16 weights for the frozen models about {_gb(fixed - static / 2):.1f} GB less (an estimate)")
+          f"GiB; bf16 weights for the frozen models would save about {_gb(static / 2):.1f} GiB, leaving "
+          f"{_gb(fixed - static / 2):.1f} GiB of weights and optimizer (an estimate)")
     steps_s = r["step_s"]
     print(f"  step times {', '.join(f'{s:.1f}' for s in steps_s)} s (the first pays one-time costs)")
     return {f"{tag}_train_step_s": steps_s[-1], f"{tag}_train_peak_rss_gb": _gb(peak),
@@ -413,7 +414,7 @@ def bench_vc2_sample(frames=8, size=64):
     """sample.py on full-size checkpoints (VC2's UNet, text tower and VAE with random weights, written as
     safetensors exactly as convert.py writes a converted model.ckpt, then read back by load_models): the teacher at
     1 DDIM step with CFG and the student at 1 consistency step, at frames x size x size, in fp32 (and bf16 / fp16
-    where this CPU has bf16 instructions). Needs ~15 GB of disk and ~9 GB of RAM; a few minutes."""
+    where this CPU has bf16 instructions). Needs ~14 GiB of disk and ~8 GiB of RAM; a few minutes."""
     out = {}
     train_meta = {**VC2_TRAIN, "frames": frames, "height": size, "width": size}
     with tempfile.TemporaryDirectory() as d:
@@ -567,12 +568,12 @@ def _eval_run(workdir, videos=2, frames=16, height=320, width=512):
 def bench_eval(videos=2, frames=16):
     """evaluate.py's real-model scores on full-size reward models with random weights (HPSv2.1 = OpenCLIP ViT-H-14,
     ViCLIP-L/14), `videos` clips of frames x 320 x 512 read from a sample folder: HPS on every frame (letterbox to
-    224), ViCLIP on 8 (resize + crop to 224), fp32, in a fresh process. ~6 GB of RAM; minutes on one CPU thread."""
+    224), ViCLIP on 8 (resize + crop to 224), fp32, in a fresh process. ~6 GiB of RAM; minutes on one CPU thread."""
     r = _in_fresh_process(f"_eval_run(sys.argv[1], {videos}, {frames})", "eval")
     print(f"\neval: {videos} videos of {frames} x 320 x 512, fp32, {r['eval_threads']} threads: HPSv2.1 "
           f"{r['eval_hps_s_per_video']:.1f} s/video ({frames} frames), ViCLIP-L/14 {r['eval_viclip_s_per_video']:.1f} "
           f"s/video (8 frames); building them {r['eval_build_hps_s']:.1f} + {r['eval_build_viclip_s']:.1f} s; "
-          f"peak RSS {r['eval_peak_rss_gb']:.2f} GB")
+          f"peak RSS {r['eval_peak_rss_gb']:.2f} GiB")
     return r
 
 

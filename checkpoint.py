@@ -5,7 +5,7 @@ and in its safetensors metadata the configs of all three plus the training confi
 `sample.py --ckpt runs/toy/teacher.safetensors` needs nothing else, and nothing is unpickled: safetensors stores
 plain tensors, so a checkpoint cannot run code when it is opened.
 
-Memory. A VideoCrafter2-size checkpoint is 7.4 GB (fp32), so neither direction ever holds two copies:
+Memory. A VideoCrafter2-size checkpoint is 6.9 GiB (fp32), so neither direction ever holds two copies:
   - save_tensors streams the file one tensor at a time (a tensor may even be computed only when it is written,
     e.g. a LoRA merged into its base weight by convert.py);
   - load_models builds the models on the meta device (no memory, no init), reads one tensor at a time and hands it
@@ -99,7 +99,7 @@ def save_checkpoint(path, modules, meta):
 
 def save_lora(path, adapters, meta, rank):
     """A LoRA student's adapters on their own: {'unet.<module>.up.weight', ...} (lora.lora_tensors, module order)
-    with `meta` (the merged checkpoint's) marked kind 'lora'. About 470 MB at VC2 size instead of 5.6 GB, and named,
+    with `meta` (the merged checkpoint's) marked kind 'lora'. About 0.44 GiB at VC2 size instead of 5.3 GiB, and named,
     unlike the release's list; convert.py --export-release-lora writes that list from it. No adapters: no file."""
     if not adapters:
         return None

@@ -289,7 +289,7 @@ def _write(path, parts, meta, materialize_unet=None):
     t0 = time.time()
     save_tensors(path, tensors, {META_KEY: json.dumps(meta)}, materialize)
     n = sum(v.numel() for v in tensors.values())
-    print(f"wrote {path}: {len(tensors)} tensors, {n:,} numbers, {os.path.getsize(path) / 1e9:.2f} GB "
+    print(f"wrote {path}: {len(tensors)} tensors, {n:,} numbers, {os.path.getsize(path) / 2 ** 30:.2f} GiB "
           f"({time.time() - t0:.0f} s)")
     return Path(path)
 
@@ -410,7 +410,7 @@ def export(lora_path, out):
         torch.save(tensors, tmp)
     rank = read_meta(lora_path)["rank"]
     print(f"wrote {out}: {len(tensors)} tensors (up, down for {len(tensors) // 2} modules, the release's order), "
-          f"{os.path.getsize(out) / 1e6:.1f} MB; load it with convert.py --vc2 model.ckpt --lora {out}"
+          f"{os.path.getsize(out) / 2 ** 20:.1f} MiB; load it with convert.py --vc2 model.ckpt --lora {out}"
           + (f" --lora-rank {rank}" if rank != RELEASE_RANK else ""))
 
 

@@ -56,7 +56,7 @@ KEEP_SKIPPED = 1000   # VideoFolder.skipped_files keeps the first this many skip
 CHECK_ROWS = 1000     # check_data_args reads this many rows: enough for the columns, cheap on WebVid's 10M
 SEEK_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm")  # containers whose seeks were measured frame-exact (not .avi)
 SEEK_MARGIN = 0.05    # a seek aims this many frames before the first wanted one (read_frames says why)
-SHARD_ROWS = 256      # videos per file of a latent cache (about 400 MB at VC2's 16 x 320 x 512)
+SHARD_ROWS = 256      # videos per file of a latent cache (about 400 MiB at VC2's 16 x 320 x 512)
 CACHE_FORMAT = "t2v-turbo latent cache 1"
 
 
@@ -561,7 +561,7 @@ class LatentCache:
     The trade-off: ONE clip per video, fixed when the cache was written (its start drawn from the row's own seed,
     cache_rng), where training on the videos draws a new start each time a video comes up, and the frames, size and
     fps are those of the cache. The first stage's posterior is still sampled afresh every step (its mean and log-
-    variance are cached, not a sample). In exchange a step reads about 1.6 MB per VC2 clip (latents 4 x 16 x 40 x
+    variance are cached, not a sample). In exchange a step reads about 1.55 MiB per VC2 clip (latents 4 x 16 x 40 x
     64, twice, and 77 x 1024 text) and skips the video decode, the VAE encoder and the text tower."""
 
     def __init__(self, path):

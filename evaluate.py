@@ -341,7 +341,7 @@ def sample_rows(folder):
     """A sample folder (what sample.py writes) -> its prompts.jsonl rows (videoio.sample_rows: each with a prompt and
     a file), each with the file it is scored from ("scored", video_file) checked to exist. ValueError (one line)
     otherwise. Only the rows: the videos are read a batch at a time while scoring (a VBench folder of 4,730 VC2
-    videos is 37 GB of uint8)."""
+    videos is 35 GiB of uint8)."""
     rows = videoio.sample_rows(folder)
     for row in rows:
         row["scored"] = video_file(row)

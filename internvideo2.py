@@ -1,7 +1,7 @@
 """InternVideo2-Stage2 1B, the video-text reward R_vid of T2V-Turbo's VideoCrafter2 release (`vi_clip2`).
 
 T2V-Turbo (arXiv 2405.18750) scores 8 evenly strided frames of the decoded one-step prediction x̂₀ with
-InternVideo2-Stage2 (arXiv 2403.15377), file `InternVideo2-stage2_1b-224p-f4.pt` (OpenGVLab on Hugging Face; 2.8 GB,
+InternVideo2-Stage2 (arXiv 2403.15377), file `InternVideo2-stage2_1b-224p-f4.pt` (OpenGVLab on Hugging Face; 2.6 GiB,
 bf16, `{"module": state dict}`): J_vid = mean cos(video feature, text feature). This module is that scorer and
 nothing else, written compactly with the checkpoint's own key names so that the file loads strictly:
   vision  the 1B ViT (width 1408, 40 blocks, 16 heads, RMSNorm + QK-norm + LayerScale, no final norm) on tubelet

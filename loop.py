@@ -392,6 +392,7 @@ def fit(cfg, run, stage, steps, lr, params, micro_step, modules, synced=(), emas
     for step in bar:
         t0 = time.time()
         for g in opt.param_groups:
+            # (a warm-up longer than a tenth of the run is cut to a tenth: a short test run still decays)
             g["lr"] = lr_at(step, steps, lr, min(cfg.warmup, steps // 10), cfg.lr_schedule)
         opt.zero_grad(set_to_none=True)
         ok, step_logs = accumulate(cfg, run, step, micro_step, synced, autocast)

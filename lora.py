@@ -86,7 +86,7 @@ def add_lora(model, rank, scale=1.0, dropout=0.1, skip=()):
 def lora_tensors(model):
     """-> {'<module>.up.weight': (out, r[, 1...]), '<module>.down.weight': (r, in[, kernel])} for every LoRA of
     `model`, in named_modules() order (the release's unet_lora.pt order, convert.export_release_lora): the
-    student's LoRA on its own, about 470 MB at VC2 size instead of a 5.6 GB merged UNet."""
+    student's LoRA on its own, about 0.44 GiB at VC2 size instead of a 5.3 GiB merged UNet."""
     return {f"{n}.{role}.weight": getattr(m, role).weight.detach()
             for n, m in model.named_modules() if isinstance(m, LoRA) for role in ("up", "down")}
 
@@ -95,7 +95,7 @@ def lora_tensors(model):
 # One UNet, three networks. With LoRA the student's base weights ARE the teacher's (frozen, never changed), so
 #   the teacher          = the student with its adapters off (w_proj's base is zero)       (AdaptersOff)
 #   the target theta^-   = the student's base + an EMA copy of the trained tensors only    (EMAAdapters)
-# both exact, and at VideoCrafter2 size they save two 5.6 GB UNets (LCM-LoRA's distillation does the same).
+# both exact, and at VideoCrafter2 size they save two 5.3 GiB UNets (LCM-LoRA's distillation does the same).
 
 
 @contextmanager

@@ -74,7 +74,7 @@ class Config:
     teacher_steps: int = 4000      # optimizer steps of the teacher
     teacher_batch: int = 16        # clips per step and process
     teacher_lr: float = 1e-3       # AdamW lr, warm-up then cosine to 10%
-    warmup: int = 100              # linear lr warm-up steps, then cosine decay to 10%
+    warmup: int = 100              # linear lr warm-up steps (at most a tenth of a stage), then cosine decay to 10%
     lr_schedule: str = "cosine"    # after the warm-up: cosine decay to 10% (loop.lr_at)
     caption_dropout: float = 0.1   # share of captions replaced by "" (classifier-free guidance training)
     t_band: str = "800,960"        # "lo,hi": a share of the clips draws t from [lo, hi) ("" = uniform t, as VC2)

@@ -166,7 +166,7 @@ class ImageTextReward(nn.Module):
     @classmethod
     def hpsv21(cls, path, image_size=224, clip_cfg=None):
         """The real HPSv2.1 reward from the user's HPS_v2.1_compressed.pt ({'state_dict': fp16 open_clip keys}).
-        Builds ViT-H-14 with random weights (open_clip, pretrained=None: no download; ~10 s, 4 GB), then loads
+        Builds ViT-H-14 with random weights (open_clip, pretrained=None: no download; ~10 s, 4 GiB), then loads
         strictly; weights are cast to fp32 (autocast can bring bf16 back, as T2V-Turbo's default precision).
         clip_cfg (open_clip.CLIP kwargs) swaps in another architecture: the tests use the toy one."""
         # read (and validate) the file first: a wrong path fails in milliseconds, not after a 10 s model build
@@ -181,7 +181,7 @@ class ImageTextReward(nn.Module):
 
 def random_hpsv21(seed=0):
     """HPSv2.1's architecture (open_clip ViT-H-14, 986M parameters) with RANDOM weights and no file: what bench.py
-    scores with when the 2 GB release is not at hand. The same class and preprocessing as hpsv21(path); ~4 GB."""
+    scores with when the 1.8 GiB release is not at hand. The same class and preprocessing as hpsv21(path); ~4 GiB."""
     with torch.random.fork_rng():                              # open_clip draws its init from the global RNG
         torch.manual_seed(seed)
         clip = open_clip.create_model("ViT-H-14", pretrained=None)       # pretrained=None: nothing is downloaded

@@ -66,7 +66,7 @@ class Config:
     turbo_batch: int = 1           # clips per micro-batch and process (the release: 1 video per GPU, 8 GPUs)
     turbo_lr: float = 1e-5         # the release's lr on VC2
     lr_schedule: str = "constant"  # after the warm-up: constant (the release) or cosine (decay to 10% at the end)
-    warmup: int = 0                # linear lr warm-up steps (the release: none; its "constant" ignores its 500)
+    warmup: int = 0                # linear lr warm-up steps, at most a tenth of the run (the release: none)
     lora_rank: int = 64            # LoRA rank of the student (the release: 64); 0 = fine-tune the whole student
     lora_dropout: float = 0.1      # dropout on the LoRA branch of Linear/Conv2d layers (the release: 0.1)
     temporal_dropout: float = 0.1  # dropout in the student's temporal convs while training (VC2 hard-codes 0.1)
@@ -111,7 +111,7 @@ def toy():
     the teacher's CFG 5 (w = CFG - 1, LCM's convention; the paper's [5, 15] brackets VC2's 12 the same way) and
     samples at w 4."""
     return dataclasses.replace(Config(), turbo_steps=300, turbo_batch=8, turbo_lr=1e-4, lr_schedule="cosine",
-                               warmup=100, lora_rank=0, w_min=2.0, w_max=6.0, turbo_w=4.0)
+                               warmup=30, lora_rank=0, w_min=2.0, w_max=6.0, turbo_w=4.0)
 
 
 def vc2_256():

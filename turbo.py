@@ -219,7 +219,9 @@ def ema_update(target_params, params, mu):
 
 def consistency_timesteps(num_steps=4, origin_steps=50, num_train_timesteps=NUM_TRAIN_TIMESTEPS):
     """Timesteps picked from the same 50-step origin grid the student was distilled on:
-    4 -> [999, 759, 519, 279], 8 -> [999, 879, ..., 159], 2 -> [999, 499], 1 -> [999]."""
+    4 -> [999, 759, 519, 279], 8 -> [999, 879, ..., 159], 2 -> [999, 499], 1 -> [999].
+    origin_steps=200 is the release app's choice (its lcm_origin_steps): 4 -> [999, 749, 499, 249]; the release's
+    pipeline defaults to 50, the grid of training (TUTORIAL.md section 9)."""
     origin = ddim_timesteps(origin_steps, num_train_timesteps)
     if not 1 <= num_steps <= origin_steps:
         raise ValueError(f"steps must be in 1..{origin_steps}, got {num_steps}")
@@ -238,13 +240,14 @@ def fresh_noise(shape, generator=None, device="cpu", dtype=torch.float32):
 
 
 @torch.no_grad()
-def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, generator=None):
+def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, generator=None, origin_steps=50):
     """z_T ~ N(0, I); for each t_i: x_i = f_theta(z, w, c, t_i); then re-noise x_i to t_{i+1} with FRESH noise,
     z = alpha_{t_{i+1}} x_i + sigma_{t_{i+1}} eps. Returns the last x_i, (b, c, t, h, w). One UNet call per
     step and no CFG: guidance was distilled into the student and enters only through its w-embedding.
-    `generator`: one for the batch, or one per video (fresh_noise) for videos that do not depend on the batch."""
+    `generator`: one for the batch, or one per video (fresh_noise) for videos that do not depend on the batch.
+    `origin_steps`: the grid the t_i are picked from (consistency_timesteps; 200: the release app's)."""
     b, dev = noise.shape[0], noise.device
-    ts = consistency_timesteps(steps)                                   # e.g. [999, 759, 519, 279]
+    ts = consistency_timesteps(steps, origin_steps)                     # e.g. [999, 759, 519, 279]
     z, wv = noise, torch.full((b,), float(w), device=dev)               # z: (b, c, t, h, w); wv: (b,)
     for i, t in enumerate(ts):
         tt = torch.full((b,), t, device=dev, dtype=torch.long)          # (b,)

@@ -69,7 +69,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, toy_
 
 
 def test_a_full_disk_during_a_state_save_leaves_nothing_half_written(tmp_path, toy_models):
-    """train.py whose first state save hits the end of the disk (here: a 1 MB file-size limit on the process, so
+    """train.py whose first state save hits the end of the disk (here: a 1 MiB file-size limit on the process, so
     the write fails with EFBIG, as a full disk fails with ENOSPC): one line that names the file, exit code 1, and no
     temporary file left behind."""
     import resource

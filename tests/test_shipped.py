@@ -21,7 +21,7 @@ def test_files_are_fp16_and_record_their_recipe():
             dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
         assert dtypes <= {"F16", "I64"} and "F16" in dtypes, (name, dtypes)
         assert meta["command"].startswith("python prepare_toy.py") and meta["minutes"] > 0, meta
-    assert sum(p.stat().st_size for p in TOY.glob("*.safetensors")) < 25 * 2 ** 20   # 25 MB in all
+    assert sum(p.stat().st_size for p in TOY.glob("*.safetensors")) < 25 * 2 ** 20   # 25 MiB in all
     meta = read_meta(TOY / "teacher.safetensors")
     assert meta["kind"] == "teacher" and set(meta["quality"]) >= {"judge_seen", "judge_heldout", "image", "video"}
 
