@@ -476,7 +476,7 @@ def _sampling_latency(device, tiny, frames, height, width, dtype):
 
 
 def bench_gpu(tiny=False):
-    """The figures a GPU gives the README (`python bench.py gpu` on a CUDA machine, about 8 minutes on one H200):
+    """The figures a GPU gives the README (`python bench.py gpu` on a CUDA machine; not yet timed on a GPU):
       1. the vc2_256 training step at its real clip, 16 x 256 x 256: LoRA 64, bf16 autocast, every gradient
          checkpoint, CD + HPSv2.1 + ViCLIP, every model at full size with random weights (as bench vc2); peak GPU
          memory and s/step;

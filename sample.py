@@ -38,10 +38,12 @@ def sampler_settings(meta, steps=None, guidance=None):
 
 
 @torch.no_grad()
-def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", batch_size=16, progress=True):
+def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", batch_size=16, progress=True,
+             origin_steps=50):
     """-> uint8 (n, t, h, w, 3) videos, one per (prompt, seed). A teacher samples with DDIM + CFG (default 50
     steps, `guidance` = CFG scale); a T2V-Turbo student with the multistep consistency sampler (default 4 steps,
-    `guidance` = the w fed to its embedding, no CFG)."""
+    `guidance` = the w fed to its embedding, no CFG; its steps picked from the `origin_steps` grid: 50, the grid
+    it was distilled on, or 200, the release app's)."""
     unet, text, ae, meta = models["unet"], models["text"], models["ae"], models["meta"]
     frames = meta["train"]["frames"]
     f = 2 ** (len(ae.config.ch_mult) - 1)                  # the first stage's downsampling factor
@@ -60,7 +62,8 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
         noise = turbo.fresh_noise(shape, gens, device, next(unet.parameters()).dtype)
         context = text.encode_text(ps)                     # (b, L, d)
         if student:
-            z0 = turbo.consistency_sample(unet, noise, context, fps, abar, steps=steps, w=guidance, generator=gens)
+            z0 = turbo.consistency_sample(unet, noise, context, fps, abar, steps=steps, w=guidance, generator=gens,
+                                          origin_steps=origin_steps)
         else:
             uncond = text.encode_text([""] * len(ps))      # the empty caption, VC2's unconditional embedding
             z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps=steps, guidance=guidance)
@@ -86,12 +89,21 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights and sampling dtype")
     p.add_argument("--vbench", action="store_true", help="VBench's layout: OUT/videos/{prompt}-{i}.mp4 only (give "
                    "VBench --videos_path OUT/videos); prompts.jsonl and the grid stay in OUT")
-    p.add_argument("--fps-out", type=int, default=8, help="frame rate of the written files (default 8)")
+    p.add_argument("--fps-out", type=int, default=None, help="frame rate of the written files (default: the "
+                   "checkpoint's fps, 16 for VC2, T2V-Turbo and the toy, as the release writes them)")
+    p.add_argument("--origin-steps", type=int, default=None, help="a student's steps are picked from this DDIM grid: "
+                   "50 (default), the grid it was distilled on; 200, the release app's (4 steps: t = 999, 749, 499, "
+                   "249)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    for name in ("num_per_prompt", "batch_size", "fps_out") + (("steps",) if args.steps is not None else ()):
+    for name in ("num_per_prompt", "batch_size") + tuple(
+            n for n in ("steps", "fps_out", "origin_steps") if getattr(args, n) is not None):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.origin_steps and not (args.steps or 4) <= args.origin_steps <= turbo.NUM_TRAIN_TIMESTEPS:
+        p.error(f"--origin-steps {args.origin_steps}: need --steps ({args.steps or 4}) <= it <= "
+                f"{turbo.NUM_TRAIN_TIMESTEPS}")
+    args.origin_steps = args.origin_steps or 50
     args.prompt_list = list(args.prompt or [])
     if args.prompts:
         if not Path(args.prompts).is_file():
@@ -145,9 +157,9 @@ def vbench_name(prompt, k):
     return f"{VBENCH_DIR}/{prompt}-{k}.mp4"
 
 
-def write_videos(args, videos, jobs, seeds, steps, guidance, seconds):
+def write_videos(args, videos, jobs, seeds, steps, guidance, seconds, origin=None):
     """Every video under a name of its own; one prompts.jsonl line per video, appended (what evaluate.py and
-    toy.py --judge read): its files, prompt, seed, steps, guidance and checkpoint."""
+    toy.py --judge read): its files, prompt, seed, steps, guidance and checkpoint (and a student's origin grid)."""
     out = Path(args.out)
     (out / VBENCH_DIR if args.vbench else out).mkdir(parents=True, exist_ok=True)
     rows = []
@@ -160,11 +172,12 @@ def write_videos(args, videos, jobs, seeds, steps, guidance, seconds):
         for name in names:
             save_video(video, out / name, args.fps_out)
         rows.append({"file": names[0], "files": names, "prompt": prompt, "seed": seed, "steps": steps,
-                     "guidance": guidance, "ckpt": str(args.ckpt), "seconds_per_video": seconds / len(videos)})
+                     "guidance": guidance, "ckpt": str(args.ckpt), "seconds_per_video": seconds / len(videos),
+                     **({"origin_steps": origin} if origin else {})})
     with open(out / "prompts.jsonl", "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     grid = unique_path(out / "grid.gif")
-    save_grid(videos[:64], grid, ncol=min(8, len(videos)))
+    save_grid(videos[:64], grid, ncol=min(8, len(videos)), fps=args.fps_out)
     return rows, grid
 
 
@@ -189,9 +202,12 @@ def main(argv=None):
     _, steps, guidance = sampler_settings(models["meta"], args.steps, args.guidance)
     seeds = [args.seed + i for i in range(len(jobs))]
     t0 = time.time()
+    student = models["meta"].get("kind") == "turbo"
+    args.fps_out = args.fps_out or models["meta"]["train"].get("fps", 16)
     videos = generate(models, [j[0] for j in jobs], seeds, args.steps, args.guidance, args.device,
-                      args.batch_size, progress=not args.quiet)
-    rows, grid = write_videos(args, videos, jobs, seeds, steps, guidance, time.time() - t0)
+                      args.batch_size, progress=not args.quiet, origin_steps=args.origin_steps)
+    rows, grid = write_videos(args, videos, jobs, seeds, steps, guidance, time.time() - t0,
+                              args.origin_steps if student else None)
     print(f"wrote {len(videos)} videos to {args.out}/ ({rows[0]['seconds_per_video']:.3f} s per video), listed in "
           f"{args.out}/prompts.jsonl; grid at {grid}")
     return rows

@@ -8,7 +8,7 @@ file runs them in Algorithm 1's order (`distill`, lines numbered as the paper's)
     2. distil the student: consistency distillation (turbo.cd_loss, eqs. 5-7) plus the mixed reward feedback on
        its single-step prediction (turbo.reward_terms and turbo.mixed_loss, eqs. 8-10); --rewards none: VCM;
     3. on the toy world, compare the teacher's 50-step DDIM + CFG samples with the student's 4-step samples on
-       8 seen and 8 held-out captions (judge, both rewards, seconds per video): OUT/compare.gif and one line.
+       8 seen and 8 held-out captions (judge, both rewards, seconds per video): OUT/compare_<name>.gif and one line.
 The toy's teacher and reward models ship pre-trained in assets/toy/ (prepare_toy.py); loop.py runs the steps.
 
     python train.py                                  # T2V-Turbo from the shipped teacher -> runs/toy/turbo.safetensors
@@ -351,8 +351,9 @@ def compare(cfg, run, path, t0):
     models = {"teacher": load_models(teacher_path(cfg), run.device, dtype=torch.float32),
               label: load_models(path, run.device, dtype=torch.float32)}
     res = toy_comparison(models, cfg.toy_models, run.device, per_caption=cfg.compare_per_caption,
-                         grid=out / "compare.gif")
-    print(f"wrote {out / 'compare.gif'} (rows: teacher seen, teacher held out, {label} seen, {label} held out)")
+                         grid=out / f"compare_{student_name(cfg)}.gif")       # vcm and turbo: a GIF each
+    print(f"wrote {out / f'compare_{student_name(cfg)}.gif'} (rows: teacher seen, teacher held out, {label} seen, "
+          f"{label} held out)")
     print(compare_line(res) + f"; {(time.time() - t0) / 60:.1f} minutes in all")
 
 

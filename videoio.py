@@ -67,8 +67,9 @@ def read_samples(folder):
     return [(r, read_video(Path(folder) / r["file"])) for r in sample_rows(folder)]
 
 
-def save_video(frames, path, fps=8):
-    """frames: uint8 (t, h, w, 3) -> GIF or MP4 by suffix."""
+def save_video(frames, path, fps=16):
+    """frames: uint8 (t, h, w, 3) -> GIF or MP4 by suffix, at `fps` (16: the rate VC2 and T2V-Turbo train and
+    write at; a GIF stores 1/100 s per frame, so 16 fps plays at 16.7)."""
     path = Path(path)
     if path.suffix == ".gif":
         iio.imwrite(path, frames, extension=".gif", duration=int(1000 / fps), loop=0)
@@ -76,7 +77,7 @@ def save_video(frames, path, fps=8):
         iio.imwrite(path, frames, extension=path.suffix, fps=fps, codec="libx264", macro_block_size=1)
 
 
-def save_grid(clips, path, ncol=8, scale=2, fps=8):
+def save_grid(clips, path, ncol=8, scale=2, fps=16):
     """clips: uint8 (n, t, h, w, 3) -> one GIF with the n videos tiled (n / ncol rows), each upscaled x scale."""
     clips = np.asarray(clips)
     n, t, h, w, _ = clips.shape

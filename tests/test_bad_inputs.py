@@ -102,6 +102,8 @@ CASES = [
     ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--device", "tpu"], 2, "--device tpu"),
     ("sample", ["--ckpt", "{teacher}", "--prompt", "a red circle moving left", "--vbench", "--out", "{vbench}"], 1,
      "exists (1 of the VBench names are taken): give a new --out"),
+    ("sample", ["--ckpt", "{teacher}", "--prompt", "a red circle moving left", "--origin-steps", "2"], 2,
+     "--origin-steps 2: need --steps (4) <= it <= 1000"),
     # train.py
     ("train", ["--teacher", "{missing}", *T], 2, "no teacher checkpoint at"),
     ("train", ["--teacher", "{reward}", *T], 2, "is a reward model"),

@@ -36,6 +36,7 @@ def test_consistency_timesteps_golden():
     assert turbo.consistency_timesteps(4) == [999, 759, 519, 279]
     assert turbo.consistency_timesteps(8) == [999, 879, 759, 639, 519, 399, 279, 159]
     assert turbo.consistency_timesteps(2) == [999, 499] and turbo.consistency_timesteps(1) == [999]
+    assert turbo.consistency_timesteps(4, origin_steps=200) == [999, 749, 499, 249]     # the release app's grid
     with pytest.raises(ValueError):
         turbo.consistency_timesteps(0)
 

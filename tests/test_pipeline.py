@@ -12,6 +12,7 @@ import convert
 import evaluate
 import sample
 import train
+import turbo
 from checkpoint import load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_tensors
 from tiny_unet3d import UNet3D
 
@@ -36,6 +37,25 @@ def test_a_seed_gives_the_same_video_alone_and_in_a_batch(toy_models):
     assert int(abs(batch[1].astype(int) - alone[0].astype(int)).max()) <= 1
     other = sample.generate(models, prompts[1:2], [8], steps=4, progress=False)    # another seed: another video
     assert abs(other[0].astype(int) - alone[0].astype(int)).max() > 10
+
+
+def test_videos_play_at_16_fps_and_a_student_takes_the_release_apps_grid(tmp_path, monkeypatch, toy_models):
+    """sample.py writes at the checkpoint's fps (16, the release's), GIF and MP4 alike; --origin-steps 200 makes a
+    student sample at the release app's t = 999, 749, 499, 249 (and prompts.jsonl says so)."""
+    d = tmp_path / "s"
+    rows = sample.main(["--ckpt", str(toy_models / "teacher.safetensors"), "--prompt", "a red circle moving left",
+                        "--steps", "2", "--out", str(d), "--device", "cpu", "--quiet", "--mp4"])
+    gif, mp4 = (d / f for f in rows[0]["files"])
+    assert iio.immeta(gif)["duration"] == 60                  # 1/100 s units: 16 fps is stored as 60 ms a frame
+    assert iio.immeta(mp4, plugin="FFMPEG")["fps"] == 16 and "origin_steps" not in rows[0]   # (a teacher: none)
+    teacher = load_models(toy_models / "teacher.safetensors", dtype=torch.float32)
+    student, _ = train.make_student(teacher["unet"], lora_rank=0)
+    models = {**teacher, "unet": student.eval(), "meta": {"kind": "turbo", "train": teacher["meta"]["train"]}}
+    grids, real = [], turbo.consistency_timesteps
+    monkeypatch.setattr(turbo, "consistency_timesteps", lambda *a: grids.append(real(*a)) or grids[-1])
+    sample.generate(models, ["a red circle moving left"], [0], steps=4, progress=False, origin_steps=200)
+    sample.generate(models, ["a red circle moving left"], [0], steps=4, progress=False)
+    assert grids == [[999, 749, 499, 249], [999, 759, 519, 279]]
 
 
 def test_train_then_sample(tmp_path, monkeypatch, toy_models):
@@ -111,7 +131,7 @@ def test_train_then_sample(tmp_path, monkeypatch, toy_models):
 
 def test_closing_comparison(tmp_path, monkeypatch, capsys, toy_models):
     """--compare-per-caption N: after training, the teacher and the student sample the same captions from the same
-    seeds (evaluate.toy_comparison): one printed line and OUT/compare.gif, two rows (seen, held out) per model.
+    seeds (evaluate.toy_comparison): one printed line and OUT/compare_vcm.gif, two rows (seen, held out) per model.
     Here 1 seen and 1 held-out caption, and the teacher at 2 DDIM steps instead of 50, to keep it fast."""
     monkeypatch.setattr(evaluate, "quick_captions", lambda: (["a red circle moving left"],
                                                              evaluate.split_captions("heldout")[:1]))
@@ -126,7 +146,7 @@ def test_closing_comparison(tmp_path, monkeypatch, capsys, toy_models):
     assert teacher.startswith("teacher 2 steps: judge seen ") and " 4 steps: judge seen " in student
     for part in (teacher, student):
         assert all(w in part for w in ("held out", "image reward", "video reward", "s/video")), part
-    grid = iio.imread(out / "compare.gif", index=None)
+    grid = iio.imread(out / "compare_vcm.gif", index=None)
     assert grid.shape[:3] == (8, 4 * 34 * 3, 34 * 3)          # 4 rows of one 32-px video (1-px border, x3)
 
 
