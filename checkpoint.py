@@ -2,7 +2,7 @@
 
 A checkpoint holds the weights of the UNet (`unet.*`), the text encoder (`text.*`) and the first stage (`ae.*`),
 and in its safetensors metadata the configs of all three plus the training config that made it, as JSON. So
-`sample.py --ckpt runs/toy/teacher.safetensors` needs nothing else, and nothing is unpickled: safetensors stores
+`sample.py --ckpt assets/toy/teacher.safetensors` needs nothing else, and nothing is unpickled: safetensors stores
 plain tensors, so a checkpoint cannot run code when it is opened.
 
 Memory. A VideoCrafter2-size checkpoint is 6.9 GiB (fp32), so neither direction ever holds two copies:
@@ -12,7 +12,7 @@ Memory. A VideoCrafter2-size checkpoint is 6.9 GiB (fp32), so neither direction 
     to the module as it is (load_state_dict(assign=True)): peak RSS is about the checkpoint's size (bench.py's
     bench_load measures it: python bench.py load).
 
-    python checkpoint.py runs/toy/teacher.safetensors     # prints what a checkpoint holds
+    python checkpoint.py assets/toy/teacher.safetensors   # prints what a checkpoint holds
 """
 
 import json

@@ -7,22 +7,27 @@
 
 Writes OUT/teacher.safetensors (VC2's UNet + KL-f8 VAE + OpenCLIP text tower, kind "teacher") and, given the LoRA
 (or --merged-unet, a student UNet state dict with the LoRA already merged), OUT/turbo.safetensors: the student UNet
-(guidance_embed_dim 256) with the LoRA merged, W <- W + up @ down (notes.md "Merge rule"), and the same VAE and text.
+(guidance_embed_dim 256) with the LoRA merged, W <- W + up @ down (collapse_lora, Ji4chenLi/t2v-turbo
+utils/lora.py:793-830), and the same VAE and text.
 What is checked; each step raises ONE ValueError that lists every problem, and the CLI exits 1 with it:
   1. the files hold only tensors and containers: torch.load(weights_only=True) refuses any other pickled object
      (one that could run code) before anything runs, and we never retry with weights_only=False;
   2. model.ckpt's 2039 keys split into UNet (1484) / VAE (248) / text (294) / schedule buffers (13), nothing else
-     (VC2_ARCHITECTURE.md sec. 1);
-  3. every key maps onto our modules with its shape (sec. 6; tiny_unet3d.convert_vc2_unet does the renames);
-  4. the stored alphas_cumprod is the schedule turbo.py samples with (sec. 9);
-  5. the LoRA list has an (up, down) pair per module, in the release's module order (lora manifest notes.md).
+     (VideoCrafter loads it strictly, scripts/evaluation/funcs.py:88-104; the keys: tests/fixtures/vc2_keys/);
+  3. every key maps onto our modules with its shape (tests/fixtures/vc2_keys/; tiny_unet3d.convert_vc2_unet does
+     the renames);
+  4. the stored alphas_cumprod is the schedule turbo.py samples with (VideoCrafter's register_schedule,
+     lvdm/models/ddpm3d.py:113-165);
+  5. the LoRA list has an (up, down) pair per module, in the release's module order
+     (tests/fixtures/t2v_turbo_lora_manifest/notes.md, "Order rule").
 The schedule buffers are not copied: turbo.py recomputes them, and step 4 proves they agree.
 
 W_PROJ_POLICY. The student's w projection (T2V-Turbo's `time_cond_proj`, `w_proj` here) has no stored base weight:
 the release built it with nn.Linear's random init, drew it from an UNSEEDED generator in app.py, never saved it and
-trained only a LoRA on top (notes.md, "Caveats"). The deployed function, random W + up @ down, is therefore
-different in every run of the release and cannot be recovered. We take W = 0, the mean of that init (and our own
-zero init of w_proj), so w_proj = up @ down: deterministic, and the w-embedding only carries what training put there.
+trained only a LoRA on top (tests/fixtures/t2v_turbo_lora_manifest/notes.md, "Caveats"). The deployed function,
+random W + up @ down, is therefore different in every run of the release and cannot be recovered. We take W = 0,
+the mean of that init (and our own zero init of w_proj), so w_proj = up @ down: deterministic, and the w-embedding
+only carries what training put there.
 Loading such a file prints a warning. A merged UNet that carries time_cond_proj.weight keeps it as it is. A LoRA
 student trained here (train.py --lora-rank) has exactly this layout, zero base + LoRA, so --export-release-lora
 writes it as an unet_lora.pt that loads back (here, or in the release with its base zeroed) bit for bit.
@@ -60,7 +65,7 @@ VC2_BUFFERS = {name: 1000 for name in (  # register_schedule's buffers, fp32 (10
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
     "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
     "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2")}
-VC2_BUFFERS["scale_arr"] = 1400  # VC2's use_scale ramp; 1400 long because of its fix_scale_bug=False (sec. 9)
+VC2_BUFFERS["scale_arr"] = 1400  # VC2's use_scale ramp; 1400 long because of fix_scale_bug=False (ddpm3d.py:362-376)
 # sample.py's settings for VC2: 16 frames of 320x512 (latents 40x64), fps 16, VC2's CFG scale 12 for the
 # teacher; the student's w = 7.5 and 4 steps are the release's defaults
 VC2_TRAIN = {"frames": 16, "height": 320, "width": 512, "size": None, "fps": 16, "guidance": 12.0, "turbo_w": 7.5,
@@ -154,10 +159,11 @@ def check_schedule(buffers, atol=1e-6):
 
 
 def release_lora_order(vc2_unet_sd):
-    """The module order of the release's list (notes.md, "Order rule"), from a VC2 UNet state dict in its own key
-    order (= module registration order): every `*.weight` of ndim 2 (Linear), 4 (Conv2d) or 5 (Conv3d). Conv1d
-    weights (ndim 3, init_attn's proj_in/out) drop out, as the release's injector does not search Conv1d. Given a
-    teacher's keys, the student's time_cond_proj is put where T2V-Turbo registers it: after time_embed/fps_embedding."""
+    """The module order of the release's list (tests/fixtures/t2v_turbo_lora_manifest/notes.md, "Order rule"), from
+    a VC2 UNet state dict in its own key order (= module registration order): every `*.weight` of ndim 2 (Linear),
+    4 (Conv2d) or 5 (Conv3d). Conv1d weights (ndim 3, init_attn's proj_in/out) drop out, as the release's injector
+    does not search Conv1d. Given a teacher's keys, the student's time_cond_proj is put where T2V-Turbo registers
+    it: after time_embed/fps_embedding."""
     names = [k.removeprefix(VC2_PREFIXES["unet"])[:-len(".weight")] for k, v in vc2_unet_sd.items()
              if k.endswith(".weight") and v.ndim in (2, 4, 5)]
     if "time_cond_proj" not in names:
@@ -294,7 +300,7 @@ def _write(path, parts, meta, materialize_unet=None):
     return Path(path)
 
 
-V2_KEYS = ("motion_cond_proj", "combine_proj")  # T2V-Turbo-v2's motion guidance (digest: v2 student construction)
+V2_KEYS = ("motion_cond_proj", "combine_proj")  # T2V-Turbo-v2's motion guidance (t2v-turbo's openaimodel3d.py:421-430)
 
 
 def refuse_v2(state_dict):

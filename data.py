@@ -1,7 +1,7 @@
 """Real training data: a folder of videos with captions, behind the toy world's interface (toy.ToyWorld).
 
-T2V-Turbo trains on WebVid-10M: 16 frames at 320 x 512, sampled at 16 fps (digest section 3). VideoFolder serves
-the same thing from your own files:
+T2V-Turbo trains on WebVid-10M: 16 frames at 320 x 512, sampled at 16 fps (paper Sec. 4 and App. A). VideoFolder
+serves the same thing from your own files:
 
     videos/                      captions.csv (or .jsonl), one row per video:
       0001.mp4                     path,caption                    <- any of the column names below

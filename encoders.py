@@ -26,7 +26,7 @@ from einops import rearrange
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 # ----------------------------------------------------------------------------------------------------------------
-# First stage: AutoencoderKL (VC2_ARCHITECTURE.md section 7; LDM's ae_modules.py)
+# First stage: AutoencoderKL (VideoCrafter lvdm/models/autoencoder.py:13-35; LDM's ae_modules.py)
 
 
 @dataclass
@@ -385,7 +385,8 @@ def fit_scale_factor(ae, video):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Text encoder: the OpenCLIP text tower (VC2_ARCHITECTURE.md section 8; open_clip's transformer.py)
+# Text encoder: the OpenCLIP text tower (VideoCrafter lvdm/modules/encoders/condition.py:174-235; open_clip's
+# transformer.py)
 
 
 @dataclass

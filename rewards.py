@@ -106,13 +106,15 @@ def normalize(images, mean, std):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Image-text reward: HPSv2.1 = an open_clip ViT-H-14 CLIP with fine-tuned weights (REWARDS.md section 2)
+# Image-text reward: HPSv2.1 = an open_clip ViT-H-14 CLIP with fine-tuned weights (tgxs002/HPSv2; T2V-Turbo loads
+# it in Ji4chenLi/t2v-turbo reward_fn/reward_fn.py:72-125)
 
 
 def _as_texts(texts, n):
     """str | list of str -> a list of n texts: one per image, or one per group of n // len(texts) CONSECUTIVE images
     (clip-major order: every scored frame of clip 0, then of clip 1, ...). T2V-Turbo's `text.repeat(k, 1)` tiles
-    instead, which mis-pairs prompts whenever more than one clip is scored (REWARDS.md section 1); this does not."""
+    instead, which mis-pairs prompts whenever more than one clip is scored (reward_fn/reward_fn.py:117-118); this
+    does not."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts or n % len(texts):
         raise ValueError(f"{len(texts)} texts for {n} images: need one per image or one per equal group")
@@ -212,8 +214,8 @@ def toy_image_reward():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Video-text reward: ViCLIP-L/14 (InternVid, arXiv 2307.06942; REWARDS.md section 4), written compactly with the
-# original key names so ViClip-InternVid-10M-FLT.pth (447 keys) loads strictly.
+# Video-text reward: ViCLIP-L/14 (InternVid, arXiv 2307.06942; OpenGVLab/InternVideo Data/InternVid/viclip/),
+# written compactly with the original key names so ViClip-InternVid-10M-FLT.pth (447 keys) loads strictly.
 
 
 @dataclass
@@ -379,10 +381,11 @@ class ViCLIP(nn.Module):
 
     def _init_weights(self):
         # Every parameter explicitly: the original leaves proj, text_projection and the text positional embedding
-        # as torch.empty (denormals, zeros, even NaN, REWARDS.md section 6), harmless only because it always loads
-        # weights. CLIP's init otherwise. ViCLIP zeroes the temporal embedding (it starts from an image CLIP, which
-        # zero keeps intact); trained from scratch, zero would leave the model blind to frame order at the start
-        # (left and right look alike), so the toy gets a random one like the spatial embedding.
+        # as torch.empty (denormals, zeros, even NaN; viclip_vision.py's VisionTransformer and viclip_text.py's
+        # CLIP_TEXT), harmless only because it always loads weights. CLIP's init otherwise. ViCLIP zeroes the
+        # temporal embedding (it starts from an image CLIP, which zero keeps intact); trained from scratch, zero
+        # would leave the model blind to frame order at the start (left and right look alike), so the toy gets a
+        # random one like the spatial embedding.
         v, t, cfg = self.vision_encoder, self.text_encoder, self.config
         vw, tw = cfg.vision_width, cfg.text_width
         nn.init.normal_(v.conv1.weight, std=(3 * cfg.tubelet * cfg.patch_size ** 2) ** -0.5)

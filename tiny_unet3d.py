@@ -42,7 +42,7 @@ class UNetConfig:
     use_relative_position: bool = False       # VideoCrafter1's learned relative positions in the temporal attention
     fps_cond: bool = True                     # add an fps embedding to the time embedding
     addition_attention: bool = True           # the extra temporal transformer `init_attn` after the first conv
-    guidance_embed_dim: int = 0               # 0: teacher, no w input; 256: T2V-Turbo student (digest 1.3)
+    guidance_embed_dim: int = 0               # 0: teacher, no w input; 256: T2V-Turbo student (t2v-turbo app.py:238)
     temporal_dropout: float = 0.1             # dropout in the temporal conv blocks (VC2 hard-codes 0.1)
     use_checkpoint: bool = False              # gradient checkpointing of res/transformer blocks while training
     # what the output means and which noise schedule the weights were trained with (turbo.split_output, .schedule);
@@ -94,8 +94,9 @@ def timestep_embedding(t, dim, max_period=10000):
 
 
 def guidance_embedding(w, dim=256):
-    """T2V-Turbo/LCM's embedding of the guidance scale w (b,) -> (b, dim) (digest 1.3): w is scaled by 1000,
-    f_j = 10000^(-j/(half-1)), and the output is [sin(1000 w f_j), cos(1000 w f_j)]: sin first, divisor half-1."""
+    """T2V-Turbo/LCM's embedding of the guidance scale w (b,) -> (b, dim) (guidance_scale_embedding,
+    Ji4chenLi/t2v-turbo utils/common_utils.py:47-73): w is scaled by 1000, f_j = 10000^(-j/(half-1)), and the
+    output is [sin(1000 w f_j), cos(1000 w f_j)]: sin first, divisor half-1."""
     half = dim // 2
     # LCM's order of fp32 operations (log of a tensor, then divide), so that the embedding is bit-identical
     step = torch.log(torch.tensor(10000.0)) / (half - 1)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 NUM_TRAIN_TIMESTEPS = 1000
 
 # ----------------------------------------------------------------------------------------------------------------
-# Part 0. The teacher's diffusion process (VideoCrafter2, digest 1.1)
+# Part 0. The teacher's diffusion process (VideoCrafter2, configs/inference_t2v_512_v2.0.yaml)
 
 
 def vc2_alphas_cumprod(num_train_timesteps=NUM_TRAIN_TIMESTEPS):
@@ -82,8 +82,9 @@ def split_output(out, z_t, t, abar, prediction="eps"):
 
 
 def ddim_timesteps(num_steps=50, num_train_timesteps=NUM_TRAIN_TIMESTEPS):
-    """The 50-step grid [19, 39, ..., 999] (T2V-Turbo's DDIMSolver, digest 1.2). VC2's own inference script uses
-    [1, 21, ..., 981] instead; we sample the teacher on the grid the student is distilled on."""
+    """The 50-step grid [19, 39, ..., 999] (T2V-Turbo's DDIMSolver, Ji4chenLi/t2v-turbo
+    ode_solver/ddim_solver.py:19-32). VC2's own inference script uses [1, 21, ..., 981] instead; we sample the
+    teacher on the grid the student is distilled on."""
     ratio = num_train_timesteps // num_steps
     return [(i + 1) * ratio - 1 for i in range(num_steps)]
 
@@ -214,7 +215,8 @@ def ema_update(target_params, params, mu):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Part 3. Multistep consistency sampling (paper Sec. 3, LCM's Algorithm; digest 4)
+# Part 3. Multistep consistency sampling (paper Sec. 3, LCM's Algorithm; Ji4chenLi/t2v-turbo
+# scheduler/t2v_turbo_scheduler.py:323-355, 367-467)
 
 
 def consistency_timesteps(num_steps=4, origin_steps=50, num_train_timesteps=NUM_TRAIN_TIMESTEPS):
@@ -260,7 +262,8 @@ def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, gener
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Part 4. Mixed reward feedback (paper Sec. 4, eqs. 8-10; digest 2)
+# Part 4. Mixed reward feedback (paper Sec. 4, eqs. 8-10; Ji4chenLi/t2v-turbo train_t2v_turbo_v1_lora.py:1043-1098,
+# reward_fn/reward_fn.py)
 
 
 def image_reward_frames(num_frames, m=5, generator=None):

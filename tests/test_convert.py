@@ -64,7 +64,8 @@ def lora_rows():
 
 
 def vc2_buffers():
-    """The 13 schedule buffers as VideoCrafter2's register_schedule makes them: float64, stored as fp32 (sec. 9)."""
+    """The 13 schedule buffers as VideoCrafter2's register_schedule makes them: float64, stored as fp32
+    (lvdm/models/ddpm3d.py:113-165)."""
     betas = torch.linspace(math.sqrt(0.00085), math.sqrt(0.012), 1000, dtype=torch.float64) ** 2
     ac = torch.cumprod(1 - betas, 0)
     prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
@@ -81,8 +82,9 @@ def vc2_buffers():
 
 def release_like_lora(vc2_unet_sd, generator):
     """A synthetic unet_lora.pt for a student whose teacher has these VC2 keys, built from the manifest's rules alone
-    (notes.md "Order rule" + "Shapes"), not from our wrappers: module order release_lora_order, r = min(64, in, out),
-    up (out, r, 1...) then down (r, in, kernel...). Small random values, all different."""
+    (tests/fixtures/t2v_turbo_lora_manifest/notes.md, "Order rule" + "Shapes"), not from our wrappers: module order
+    release_lora_order, r = min(64, in, out), up (out, r, 1...) then down (r, in, kernel...). Small random values,
+    all different."""
     shapes = {k.removeprefix("model.diffusion_model.")[:-len(".weight")]: tuple(v.shape)
               for k, v in vc2_unet_sd.items()}
     shapes["time_cond_proj"] = (shapes["time_embed.0"][1], 256)

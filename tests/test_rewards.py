@@ -1,7 +1,8 @@
 """rewards.py: gradients to the pixels, preprocessing == torchvision's transforms, the real checkpoints' key sets
-(HPSv2.1: 686 keys, ViCLIP: 447 keys, built from REWARDS.md, checked on the meta device), loaders and their errors,
-frame selection, the contrastive loss, toy training and save/load. Fast: no model is trained beyond a few steps;
-the trained-model check uses runs/toy/reward_{image,video}.safetensors when they exist."""
+(HPSv2.1: 686 keys, open_clip's ViT-H-14; ViCLIP: 447 keys, InternVideo's Data/InternVid/viclip/; checked on the
+meta device), loaders and their errors, frame selection, the contrastive loss, toy training and save/load. Fast: no
+model is trained beyond a few steps; the trained-model check uses the shipped
+assets/toy/reward_{image,video}.safetensors."""
 import dataclasses
 import json
 from pathlib import Path
@@ -149,7 +150,8 @@ def clip_block_keys(prefix, w):
 
 
 def hps_expected_keys():
-    """REWARDS.md section 2: 686 keys of HPS_v2.1_compressed.pt's state_dict."""
+    """686 keys of HPS_v2.1_compressed.pt's state_dict: open_clip's ViT-H-14 CLIP (model_configs/ViT-H-14.json, the
+    same in tgxs002/HPSv2's vendored open_clip)."""
     keys = {"positional_embedding": (77, 1024), "text_projection": (1024, 1024), "logit_scale": (),
             "token_embedding.weight": (49408, 1024), "ln_final.weight": (1024,), "ln_final.bias": (1024,),
             "visual.class_embedding": (1280,), "visual.positional_embedding": (257, 1280),
@@ -221,7 +223,8 @@ def test_hps_tiny_round_trip(tmp_path):
 
 
 def viclip_expected_keys():
-    """REWARDS.md section 4, written out from its description (not from rewards.py)."""
+    """ViCLIP-L/14 as OpenGVLab/InternVideo's Data/InternVid/viclip/ (viclip.py, viclip_vision.py, viclip_text.py)
+    defines it, written out by hand (not from rewards.py)."""
     v, t = "vision_encoder.", "text_encoder."
     keys = {"temp": (), f"{v}class_embedding": (1024,), f"{v}positional_embedding": (257, 1024),
             f"{v}temporal_positional_embedding": (1, 8, 1024), f"{v}proj": (1024, 768),
@@ -278,9 +281,9 @@ def test_viclip_tiny_round_trip(tmp_path):
 
 
 def reference_vision(v, video):
-    """ViCLIP's VisionTransformer.forward for kernel_size 1, written from REWARDS.md step by step, sequence-first,
-    with torch's own nn.MultiheadAttention: frame-wise class token + spatial embedding, then the '(b t) n m ->
-    (b n) t m' temporal embedding and '-> b (n t) m' token order, and the blocks."""
+    """ViCLIP's VisionTransformer.forward (InternVideo's Data/InternVid/viclip/viclip_vision.py) for kernel_size 1,
+    written step by step, sequence-first, with torch's own nn.MultiheadAttention: frame-wise class token + spatial
+    embedding, then the '(b t) n m -> (b n) t m' temporal embedding and '-> b (n t) m' token order, and the blocks."""
     x = v.conv1(video)                                         # (B, C, T, H, W)
     B, C, T, H, W = x.shape
     x = x.permute(0, 2, 3, 4, 1).reshape(B * T, H * W, C)
@@ -310,7 +313,7 @@ def test_viclip_vision_matches_reference_layout():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# frame selection (T2V_TURBO_DIGEST.md 2.2)
+# frame selection (Ji4chenLi/t2v-turbo train_t2v_turbo_v1_lora.py:1043-1098)
 
 
 def test_image_reward_frames():
