@@ -369,13 +369,19 @@ def _in_fresh_process(call, what):
     return json.loads(next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))[7:])
 
 
-def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip"):
+def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip", tiny=False):
     """2 steps of the vc2_256 recipe (LoRA 64 student sharing one UNet with its teacher and EMA target, CD + HPSv2.1
     + the video reward, every gradient checkpoint, bf16 autocast where the CPU has bf16) at a reduced clip, every
     model at its real size with random weights, through train.py. Prints the accounting and an extrapolation to
     16 x 256 x 256; returns {name: value}. The merged student (5.3 GiB) is not written; its LoRA alone is (0.44 GiB,
-    train.py's turbo_lora.safetensors), into a temporary folder."""
-    r = _in_fresh_process(f"_vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])", "vc2")
+    train.py's turbo_lora.safetensors), into a temporary folder.
+    tiny=True (`python bench.py vc2 --tiny`): one step with toy-size models (LoRA rank 4) in this process, in
+    seconds: a check of the script, its figures mean nothing."""
+    if tiny:
+        with tempfile.TemporaryDirectory() as d:
+            r = _vc2_run(frames, 32, 1, video_reward, d, tiny=True)
+    else:
+        r = _in_fresh_process(f"_vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])", "vc2")
     tag = "vc2" if video_reward == "viclip" else "vc2_iv2"
     print(f"\n{tag}: {frames} frames at {size} x {size} (latents 4 x {frames} x {size // 8} x {size // 8}), "
           f"{r['precision']}, {torch.get_num_threads()} threads; the models, all at full size:")
@@ -699,6 +705,7 @@ def bench_data(videos=12, seconds=8, batches=8, batch=4):
 SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp,
             "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2, "vc2_sample": bench_vc2_sample, "gpu": bench_gpu,
             "eval": bench_eval, "data": bench_data}
+TINY = ("gpu", "vc2")                       # the sections --tiny checks at toy size on a CPU
 DEFAULT = ["main", "sample", "train"]       # the quick ones; load, ddp and the vc2 ones take minutes: name them
 
 
@@ -706,7 +713,7 @@ def main(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sections", nargs="*", help=f"any of {sorted(SECTIONS)}; default: all")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--tiny", action="store_true", help="gpu: toy-size models on the CPU, a check of the script")
+    p.add_argument("--tiny", action="store_true", help="gpu, vc2: toy-size models on the CPU, a check of the script")
     args = p.parse_args(argv)
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -715,7 +722,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     results = {}
     for name in args.sections or DEFAULT:
-        results.update(SECTIONS[name](tiny=args.tiny) if name == "gpu" else SECTIONS[name]())
+        results.update(SECTIONS[name](tiny=args.tiny) if name in TINY else SECTIONS[name]())
     gpu = torch.cuda.get_device_name() if "gpu" in args.sections and not args.tiny else "none"
     print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads; GPU: {gpu}")
     print("| figure | value |\n|---|---|")

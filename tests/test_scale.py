@@ -69,25 +69,26 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, toy_
 
 
 def test_a_full_disk_during_a_state_save_leaves_nothing_half_written(tmp_path, toy_models):
-    """train.py whose first state save hits the end of the disk (here: a 1 MiB file-size limit on the process, so
-    the write fails with EFBIG, as a full disk fails with ENOSPC): one line that names the file, exit code 1, and no
-    temporary file left behind."""
+    """train.py whose first state save hits the end of the disk (here: a 1 MiB file-size limit on this process, so
+    the write fails with EFBIG, as a full disk fails with ENOSPC): an OSError whose one line names the file (what
+    run_cli prints), and no temporary file left behind."""
     import resource
-
-    def small_disk():                                       # in the child, before train.py starts
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # a write past the limit fails instead of killing
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2 ** 20, 2 ** 20))
-
+    from loop import one_line
     out = tmp_path / "full"
     args = student_args(toy_models, out, "--turbo-steps", "3", "--turbo-batch", "1", "--save-every", "1",
                         "--rewards", "none")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, capture_output=True,
-                         text=True, preexec_fn=small_disk, timeout=300)
-    err = [l for l in run.stderr.splitlines() if l.strip() and "%|" not in l]      # (the progress bar aside)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # a write past the limit fails instead of killing
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 ** 20, hard))
+        with pytest.raises(OSError) as e:
+            train.main(args)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, xfsz)
     state = out / "vcm.state-0000001.safetensors"
-    assert run.returncode == 1 and len(err) == 1 and f"could not write {state}" in err[0], run.stderr[-2000:]
-    assert "partial file was removed" in err[0] and "Traceback" not in run.stderr
+    assert one_line(e.value) == str(e.value) and f"could not write {state}: " in str(e.value)
+    assert "partial file was removed" in str(e.value)
     assert not list(out.glob("*.tmp")) and not state.exists()
 
 
