@@ -4,8 +4,8 @@ For each caption set it writes the samples exactly as `sample.py` does (a folder
 them with toy.judge: a video counts as correct when its colour, shape and direction all match the caption.
 The seen set is the 76 training captions, the held-out set the 8 captions no model ever saw in training.
 
-    python evaluate.py --ckpt runs/toy/teacher.safetensors                  # 76 x 1 seen + 8 x 8 held out
-    python evaluate.py --ckpt runs/toy/teacher.safetensors --per-seen 2 --per-heldout 16 --out runs/toy/eval
+    python evaluate.py --ckpt runs/toy/turbo.safetensors          # 76 x 1 seen + 8 x 8 held out: runs/toy/eval_turbo
+    python evaluate.py --ckpt assets/toy/teacher.safetensors --per-seen 2 --per-heldout 16 --out runs/toy/eval
     python evaluate.py --table runs/toy        # every checkpoint found there -> runs/toy/results.md, compare.gif,
                                                # curves.png
     python evaluate.py --table runs/toy --train    # from scratch: trains what is missing first (the toy table)
