@@ -48,10 +48,11 @@ from checkpoint import META_KEY, build_models, read_meta, save_tensors
 from convert import VC2_TRAIN
 from encoders import (AutoencoderKL, LinearAutoencoder, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_ae,
                       toy_linear_ae, toy_text)
-from loop import Parser
+from data import open_data
+from loop import Parser, setup_processes
 from prepare_toy import TEACHER_UNET
-from rewards import (ImageTextReward, random_hpsv21, toy_clip_cfg, toy_image_reward, toy_video_reward, toy_viclip,
-                     viclip_l14)
+from rewards import (ImageTextReward, VideoTextReward, ViCLIP, random_hpsv21, toy_clip_cfg, toy_image_reward,
+                     toy_video_reward, toy_viclip, viclip_l14)
 from tiny_unet3d import UNet3D, toy_unet, vc2
 from toy import ToyWorld
 from videoio import read_video
@@ -291,65 +292,40 @@ def _vc2_inputs(d, frames, size, video_reward, configs=None):
 
 
 def _vc2_run(frames, size, steps, video_reward_name, workdir, device="cpu", tiny=False):
-    """In a fresh process (its peak RSS is the step's alone): train.main on the vc2_256 recipe at frames x size x
-    size, with train.py's loaders swapped for random full-size models (tiny: _vc2_configs(tiny)). -> {name: value}."""
+    """The vc2_256 recipe at frames x size x size through train.py's own functions: its checked config (from
+    _vc2_inputs' files), its processes and data, and train.distill, Algorithm 1, handed models of the real classes
+    with random weights where train.main would load files (tiny: _vc2_configs(tiny)). Run in a fresh process by
+    bench vc2 and gpu, so that its peak memory is the step's alone. -> {name: value}."""
     d, c = Path(workdir), _vc2_configs(tiny)
     bf16 = device.startswith("cuda") or _bf16_fast()
-    argv = _vc2_inputs(d, frames, size, video_reward_name, c) + [
+    cfg = train.parse_config(_vc2_inputs(d, frames, size, video_reward_name, c) + [
         "--frames", str(frames), "--height", str(size), "--width", str(size), "--turbo-steps", str(steps),
         "--out", str(d / "out"), "--device", device, "--precision", "bf16" if bf16 else "fp32",
-        "--save-every", "1000", "--val-every", "0"] + (["--lora-rank", "4"] if tiny else [])
-    out, t_build = {}, {}
-
-    def random_teacher(cfg, run):
-        t0 = time.time()
-        models = {"unet": UNet3D(c["unet"]), "text": TextEncoder(c["text"]), "ae": AutoencoderKL(c["ae"])}
-        t_build["teacher"] = time.time() - t0
-        return {**{k: m.to(run.device).eval().requires_grad_(False) for k, m in models.items()}, "meta": {}}
-
-    def random_hps(path, **kw):
-        return ImageTextReward(open_clip.CLIP(**c["clip"]), clip_cfg=c["clip"]) if c["clip"] else random_hpsv21()
-
-    def random_internvideo2(path, vocab, dtype=None, **kw):
+        "--save-every", "1000", "--val-every", "0"] + (["--lora-rank", "4"] if tiny else []))
+    run = setup_processes(cfg)
+    teacher = {"unet": UNet3D(c["unet"]), "text": TextEncoder(c["text"]), "ae": AutoencoderKL(c["ae"])}
+    teacher = {**{k: m.to(run.device).eval().requires_grad_(False) for k, m in teacher.items()}, "meta": {}}
+    image_reward = ImageTextReward(open_clip.CLIP(**c["clip"]), clip_cfg=c["clip"]) if c["clip"] else random_hpsv21()
+    if video_reward_name == "internvideo2":
         with torch.device("meta"):
             model = internvideo2.InternVideo2(internvideo2.internvideo2_1b(8))
         model = internvideo2.init_weights(model.to_empty(device="cpu"), torch.Generator().manual_seed(0))
-        return internvideo2.InternVideo2Reward(model, internvideo2.load_tokenizer(vocab))
-
-    real_fit, real_distill = train.fit, train.distill
-
-    def timed_fit(cfg, run, stage, steps, lr, params, micro_step, modules, **kw):
-        starts = []
-
-        def micro(step, m):
-            starts.append(time.time())
-            return micro_step(step, m)
-        logs = real_fit(cfg, run, stage, steps, lr, params, micro, modules, **kw)
-        starts.append(time.time())
-        out["step_s"] = [b - a for a, b in zip(starts, starts[1:])]
-        out["trainable"] = sum(p.numel() for p in params)
-        out["modules"] = {k: sum(t.numel() * t.element_size() for t in m.state_dict().values())
-                          for k, m in modules.items()}
-        return logs
-
-    def accounted_distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
-        video = "InternVideo2-S2 1B" if video_reward_name == "internvideo2" else "ViCLIP-L/14"
-        models = {"UNet (teacher weights = the student's frozen base)": teacher["unet"],
-                  "text tower (OpenCLIP ViT-H-14)": teacher["text"], "first stage (KL-f8 VAE)": teacher["ae"],
-                  "image reward (HPSv2.1, ViT-H-14)": image_reward, f"video reward ({video})": video_reward}
-        out["models"] = {k: (sum(p.numel() for p in m.parameters()),
-                             sum(t.numel() * t.element_size() for t in m.state_dict().values()))
-                         for k, m in models.items()}
-        return real_distill(cfg, run, data, teacher, image_reward, video_reward)
-
-    with mock.patch.object(train, "load_teacher", random_teacher), \
-            mock.patch.object(ImageTextReward, "hpsv21", staticmethod(random_hps)), \
-            mock.patch.object(train, "load_viclip", lambda model, path: model), \
-            mock.patch.object(train, "viclip_l14", lambda: c["viclip"]), \
-            mock.patch.object(train, "internvideo2_reward", random_internvideo2), \
-            mock.patch.object(train, "save_checkpoint", lambda path, modules, meta: out.update(saved=sorted(modules))), \
-            mock.patch.object(train, "fit", timed_fit), mock.patch.object(train, "distill", accounted_distill):
-        train.main(argv)
+        video_reward = internvideo2.InternVideo2Reward(model, internvideo2.load_tokenizer(cfg.bert_vocab))
+    else:
+        video_reward = VideoTextReward(ViCLIP(c["viclip"]))
+    for reward in (image_reward, video_reward):             # as train.reward_models sets them up
+        reward.to(run.device).set_grad_checkpointing(cfg.grad_ckpt_reward)
+    video = "InternVideo2-S2 1B" if video_reward_name == "internvideo2" else "ViCLIP-L/14"
+    models = {"UNet (teacher weights = the student's frozen base)": teacher["unet"],
+              "text tower (OpenCLIP ViT-H-14)": teacher["text"], "first stage (KL-f8 VAE)": teacher["ae"],
+              "image reward (HPSv2.1, ViT-H-14)": image_reward, f"video reward ({video})": video_reward}
+    out = {"models": {k: (sum(p.numel() for p in m.parameters()),
+                          sum(t.numel() * t.element_size() for t in m.state_dict().values()))
+                      for k, m in models.items()}}
+    data = open_data(cfg.data, cfg.captions, cfg.height, cfg.width, cfg.frames, cfg.fps, cfg.seed + 1)
+    _, stats, _ = train.distill(cfg, run, data, teacher, image_reward, video_reward)
+    out["step_s"], out["trainable"] = stats["step_seconds"], stats["trainable"]
+    out["ema_bytes"] = 4 * stats["trainable"] if cfg.target == "ema" else 0    # theta^-: the trained tensors, fp32
     out["peak_rss_bytes"] = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) * 1024
     out["peak_gpu_bytes"] = torch.cuda.max_memory_allocated() if device.startswith("cuda") else 0
     out["precision"] = "bf16" if bf16 else "fp32"
@@ -372,9 +348,9 @@ def _in_fresh_process(call, what):
 def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip", tiny=False):
     """2 steps of the vc2_256 recipe (LoRA 64 student sharing one UNet with its teacher and EMA target, CD + HPSv2.1
     + the video reward, every gradient checkpoint, bf16 autocast where the CPU has bf16) at a reduced clip, every
-    model at its real size with random weights, through train.py. Prints the accounting and an extrapolation to
-    16 x 256 x 256; returns {name: value}. The merged student (5.3 GiB) is not written; its LoRA alone is (0.44 GiB,
-    train.py's turbo_lora.safetensors), into a temporary folder.
+    model at its real size with random weights, through train.py's distill. Prints the accounting and an
+    extrapolation to 16 x 256 x 256; returns {name: value}. Nothing is saved (the merged student would be 5.3 GiB,
+    its LoRA alone 0.44 GiB).
     tiny=True (`python bench.py vc2 --tiny`): one step with toy-size models (LoRA rank 4) in this process, in
     seconds: a check of the script, its figures mean nothing."""
     if tiny:
@@ -391,7 +367,7 @@ def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip", tiny=False):
         static += nbytes
     lora = 4 * r["trainable"]
     optim = 2 * lora                                          # AdamW: two fp32 moments per trainable number
-    ema = r["modules"].get("target", 0)
+    ema = r["ema_bytes"]
     print(f"  {'trainable: LoRA rank 64 (w projection included), fp32':60s} {r['trainable'] / 1e6:9.1f} M parameters "
           f"{_gb(lora):7.2f} GiB, its gradients {_gb(lora):.2f} GiB, AdamW moments {_gb(optim):.2f} GiB")
     print(f"  {'EMA target theta^- (the trained tensors only)':60s} {'':9s}   {'':10s} {_gb(ema):7.2f} GiB")

@@ -1,17 +1,17 @@
-"""The training loop every script here shares, and what it needs: processes, per-step seeding, resumable states.
-
-Nothing in this file is T2V-Turbo: train.py (the paper's Algorithm 1) and prepare_toy.py (the toy's pre-trained
-models) hand `fit` a function that computes one micro-batch's loss, and `fit` does the rest:
+"""The machinery under every training loop here: processes, per-step seeding, resumable states, and the small
+functions a loop calls. Nothing in this file is T2V-Turbo: train.py writes the paper's Algorithm 1 as a `for` loop
+over the steps, and prepare_toy.py writes the toy teacher's; both call these pieces:
     - processes: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; DDP averages the gradients (gloo on CPU, nccl on GPU);
     - randomness: everything random in step k (which clips, their noise, t, w, reward frames) is drawn from
       generators seeded by (seed, stage, k) for the WHOLE batch of all processes, and each process keeps its own
       rows. So N processes with batch b compute exactly what one process with batch N*b would, and a resumed run
       replays exactly what the killed one would have done: the step number is the RNG state and the data
       position. Only dropout inside the UNet draws from the global RNG, seeded per (step, micro-batch, process);
-    - the lr schedule (warm-up, then constant or cosine), gradient accumulation, bf16 autocast, clipping;
-    - non-finite steps skipped and counted; EMA updates after each optimizer step;
-    - resumable states, OUT/<stage>.state-<step>.safetensors, written atomically, the newest `keep` kept;
-    - tqdm with every loss term, and TensorBoard when it is installed.
+    - a step: its lr (warm-up, then constant or cosine: set_lr), its micro-batches under bf16 autocast with their
+      backward passes (accumulate), clipping (clipped), and a non-finite step skipped and counted (skip_step);
+    - resumable states, OUT/<stage>.state-<step>.safetensors, written atomically, the newest `keep` kept
+      (save_if_due, resume);
+    - tqdm with every loss term, and TensorBoard when it is installed (Progress).
 It also holds the config-to-command-line helper all scripts use (one --flag per dataclass field).
 
     python -m pytest tests/test_scale.py     # DDP == one process, kill -9 + --resume == uninterrupted, NaN steps
@@ -336,27 +336,40 @@ def load_state(path, modules, opt, device):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The loop
+# The pieces of a training loop (train.py and prepare_toy.py write the loop itself)
 
 
 def resume(cfg, run, stage, steps, modules, opt):
-    """--resume: the newest state of `stage` into `modules` and `opt` -> (its step, logs, bad steps); (0, [], 0)
-    without --resume or without a state."""
+    """--resume: the newest state of `stage` into `modules` and `opt` -> (its step, its logs, {'steps': bad steps
+    so far, 'in_a_row': 0}); (0, [], no bad steps) without --resume or without a state."""
     found = state_paths(cfg.out, stage) if cfg.resume else []
     if not found:
-        return 0, [], 0
+        return 0, [], {"steps": 0, "in_a_row": 0}
     conflicts = resume_conflicts(found[-1], cfg, run.world)
     if conflicts:  # a resumed run must train what the saved one trained: say what differs, change nothing
         raise SystemExit(f"{stage}: --resume from {found[-1]}, which was trained with other values: "
                          f"{'; '.join(conflicts)}. Give the saved values, or start over without --resume")
     meta = load_state(found[-1], modules, opt, run.device)
     print(f"{stage}: resuming from {found[-1]} (step {meta['step']} of {steps})")
-    return meta["step"], meta["logs"], meta["bad_steps"]
+    return meta["step"], meta["logs"], {"steps": meta["bad_steps"], "in_a_row": 0}
 
 
-def accumulate(cfg, run, step, micro_step, synced, autocast):
+def autocast_for(cfg, run):
+    """The context every micro-step's forward pass runs in: bf16 autocast with --precision bf16, else nothing."""
+    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
+def set_lr(opt, cfg, step, total, base):
+    """Step `step`'s lr (lr_at; a --warmup longer than a tenth of the run is cut to a tenth, so a short run still
+    reaches its schedule) into every parameter group."""
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, total, base, min(cfg.warmup, total // 10), cfg.lr_schedule)
+
+
+def accumulate(cfg, run, micro_step, synced, autocast):
     """Forward and backward over cfg.grad_accum micro-batches -> (every loss was finite, [per-micro-batch logs]).
-    DDP averages the gradients across processes on the last micro-batch only."""
+    micro_step(micro) -> (loss, {name: float}): this process's share of micro-batch `micro` (mean over its rows).
+    DDP averages the gradients across processes on the last micro-batch only (`synced`: the DDP-wrapped modules)."""
     step_logs = []
     for micro in range(cfg.grad_accum):
         with ExitStack() as stack:
@@ -364,7 +377,7 @@ def accumulate(cfg, run, step, micro_step, synced, autocast):
                 for m in synced:
                     stack.enter_context(m.no_sync())
             with autocast:
-                loss, info = micro_step(step, micro)
+                loss, info = micro_step(micro)
             if not all_finite(run, loss):
                 return False, step_logs
             (loss / cfg.grad_accum).backward()
@@ -372,59 +385,58 @@ def accumulate(cfg, run, step, micro_step, synced, autocast):
     return True, step_logs
 
 
-def fit(cfg, run, stage, steps, lr, params, micro_step, modules, synced=(), emas=(), validate=None, counters=None,
-        batch=1):
-    """The training loop of every stage: lr schedule, grad accumulation, bf16 autocast, DDP gradient averaging,
-    clipping, non-finite steps skipped and counted, EMA updates, tqdm, resumable states. -> (logs, bad steps).
+def clipped(ok, params, max_norm):
+    """ok, and the gradients' norm after clipping to max_norm is finite. The gradients are averaged over the
+    processes by now, so every process sees the same norm and takes the same decision."""
+    return ok and bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)))
 
-    micro_step(step, micro) -> (loss, {name: float}): this process's share of a micro-batch (mean over its rows).
-    modules: {name: module} saved in the resumable state (the trained weights and their EMA copies).
-    synced: the DDP-wrapped modules (their gradients are averaged on the last micro-batch only).
-    emas: [(update(step), ...)]: functions called after every optimizer step (e.g. the theta^- update).
-    counters(): -> {name: number} shown in the progress bar (e.g. skipped videos); batch: clips per micro-batch
-    and process (for clips/s)."""
-    opt = make_optimizer(cfg, params, lr)
-    start, logs, n_bad = resume(cfg, run, stage, steps, modules, opt)
-    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    writer = SummaryWriter(str(Path(cfg.out) / "tb")) if SummaryWriter and run.main else None
-    consecutive = 0
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, disable=not run.main)
-    for step in bar:
-        t0 = time.time()
-        for g in opt.param_groups:
-            # (a warm-up longer than a tenth of the run is cut to a tenth: a short test run still decays)
-            g["lr"] = lr_at(step, steps, lr, min(cfg.warmup, steps // 10), cfg.lr_schedule)
-        opt.zero_grad(set_to_none=True)
-        ok, step_logs = accumulate(cfg, run, step, micro_step, synced, autocast)
-        if ok:  # gradients are averaged by now: every process sees the same norm and takes the same decision
-            ok = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
-        if not ok:
-            n_bad, consecutive = n_bad + 1, consecutive + 1
-            opt.zero_grad(set_to_none=True)
-            if consecutive >= cfg.max_bad_steps:
-                raise RuntimeError(f"{stage}: {consecutive} steps in a row with a non-finite loss or gradient (step "
-                                   f"{step}); stopping without saving. The newest good state is in {cfg.out} "
-                                   f"(--resume); try a lower lr or --precision fp32")
-            continue
-        consecutive = 0
-        opt.step()
-        for update in emas:
-            update(step)
-        rec = mean_over_processes(run, {k: float(np.mean([l[k] for l in step_logs])) for k in step_logs[0]})
+
+def skip_step(cfg, opt, stage, step, bad):
+    """A step with a non-finite loss or gradient: its gradients dropped, no update, counted in `bad` ({'steps':
+    in all, 'in_a_row': since the last good step}); --max-bad-steps in a row stop the run without saving."""
+    opt.zero_grad(set_to_none=True)
+    bad["steps"], bad["in_a_row"] = bad["steps"] + 1, bad["in_a_row"] + 1
+    if bad["in_a_row"] >= cfg.max_bad_steps:
+        raise RuntimeError(f"{stage}: {bad['in_a_row']} steps in a row with a non-finite loss or gradient (step "
+                           f"{step}); stopping without saving. The newest good state is in {cfg.out} (--resume); "
+                           f"try a lower lr or --precision fp32")
+
+
+class Progress:
+    """tqdm over a stage's steps (process 0), every loss term and the clips/s in its bar, TensorBoard scalars in
+    OUT/tb when tensorboard is installed. `for step in Progress(...)` is the stage's loop."""
+
+    def __init__(self, cfg, run, stage, start, steps, batch, counters=None):
+        self.run, self.stage, self.clips = run, stage, cfg.grad_accum * run.world * batch   # clips per step
+        self.counters = counters                    # () -> {name: number} shown too (e.g. skipped videos)
+        self.bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, disable=not run.main)
+        self.writer = SummaryWriter(str(Path(cfg.out) / "tb")) if SummaryWriter and run.main else None
+        self.t0, self.seconds = time.time(), []     # each good step's wall seconds
+
+    def __iter__(self):
+        for step in self.bar:
+            self.t0 = time.time()
+            yield step
+        if self.writer:
+            self.writer.close()
+
+    def log(self, step, step_logs, logs, bad):
+        """A good step's logs, averaged over its micro-batches and the processes, appended to `logs`."""
+        rec = mean_over_processes(self.run, {k: float(np.mean([l[k] for l in step_logs])) for k in step_logs[0]})
         logs.append(rec)
-        if run.main:
-            clips_s = cfg.grad_accum * run.world * batch / (time.time() - t0)
-            bar.set_postfix({**{k: f"{np.mean([l[k] for l in logs[-20:]]):.4f}" for k in rec},
-                             "clips/s": f"{clips_s:.1f}", "bad": n_bad, **(counters() if counters else {})})
-            for k, v in rec.items() if writer else ():
-                writer.add_scalar(f"{stage}/{k}", v, step)
-        done = step + 1
-        if done % cfg.save_every == 0 and done < steps:
-            save_state(run, cfg.out, stage, done, modules, opt,
-                       {"logs": logs, "bad_steps": n_bad, "config": dataclasses.asdict(cfg), "world": run.world},
-                       cfg.keep)
-        if validate and cfg.val_every and done % cfg.val_every == 0 and run.main:
-            validate(done)
-    if writer:
-        writer.close()
-    return logs, n_bad
+        self.seconds.append(time.time() - self.t0)
+        if self.run.main:
+            clips_s = self.clips / self.seconds[-1]
+            self.bar.set_postfix({**{k: f"{np.mean([l[k] for l in logs[-20:]]):.4f}" for k in rec},
+                                  "clips/s": f"{clips_s:.1f}", "bad": bad["steps"],
+                                  **(self.counters() if self.counters else {})})
+            for k, v in rec.items() if self.writer else ():
+                self.writer.add_scalar(f"{self.stage}/{k}", v, step)
+
+
+def save_if_due(cfg, run, stage, done, steps, modules, opt, logs, bad):
+    """Every --save-every steps (not at the end: the finished model is saved instead), a resumable state."""
+    if done % cfg.save_every == 0 and done < steps:
+        save_state(run, cfg.out, stage, done, modules, opt, {"logs": logs, "bad_steps": bad["steps"],
+                                                             "config": dataclasses.asdict(cfg), "world": run.world},
+                   cfg.keep)

@@ -36,6 +36,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,8 @@ import turbo
 from checkpoint import load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_tensors
 from encoders import LinearAutoencoder, TextConfig, TextEncoder, first_stage_from_config, toy_linear_ae, toy_text
 from evaluate import toy_comparison
-from loop import check_in_sync, check_optim, cli_config, fit, lr_at, run_cli, setup_processes, state_paths, step_draws
+from loop import Progress, accumulate, autocast_for, check_in_sync, check_optim, cli_config, clipped, lr_at, \
+    make_optimizer, resume, run_cli, save_if_due, set_lr, setup_processes, skip_step, state_paths, step_draws
 from rewards import save_reward, toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet
 from toy import COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, parse_caption, render_clip, split_captions, to_tensor
@@ -87,7 +89,7 @@ class Config:
     # the files
     dtype: str = "fp16"            # fp16, bf16 or fp32: the precision the finished models are written in
     eval_per_caption: int = 2      # teacher videos per caption for the metadata's judge and rewards (0: none)
-    # what loop.fit reads (the plumbing both scripts share)
+    # what the loop's pieces read (loop.py: the plumbing both scripts share)
     grad_accum: int = 1            # micro-batches per optimizer step
     max_grad_norm: float = 1.0     # gradient clipping
     precision: str = "fp32"        # "bf16": bf16 autocast (where the device is fast at it)
@@ -235,15 +237,28 @@ def train_teacher(cfg, run, ae, text):
         loss = turbo.diffusion_loss(unet_d, z0, context, cfg.fps, abar, t=t[rows.start:rows.stop], noise=noise)
         return loss, {}
 
-    def update_ema(step):                        # the saved teacher is the EMA; short runs warm the rate up
-        turbo.ema_update(ema_unet.parameters(), unet.parameters(), min(cfg.ema_decay, (1 + step) / (10 + step)))
-
-    logs, n_bad = fit(cfg, run, "teacher", cfg.teacher_steps, cfg.teacher_lr, list(unet.parameters()), micro_step,
-                      {"unet": unet, "ema_unet": ema_unet}, synced=[unet_d] if unet_d is not unet else [],
-                      emas=[update_ema], batch=b)
+    # the teacher's own loop, from the pieces train.py's Algorithm 1 uses (loop.py)
+    params, modules, steps = list(unet.parameters()), {"unet": unet, "ema_unet": ema_unet}, cfg.teacher_steps
+    opt = make_optimizer(cfg, params, cfg.teacher_lr)
+    start, logs, bad = resume(cfg, run, "teacher", steps, modules, opt)
+    progress = Progress(cfg, run, "teacher", start, steps, b)
+    for step in progress:
+        set_lr(opt, cfg, step, steps, cfg.teacher_lr)
+        opt.zero_grad(set_to_none=True)
+        ok, step_logs = accumulate(cfg, run, partial(micro_step, step), [unet_d] if run.world > 1 else [],
+                                   autocast_for(cfg, run))
+        if not clipped(ok, params, cfg.max_grad_norm):
+            skip_step(cfg, opt, "teacher", step, bad)
+            continue
+        bad["in_a_row"] = 0
+        opt.step()
+        # the saved teacher is the EMA; short runs warm the rate up
+        turbo.ema_update(ema_unet.parameters(), params, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        progress.log(step, step_logs, logs, bad)
+        save_if_due(cfg, run, "teacher", step + 1, steps, modules, opt, logs, bad)
     check_in_sync(run, unet, "teacher")
     return ema_unet, {"final_loss": float(np.mean([l["loss"] for l in logs[-100:]])) if logs else None,
-                      "bad_steps": n_bad, "log": logs}
+                      "bad_steps": bad["steps"], "log": logs}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ file runs them in Algorithm 1's order (`distill`, lines numbered as the paper's)
        its single-step prediction (turbo.reward_terms and turbo.mixed_loss, eqs. 8-10); --rewards none: VCM;
     3. on the toy world, compare the teacher's 50-step DDIM + CFG samples with the student's 4-step samples on
        8 seen and 8 held-out captions (judge, both rewards, seconds per video): OUT/compare_<name>.gif and one line.
-The toy's teacher and reward models ship pre-trained in assets/toy/ (prepare_toy.py); loop.py runs the steps.
+The toy's teacher and reward models ship pre-trained in assets/toy/ (prepare_toy.py). The loop over the steps is
+written here (`distill`); loop.py has the pieces it calls (a step's lr, its micro-batches, clipping, saving, logging).
 
     python train.py                                  # T2V-Turbo from the shipped teacher -> runs/toy/turbo.safetensors
     python train.py --turbo-steps 20 --compare-per-caption 0 --out runs/quick     # a quick look at the loop (30 s)
@@ -35,8 +36,9 @@ from data import StepLoader, cached_latents, check_train_data, open_data
 from evaluate import compare_line, quick_look, toy_comparison
 from internvideo2 import find_vocab, internvideo2_reward
 from lora import RELEASE_UNWRAPPED, AdaptersOff, EMAAdapters, add_lora, lora_tensors, merge_lora
-from loop import barrier, check_in_sync, check_optim, cli_config, fit, one_line, run_cli, setup_processes, state_paths, \
-    data_draws, step_draws, sum_over_processes
+from loop import Progress, accumulate, autocast_for, barrier, check_in_sync, check_optim, cli_config, clipped, \
+    data_draws, make_optimizer, one_line, resume, run_cli, save_if_due, set_lr, setup_processes, skip_step, \
+    state_paths, step_draws, sum_over_processes
 from rewards import ImageTextReward, VideoTextReward, ViCLIP, load_reward, load_viclip, viclip_l14
 from tiny_unet3d import UNet3D
 from toy import TOY_MODELS
@@ -286,7 +288,8 @@ def make_networks(cfg, run, unet):
 def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
     """Trains the student (theta) from the frozen teacher, Algorithm 1 line by line; -> (student, stats, adapters).
     The student is the online one (merged when it is LoRA), which is what gets saved and sampled; adapters are its
-    LoRA tensors on their own (lora.lora_tensors; {} without LoRA)."""
+    LoRA tensors on their own (lora.lora_tensors; {} without LoRA). stats: the logs, the bad steps, the trained
+    numbers and each step's seconds."""
     (text, ae), name, b = (teacher[k] for k in ("text", "ae")), student_name(cfg), cfg.turbo_batch
     unet = teacher.pop("unet")                          # (with LoRA it is freed once the student holds its weights)
     torch.manual_seed(cfg.seed)
@@ -318,27 +321,48 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
         loss = turbo.mixed_loss(loss_cd, r, cfg.beta_img, cfg.beta_vid)
         return loss, {"cd": loss_cd.item(), **{k: v.mean().item() for k, v in r.items()}}
 
-    def update_target(step):  # line 11: theta^- <- stopgrad(mu theta^- + (1 - mu) theta)
-        if target is not student:
-            turbo.ema_update(target.parameters(), params, cfg.target_decay)
-
-    def validate(step):  # a look at the model that will be saved: the online student
-        val = {"unet": student.eval(), "text": text, "ae": ae, "meta": {"kind": "turbo", "train": meta_train(cfg)}}
-        quick_look(val, Path(cfg.out) / "val" / f"{name}-{step:06d}.gif", run.device)
-        student.train()
-
-    # line 10: theta <- theta - eta grad L (AdamW, clipped), in loop.fit, which also calls update_target after it
     modules = {"student": student} if target is student else {"student": student, "target": target}
-    skipped = lambda: {"skipped": sum(getattr(data, "skipped", {}).values())}       # shown in the progress bar
-    logs, n_bad = fit(cfg, run, name, cfg.turbo_steps, cfg.turbo_lr, params, micro_step, modules,
-                      synced=[student_d] if student_d is not student else [], emas=[update_target],
-                      validate=validate, counters=skipped, batch=b)
+    opt = make_optimizer(cfg, params, cfg.turbo_lr)                         # line 10's optimizer: AdamW
+    start, logs, bad = resume(cfg, run, name, cfg.turbo_steps, modules, opt)     # --resume: where a run stopped
+    skipped = lambda: {"skipped": sum(getattr(data, "skipped", {}).values())}       # videos, in the progress bar
+    progress = Progress(cfg, run, name, start, cfg.turbo_steps, b, skipped)
+    for step in progress:                            # line 2: repeat, for cfg.turbo_steps optimizer steps
+        set_lr(opt, cfg, step, cfg.turbo_steps, cfg.turbo_lr)
+        opt.zero_grad(set_to_none=True)
+        # lines 3-9 on each micro-batch, each followed by its backward pass; then the gradient is clipped
+        ok, step_logs = accumulate(cfg, run, partial(micro_step, step), [student_d] if run.world > 1 else [],
+                                   autocast_for(cfg, run))
+        if not clipped(ok, params, cfg.max_grad_norm):
+            skip_step(cfg, opt, name, step, bad)      # a non-finite loss or gradient: no update, counted
+            continue
+        bad["in_a_row"] = 0
+        opt.step()                                   # line 10: theta <- theta - eta grad L
+        if target is not student:                    # line 11: theta^- <- stopgrad(mu theta^- + (1 - mu) theta)
+            turbo.ema_update(target.parameters(), params, cfg.target_decay)
+        progress.log(step, step_logs, logs, bad)
+        save_if_due(cfg, run, name, step + 1, cfg.turbo_steps, modules, opt, logs, bad)
+        if cfg.val_every and (step + 1) % cfg.val_every == 0 and run.main:
+            validate(cfg, run, student, text, ae, step + 1)
     check_in_sync(run, student, name)
+    return finished(student, params, logs, bad, progress.seconds)
+
+
+def finished(student, params, logs, bad, seconds):
+    """-> (the student as it is saved: LoRA merged, no checkpointing; its stats; its LoRA tensors alone)."""
     adapters = lora_tensors(student)                 # (merging leaves these tensors as they are)
     merge_lora(student.eval())
     student.config = dataclasses.replace(student.config, use_checkpoint=False)
     final = {k: float(np.mean([l[k] for l in logs[-100:]])) for k in logs[-1]} if logs else {}   # last 100 steps
-    return student, {"final": final, "log": logs, "bad_steps": n_bad}, adapters
+    stats = {"final": final, "log": logs, "bad_steps": bad["steps"], "step_seconds": seconds,
+             "trainable": sum(p.numel() for p in params)}
+    return student, stats, adapters
+
+
+def validate(cfg, run, student, text, ae, step):
+    """--val-every: a look at the model that will be saved, the online student: OUT/val/<name>-<step>.gif."""
+    val = {"unet": student.eval(), "text": text, "ae": ae, "meta": {"kind": "turbo", "train": meta_train(cfg)}}
+    quick_look(val, Path(cfg.out) / "val" / f"{student_name(cfg)}-{step:06d}.gif", run.device)
+    student.train()
 
 
 # ----------------------------------------------------------------------------------------------------------------
