@@ -30,7 +30,9 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import imageio.v3 as iio
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import data
 import evaluate
 import internvideo2
 import open_clip
@@ -49,7 +52,7 @@ from convert import VC2_TRAIN
 from encoders import (AutoencoderKL, LinearAutoencoder, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_ae,
                       toy_linear_ae, toy_text)
 from data import open_data
-from loop import Parser, setup_processes
+from loop import Parser, data_draws, setup_processes
 from prepare_toy import TEACHER_UNET
 from rewards import (ImageTextReward, VideoTextReward, ViCLIP, random_hpsv21, toy_clip_cfg, toy_image_reward,
                      toy_video_reward, toy_viclip, viclip_l14)
@@ -322,8 +325,8 @@ def _vc2_run(frames, size, steps, video_reward_name, workdir, device="cpu", tiny
     out = {"models": {k: (sum(p.numel() for p in m.parameters()),
                           sum(t.numel() * t.element_size() for t in m.state_dict().values()))
                       for k, m in models.items()}}
-    data = open_data(cfg.data, cfg.captions, cfg.height, cfg.width, cfg.frames, cfg.fps, cfg.seed + 1)
-    _, stats, _ = train.distill(cfg, run, data, teacher, image_reward, video_reward)
+    videos = open_data(cfg.data, cfg.captions, cfg.height, cfg.width, cfg.frames, cfg.fps, cfg.seed + 1)
+    _, stats, _ = train.distill(cfg, run, videos, teacher, image_reward, video_reward)
     out["step_s"], out["trainable"] = stats["step_seconds"], stats["trainable"]
     out["ema_bytes"] = 4 * stats["trainable"] if cfg.target == "ema" else 0    # theta^-: the trained tensors, fp32
     out["peak_rss_bytes"] = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) * 1024
@@ -632,11 +635,6 @@ def bench_data(videos=12, seconds=8, batches=8, batch=4):
     data.StepLoader in 1 and in N worker processes (N = min(4, the cores this process may run on), when N > 1; the
     time includes starting them); then the clips/s read from a latent cache of VC2-shaped tensors (random values: a read
     costs the same; just written, so from the page cache, not the disk). The batches are the same in every case."""
-    from functools import partial
-    from types import SimpleNamespace
-
-    import data
-    from loop import data_draws
     out, n = {}, min(4, len(os.sched_getaffinity(0)))
     draws = partial(data_draws, SimpleNamespace(seed=0, grad_accum=1), SimpleNamespace(world=1, rank=0), "bench",
                     b=batch)                                 # train.py's draws: step k's batch from k's seed

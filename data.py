@@ -728,6 +728,21 @@ def report(ds, captions, good, show, out):
     return rows
 
 
+def skipped_out(args, error):
+    """Where the list of skipped rows goes (--skipped-out, else beside the caption file), checked writable."""
+    if args.skipped_out:
+        out = Path(args.skipped_out)
+        if out.exists():
+            error(f"--skipped-out {out} exists: give a new file name (it is never overwritten)")
+        if not out.parent.is_dir():
+            error(f"--skipped-out {out}: no folder {out.parent}")
+    else:
+        out = skipped_list_path(args.captions)
+    if not os.access(out.parent, os.W_OK):
+        error(f"cannot write {out} (the folder is read-only): give --skipped-out PATH")
+    return out
+
+
 def main(argv=None):
     p = scan_parser()
     args = p.parse_args(argv)
@@ -736,16 +751,7 @@ def main(argv=None):
     problem = check_data_args(args.video_dir, args.captions)
     if problem:
         p.error(problem)
-    if args.skipped_out:
-        out = Path(args.skipped_out)
-        if out.exists():
-            p.error(f"--skipped-out {out} exists: give a new file name (it is never overwritten)")
-        if not out.parent.is_dir():
-            p.error(f"--skipped-out {out}: no folder {out.parent}")
-    else:
-        out = skipped_list_path(args.captions)
-    if not os.access(out.parent, os.W_OK):
-        p.error(f"cannot write {out} (the folder is read-only): give --skipped-out PATH")
+    out = skipped_out(args, p.error)
     if args.cache or args.ckpt:
         check_cache_args(args, p.error)
     try:

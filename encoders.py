@@ -555,7 +555,7 @@ def _select(state_dict, prefixes):
     return dict(state_dict)
 
 
-def _load_strict(model, state_dict, what, shown=8):
+def load_strict(model, state_dict, what, shown=8):
     """Copies state_dict into model, or raises ONE ValueError naming every kind of mismatch: its first line counts
     the missing / unexpected / misshapen keys, then up to `shown` of each kind follow ('  missing: key') and how many
     more there are. A model built on the meta device (fast, no memory) takes the checkpoint tensors themselves
@@ -580,14 +580,14 @@ def _load_strict(model, state_dict, what, shown=8):
 
 def load_vc2_vae(model, state_dict):
     """AutoencoderKL <- VC2 VAE weights; keys with or without 'first_stage_model.' (or a whole VC2 checkpoint)."""
-    return _load_strict(model, _select(state_dict, ["first_stage_model."]), "AutoencoderKL")
+    return load_strict(model, _select(state_dict, ["first_stage_model."]), "AutoencoderKL")
 
 
 def load_vc2_text(model, state_dict):
     """TextEncoder <- VC2 text weights; keys 'cond_stage_model.model.*', 'model.*' (FrozenOpenCLIPEmbedder) or
     bare open_clip names. open_clip's causal `attn_mask` is a non-persistent buffer, so it is never a key here;
     this class builds the mask on the fly (causal_mask)."""
-    return _load_strict(model, _select(state_dict, ["cond_stage_model.model.", "model."]), "TextEncoder")
+    return load_strict(model, _select(state_dict, ["cond_stage_model.model.", "model."]), "TextEncoder")
 
 
 # ----------------------------------------------------------------------------------------------------------------

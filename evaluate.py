@@ -529,35 +529,7 @@ def is_real(args):
 def check_real_args(args, error):
     """One line for every bad input of the real-model evaluation, before anything is sampled, loaded or written.
     Fills in args.methods ({method: checkpoint or folder}) and the resolved reward file paths."""
-    if args.table or args.train or args.tune_guidance:
-        error("--table/--train/--tune-guidance are the toy table's; the real-model evaluation takes --prompts FILE "
-              "--ckpt ... or --samples DIR")
-    if args.steps is not None or args.guidance is not None:
-        error("--steps/--guidance: with --prompts every checkpoint samples at its own defaults; for other settings "
-              "sample with sample.py and score the folders with --samples")
-    if not (args.prompts or args.samples):
-        error("--hps/--viclip/--internvideo2 score real videos: give --prompts FILE with --ckpt (sample each, then "
-              "score), or --samples DIR (folders sample.py wrote)")
-    if args.prompts and args.samples:
-        error("give --prompts FILE (sample each --ckpt, then score) or --samples DIR (score those), not both")
-    if not any(getattr(args, f) for f in REAL_REWARD_FLAGS):
-        error("real-model evaluation needs the real reward models: --hps HPS_v2.1_compressed.pt and/or --viclip "
-              "ViClip-InternVid-10M-FLT.pth (or --internvideo2 FILE --bert-vocab FILE); the toy rewards never score "
-              "real video")
-    if args.internvideo2 and args.viclip:
-        error("--internvideo2 takes the place of --viclip: give one video reward")
-    if args.bert_vocab and not args.internvideo2:
-        error("--bert-vocab goes with --internvideo2")
-    if args.internvideo2 and not (args.bert_vocab and find_vocab(args.bert_vocab, must=False)):
-        error("--internvideo2 needs --bert-vocab (bert-large-uncased's vocab.txt or its Hugging Face folder)"
-              + (f": none at {args.bert_vocab}" if args.bert_vocab else ""))
-    for flag in REAL_REWARD_FLAGS:                      # a PATH is the file or a folder holding it (an HF snapshot)
-        given = getattr(args, flag)
-        if given:
-            path = find_file(given, RELEASE_FILES[flag])
-            if not path.is_file():
-                error(f"--{flag.replace('_', '-')} {given}: no such file (nor {RELEASE_FILES[flag]} in it)")
-            setattr(args, flag, str(path))
+    check_real_flags(args, error)
     defaults = {"num_per_prompt": 1, "batch_size": 8, "dtype": "fp32"}     # None in the parser: the toy refuses them
     for k, v in defaults.items():
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
@@ -588,6 +560,39 @@ def check_real_args(args, error):
     for m in args.methods:
         if (out / "samples" / m / "prompts.jsonl").exists():
             error(f"{out / 'samples' / m} holds samples already: score them with --samples, or give a new --out")
+
+
+def check_real_flags(args, error):
+    """The real mode's flags: which go together, and the reward files they name (a folder: the file in it)."""
+    if args.table or args.train or args.tune_guidance:
+        error("--table/--train/--tune-guidance are the toy table's; the real-model evaluation takes --prompts FILE "
+              "--ckpt ... or --samples DIR")
+    if args.steps is not None or args.guidance is not None:
+        error("--steps/--guidance: with --prompts every checkpoint samples at its own defaults; for other settings "
+              "sample with sample.py and score the folders with --samples")
+    if not (args.prompts or args.samples):
+        error("--hps/--viclip/--internvideo2 score real videos: give --prompts FILE with --ckpt (sample each, then "
+              "score), or --samples DIR (folders sample.py wrote)")
+    if args.prompts and args.samples:
+        error("give --prompts FILE (sample each --ckpt, then score) or --samples DIR (score those), not both")
+    if not any(getattr(args, f) for f in REAL_REWARD_FLAGS):
+        error("real-model evaluation needs the real reward models: --hps HPS_v2.1_compressed.pt and/or --viclip "
+              "ViClip-InternVid-10M-FLT.pth (or --internvideo2 FILE --bert-vocab FILE); the toy rewards never score "
+              "real video")
+    if args.internvideo2 and args.viclip:
+        error("--internvideo2 takes the place of --viclip: give one video reward")
+    if args.bert_vocab and not args.internvideo2:
+        error("--bert-vocab goes with --internvideo2")
+    if args.internvideo2 and not (args.bert_vocab and find_vocab(args.bert_vocab, must=False)):
+        error("--internvideo2 needs --bert-vocab (bert-large-uncased's vocab.txt or its Hugging Face folder)"
+              + (f": none at {args.bert_vocab}" if args.bert_vocab else ""))
+    for flag in REAL_REWARD_FLAGS:                      # a PATH is the file or a folder holding it (an HF snapshot)
+        given = getattr(args, flag)
+        if given:
+            path = find_file(given, RELEASE_FILES[flag])
+            if not path.is_file():
+                error(f"--{flag.replace('_', '-')} {given}: no such file (nor {RELEASE_FILES[flag]} in it)")
+            setattr(args, flag, str(path))
 
 
 def real_main(args):

@@ -42,7 +42,7 @@ from torch.utils.checkpoint import checkpoint as grad_checkpoint
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from checkpoint import safe_torch_load, unwrap
-from encoders import _load_strict
+from encoders import load_strict
 from rewards import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_crop_min_size
 
 CHECKPOINT_NAME = "InternVideo2-stage2_1b-224p-f4.pt"
@@ -421,7 +421,7 @@ def load_internvideo2(path_or_state_dict, config=None, dtype=None):
         model = InternVideo2(config)
     # one error naming every mismatch; assign=True: the parameters BECOME the checkpoint's tensors (no copy, no fp32
     # blow-up of a bf16 file)
-    _load_strict(model, sd, what)
+    load_strict(model, sd, what)
     if dtype is not None:
         model.to(dtype)
     _rebuild_buffers(model)

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from checkpoint import safe_torch_load, unwrap
-from encoders import SelfAttention, _load_strict, causal_mask
+from encoders import SelfAttention, load_strict, causal_mask
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)     # CLIP's normalisation, used by HPSv2 (open_clip constants)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -195,7 +195,7 @@ def load_hps_state(clip, ckpt):
     unexpected and mis-shaped key; floating tensors are cast to fp32 (the release is fp16)."""
     sd = unwrap(ckpt, ["state_dict"], strip_module=True, what="HPSv2.1")
     sd = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in sd.items()}
-    return _load_strict(clip, sd, "HPSv2.1 (open_clip ViT-H-14)")
+    return load_strict(clip, sd, "HPSv2.1 (open_clip ViT-H-14)")
 
 
 def toy_clip_cfg():
@@ -423,7 +423,7 @@ def load_viclip(model, path_or_state_dict):
     if isinstance(ckpt, (str, Path)):
         ckpt = safe_torch_load(ckpt, "ViCLIP (OpenGVLab/ViCLIP on Hugging Face: ViClip-InternVid-10M-FLT.pth)")
     sd = unwrap(ckpt, ["model", "state_dict", "module"], strip_module=True, what="ViCLIP")
-    return _load_strict(model, sd, "ViCLIP")
+    return load_strict(model, sd, "ViCLIP")
 
 
 class VideoTextReward(nn.Module):
@@ -500,7 +500,7 @@ def reward_from_state(tensors, config):
     # module fails loudly instead of leaving random weights behind
     if config["kind"] == "image":
         clip = open_clip.CLIP(**config["clip"])
-        _load_strict(clip, dict(tensors), "toy image reward")
+        load_strict(clip, dict(tensors), "toy image reward")
         return ImageTextReward(clip, clip_cfg=config["clip"], **kw)
     if config["kind"] == "video":
         return VideoTextReward(load_viclip(ViCLIP(ViCLIPConfig(**config["viclip"])), dict(tensors)), **kw)
