@@ -33,7 +33,6 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
-from unittest import mock
 
 import imageio.v3 as iio
 import numpy as np
@@ -504,9 +503,9 @@ def bench_gpu(tiny=False):
 
 
 def _eval_run(workdir, videos=2, frames=16, height=320, width=512):
-    """In a fresh process (its peak RSS is the evaluation's alone): `evaluate.py --samples DIR --hps --viclip` on
-    `videos` clips of VC2's size, through the CLI, with the two release loaders swapped for random full-size models
-    (rewards.random_hpsv21; ViCLIP(viclip_l14()) left at its init). -> {name: value}."""
+    """In a fresh process (its peak RSS is the evaluation's alone): what `evaluate.py --samples DIR --hps --viclip`
+    does after loading its files (evaluate.evaluate_real), on `videos` clips of VC2's size, with random full-size
+    reward models in place of the files (rewards.random_hpsv21; ViCLIP(viclip_l14()) at its init). -> {name: value}."""
     d = Path(workdir)
     (d / "samples").mkdir()
     rows = []
@@ -517,33 +516,17 @@ def _eval_run(workdir, videos=2, frames=16, height=320, width=512):
         iio.imwrite(d / "samples" / f"{i}.mp4", clip, extension=".mp4", fps=16, codec="libx264", macro_block_size=1)
         rows.append({"file": f"{i}.mp4", "files": [f"{i}.mp4"], "prompt": "a red square sliding right", "seed": i})
     (d / "samples" / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for name in ("hps.pt", "viclip.pth"):
-        (d / name).write_bytes(b"random weights are drawn instead")
-    build = {}
-
-    def hps(path, **kw):
-        t0 = time.time()
-        model = random_hpsv21()
-        build["hps"] = time.time() - t0
-        return model
-    real_loader = evaluate.load_real_rewards
-
-    def timed_loader(*a, **kw):                   # builds HPS (timed above), then ViCLIP
-        t0 = time.time()
-        rewards = real_loader(*a, **kw)
-        build["viclip"] = time.time() - t0 - build["hps"]
-        return rewards
     torch.manual_seed(0)
     t0 = time.time()
-    with mock.patch.object(ImageTextReward, "hpsv21", staticmethod(hps)), \
-            mock.patch.object(evaluate, "load_viclip", lambda model, path: model), \
-            mock.patch.object(evaluate, "load_real_rewards", timed_loader):
-        res = evaluate.main(["--samples", str(d / "samples"), "--hps", str(d / "hps.pt"), "--viclip",
-                             str(d / "viclip.pth"), "--out", str(d / "out"), "--device", "cpu", "--batch-size",
-                             str(videos)])["samples"]
+    hps = random_hpsv21()                          # the release's HPSv2.1 file would fill these same modules
+    t_hps = time.time() - t0
+    viclip = VideoTextReward(ViCLIP(viclip_l14()))
+    t_viclip = time.time() - t0 - t_hps
+    rewards = evaluate.load_real_rewards(hps, viclip)          # (built modules are taken as they are)
+    res = evaluate.evaluate_real({"samples": d / "samples"}, rewards, d / "out", batch_size=videos)["samples"]
     return {"eval_videos": videos, "eval_frames": frames, "eval_threads": torch.get_num_threads(),
             "eval_total_s": time.time() - t0,
-            "eval_build_hps_s": build["hps"], "eval_build_viclip_s": build["viclip"],
+            "eval_build_hps_s": t_hps, "eval_build_viclip_s": t_viclip,
             "eval_hps_s_per_video": res["score_seconds"]["image"] / videos,
             "eval_viclip_s_per_video": res["score_seconds"]["video"] / videos,
             "eval_hps_mean": res["hps"]["mean"], "eval_viclip_mean": res["video"]["mean"],
