@@ -1,8 +1,13 @@
-"""Test set-up: the repo root on sys.path, 1 CPU thread, and a tiny prepare_toy.py folder shared by the tests.
+"""Test set-up and the helpers more than one test module uses: the repo root on sys.path, 1 CPU thread, a tiny
+prepare_toy.py folder shared by the tests, the paths they read (ROOT, the shipped toy models, the parity fixtures),
+the flags that run a command line here (TRAIN_CPU), the parity fixtures' loaders, and the before/after records
+(snapshot, mtimes) that show a command wrote nothing. A module imports the plain ones: `from conftest import ...`.
 
 One thread: the tests' tensors are small, so a second thread buys little, and two threads on a busy 2-core
 machine can make a step 100x slower (OpenMP threads spin-wait for each other)."""
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,16 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
 
 import prepare_toy  # noqa: E402 (after the repo root is on sys.path)
+from encoders import AEConfig, TextConfig  # noqa: E402
+from tiny_unet3d import UNet3D, toy_unet  # noqa: E402
+
+TOY = ROOT / "assets" / "toy"                       # the toy models that ship (prepare_toy.py made them)
+FIXTURES = ROOT / "tests" / "fixtures"              # made by the original code; see fixtures/README.md
+
+# train.py (and the checks it shares with the other command lines) on this machine: the CPU, one thread, and no
+# closing teacher-vs-student comparison (its sampling would take most of a tiny run). A module adds what its runs
+# need on top (a warm-up of 1 step, a batch size); a flag given again later wins.
+TRAIN_CPU = ["--device", "cpu", "--threads", "1", "--compare-per-caption", "0"]
 
 # prepare_toy.py on a tiny budget: every stage runs, in seconds
 TOY_FLAGS = ["--text-steps", "2", "--text-batch", "4", "--teacher-steps", "3", "--teacher-batch", "2",
@@ -37,3 +52,109 @@ def toy_models(tmp_path_factory):
         prepare_toy.main([*TOY_FLAGS, "--out", str(out)])
         _MADE["toy_models"] = out
     return _MADE["toy_models"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Nothing written, nothing changed
+
+
+def snapshot(*roots):
+    """Every file and folder under the roots, by its full path, with its bytes (None for a folder): a test compares
+    it before and after a command to show that the command wrote and changed nothing there."""
+    return {str(p): (p.read_bytes() if p.is_file() else None) for r in roots for p in sorted(Path(r).rglob("*"))}
+
+
+def mtimes(folder, names=None):
+    """{file name: modification time in ns} of the named files in folder (None: all of them): compared before and
+    after a run, it shows that the run only read them."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir()) if names is None else names
+    return {n: (folder / n).stat().st_mtime_ns for n in names}
+
+
+def run_main(main, argv, capsys):
+    """A command line's main(argv) in this process -> (exit code, stdout, stderr), as the shell would see them when
+    the script runs: sys.exit("message") is exit code 1 with the message on stderr, sys.exit() is 0."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = 1 if isinstance(e.code, str) else e.code or 0
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class RunsCode:
+    """A pickle payload: unpickling calls open(path, 'w'), creating the file (it stands in for any code)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The parity fixtures (tests/fixtures: recorded by running the original code)
+
+
+def load_fixture(*parts):
+    """A fixture's .pt file (tensors only: weights_only), on the CPU."""
+    return torch.load(FIXTURES.joinpath(*parts), map_location="cpu", weights_only=True)
+
+
+def load_text_sd(*parts):
+    """text_sd.pt stores only the token_embedding rows the fixture's tokens use (see fixtures/README.md); the other
+    rows, which no recorded output depends on, come back as zeros."""
+    sd = load_fixture(*parts)
+    emb = sd["model.token_embedding.weight"]
+    sd["model.token_embedding.weight"] = torch.zeros(emb["num_rows"], emb["rows"].shape[1]).index_copy_(
+        0, emb["index"], emb["rows"])
+    return sd
+
+
+def vae_fixture_config():
+    """The AEConfig of vae_tiny_parity (its ddconfig, and VC2's latent scale)."""
+    cfg = json.loads((FIXTURES / "vae_tiny_parity" / "config.json").read_text())
+    dd = cfg["ddconfig"]
+    return AEConfig(ch=dd["ch"], ch_mult=dd["ch_mult"], num_res_blocks=dd["num_res_blocks"],
+                    z_channels=dd["z_channels"], embed_dim=cfg["embed_dim"], in_channels=dd["in_channels"],
+                    out_ch=dd["out_ch"], attn_resolutions=dd["attn_resolutions"], resolution=dd["resolution"],
+                    scale_factor=0.18215)
+
+
+def text_fixture_config():
+    """The TextConfig of text_tiny_parity (open_clip's model config, at the fixture's size)."""
+    cfg = json.loads((FIXTURES / "text_tiny_parity" / "config.json").read_text())["open_clip_model_cfg"]
+    tc = cfg["text_cfg"]
+    return TextConfig(vocab_size=tc["vocab_size"], context_length=tc["context_length"], width=tc["width"],
+                      heads=tc["heads"], layers=tc["layers"], embed_dim=cfg["embed_dim"])
+
+
+def vc2_keys(*names):
+    """The real VC2 model.ckpt's keys listed in tests/fixtures/vc2_keys/NAME (key, tab, shape as 'AxB'; '' is a
+    0-dim tensor), as meta tensors of the real shapes under their original names, in the files' order."""
+    sd = {}
+    for name in names:
+        for line in (FIXTURES / "vc2_keys" / name).read_text().splitlines():
+            key, shape = line.split("\t")
+            sd[key] = torch.empty([int(s) for s in shape.split("x")] if shape else [], device="meta")
+    return sd
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models
+
+
+def tiny_unet(**kw):
+    """The toy preset's UNet on 4 latent channels, seeded, with no zero layer: VC2 zero-inits its output layers;
+    here they are drawn too, so that every layer matters."""
+    torch.manual_seed(0)
+    cfg = replace(toy_unet(), in_channels=4, out_channels=4, **kw)
+    m = UNet3D(cfg).eval()
+    for p in m.parameters():
+        if p.dim() > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.02)
+    return m

@@ -1,32 +1,21 @@
 """Bad inputs, as a new user would give them, to every command line: one clear line on stderr naming the file or
 flag, exit code 2 (usage) or 1 (a failed run), no traceback, and nothing written or changed. Table-driven: a new
-case is one line. data.py's own cases are in test_data.py, evaluate.py's real mode's in test_evaluate_real.py;
-test_the_count prints the total."""
+case is one line of cases.CLI_CASES (data.py's are cases.DATA_CASES, run by test_data.py; evaluate.py's real mode's
+are cases.REAL_EVAL_CASES, run by test_evaluate_real.py); test_the_count prints the total."""
 import dataclasses
 import json
-import shutil
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 import convert
-import data
 import evaluate
 import sample
 import train
+from cases import CLI_CASES, DATA_CASES, REAL_EVAL_CASES
 from checkpoint import read_checkpoint, read_meta, save_tensors
-
-import test_data
-import test_evaluate_real
-
-
-class _RunsCode:  # a pickle that would open a file when unpickled
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
+from conftest import RunsCode, run_main, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +32,7 @@ def files(tmp_path_factory, toy_models):
     f["random"] = d / "random.ckpt"
     f["random"].write_bytes(bytes(range(256)) * 40)
     f["pickle"] = d / "runs_code.ckpt"
-    torch.save({"state_dict": {}, "x": _RunsCode(str(d / "side_effect"))}, f["pickle"])
+    torch.save({"state_dict": {}, "x": RunsCode(str(d / "side_effect"))}, f["pickle"])
     f["v2"] = d / "t2v_turbo_v2.ckpt"
     torch.save({"model.diffusion_model.motion_cond_proj.weight": torch.zeros(2, 2)}, f["v2"])
     f["not_vc2"] = d / "not_vc2.ckpt"
@@ -81,101 +70,16 @@ def files(tmp_path_factory, toy_models):
     return f
 
 
-T = ["--device", "cpu", "--threads", "1", "--compare-per-caption", "0"]
-# (command, argv with {name} = files[name], exit code, a phrase of the one line)
-CASES = [
-    # sample.py
-    ("sample", ["--ckpt", "{missing}", "--prompt", "x"], 2, "no such file or folder (train one first"),
-    ("sample", ["--ckpt", "{empty_dir}", "--prompt", "x"], 2, "no turbo.safetensors or teacher.safetensors"),
-    ("sample", ["--ckpt", "{text}", "--prompt", "x"], 2, "not a readable safetensors checkpoint"),
-    ("sample", ["--ckpt", "{truncated}", "--prompt", "x"], 2, "not a readable safetensors checkpoint"),
-    ("sample", ["--ckpt", "{reward}", "--prompt", "x"], 2, "is a reward model"),
-    ("sample", ["--ckpt", "{state}", "--prompt", "x"], 2, "is a resumable training state"),
-    ("sample", ["--ckpt", "{plain}", "--prompt", "x"], 2, "not a checkpoint written by this project"),
-    ("sample", ["--ckpt", "{teacher}", "--prompts", "{dir}/nope.txt"], 2, "--prompts {dir}/nope.txt: no such file"),
-    ("sample", ["--ckpt", "{teacher}", "--prompts", "{prompts_empty}"], 2, "has no captions"),
-    ("sample", ["--ckpt", "{teacher}", "--prompts", "{prompts_binary}"], 2, "cannot read it as a text file"),
-    ("sample", ["--ckpt", "{teacher}"], 2, "give --prompt TEXT or --prompts FILE"),
-    ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--num-per-prompt", "0"], 2, "--num-per-prompt must be"),
-    ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--steps", "0"], 2, "--steps must be >= 1"),
-    ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--dtype", "fp8"], 2, "invalid choice: 'fp8'"),
-    ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--device", "tpu"], 2, "--device tpu"),
-    ("sample", ["--ckpt", "{teacher}", "--prompt", "a red circle moving left", "--vbench", "--out", "{vbench}"], 1,
-     "exists (1 of the VBench names are taken): give a new --out"),
-    ("sample", ["--ckpt", "{teacher}", "--prompt", "a red circle moving left", "--origin-steps", "2"], 2,
-     "--origin-steps 2: need --steps (4) <= it <= 1000"),
-    # train.py
-    ("train", ["--teacher", "{missing}", *T], 2, "no teacher checkpoint at"),
-    ("train", ["--teacher", "{reward}", *T], 2, "is a reward model"),
-    ("train", ["--toy-models", "{toy_models}", "--data", "{dir}/nope", "--captions", "{csv}", *T], 2,
-     "--data/--captions: no video folder at"),
-    ("train", ["--toy-models", "{toy_models}", "--data", "{videos}", "--captions", "{videos}", *T], 2,
-     "--data/--captions:"),
-    ("train", ["--toy-models", "{toy_models}", "--data", "{videos}", "--captions", "{csv}", *T], 2,
-     "real data needs a real image reward model: give --hps PATH"),
-    ("train", ["--toy-models", "{toy_models}", "--lr-schedule", "linear", *T], 2, "--lr-schedule must be one of"),
-    ("train", ["--toy-models", "{toy_models}", "--internvideo2", "{missing}", *T], 2, "needs --bert-vocab"),
-    ("train", ["--toy-models", "{toy_models}", "--internvideo2", "{missing}", "--viclip", "{missing}", "--bert-vocab",
-               "{vocab}", *T], 2, "--internvideo2 takes the place of --viclip"),
-    ("train", ["--toy-models", "{toy_models}", "--internvideo2", "{missing}", "--bert-vocab", "{vocab}", *T], 2,
-     "no video reward model at {missing}"),
-    ("train", ["--toy-models", "{toy_models}", "--lora-dropout", "1", *T], 2, "0 <= --lora-dropout < 1"),
-    ("train", ["--toy-models", "{toy_models}", "--turbo-lr", "fast", *T], 2, "--turbo-lr: invalid float value"),
-    ("train", ["--toy-models", "{toy_models}", "--out", "{state_dir}", "--resume", *T], 1,
-     "which was trained with other values: --turbo-lr 0.0001 (saved: 0.5). Give the saved values"),
-    ("train", ["--toy-models", "{toy_models}", "--out", "{world_dir}", "--resume", *T], 1,
-     "which was trained with other values: 1 process(es) (saved: 2; torchrun --nproc_per_node=2)"),
-    # evaluate.py
-    ("evaluate", ["--ckpt", "{missing}"], 2, "no such file or folder"),
-    ("evaluate", ["--ckpt", "{reward}"], 2, "is a reward model"),
-    ("evaluate", ["--ckpt", "{teacher}", "--per-seen", "-1"], 2, "--per-seen and --per-heldout must be >= 0"),
-    ("evaluate", ["--ckpt", "{teacher}", "--per-seen", "0", "--per-heldout", "0"], 2, "and not both 0"),
-    ("evaluate", ["--ckpt", "{teacher}", "--steps", "0"], 2, "--steps must be >= 1"),
-    ("evaluate", ["--ckpt", "{teacher}", "--train"], 2, "--train and --tune-guidance go with --table"),
-    ("evaluate", ["--table", "{dir}/no_run"], 2, "--table {dir}/no_run: no such folder"),
-    ("evaluate", ["--table", "{dir}", "--toy-models", "{empty_dir}"], 2, "no teacher.safetensors there"),
-    # convert.py
-    ("convert", ["--vc2", "{missing}", "--out", "{dir}/out"], 2, "no such file"),
-    ("convert", ["--vc2", "{random}", "--out", "{dir}/out"], 1, "is not a torch checkpoint"),
-    ("convert", ["--vc2", "{pickle}", "--out", "{dir}/out"], 1, "refused to load"),
-    ("convert", ["--vc2", "{not_vc2}", "--out", "{dir}/out"], 1, "problems: 40 unknown key, "),
-    ("convert", ["--vc2", "{teacher}", "--out", "{dir}/out"], 2, "is already a teacher checkpoint of this project"),
-    ("convert", ["--vc2", "{v2}", "--out", "{dir}/out"], 1, "a T2V-Turbo-v2 checkpoint (model.diffusion_model.motion"),
-    ("convert", ["--vc2", "{not_vc2}", "--out", "{converted}"], 2, "teacher.safetensors exists there"),
-    ("convert", ["--vc2", "{not_vc2}", "--out", "{dir}/out", "--lora", "{missing}"], 2, "--lora"),
-    ("convert", ["--vc2", "{not_vc2}", "--out", "{dir}/out", "--lora", "a", "--merged-unet", "b"], 2,
-     "not allowed with argument"),
-    ("convert", ["--vc2", "{not_vc2}"], 2, "the following arguments are required: --out"),
-    ("convert", ["--out", "{dir}/out"], 2, "give --vc2 model.ckpt (a conversion) or --export-release-lora"),
-    ("convert", ["--vc2", "{lora}", "--out", "{dir}/out"], 2, "a LoRA trained here: convert.py --export-release-lora"),
-    ("convert", ["--export-release-lora", "{missing}", "--out", "{dir}/u.pt"], 2, "no such file"),
-    ("convert", ["--export-release-lora", "{lora}", "--out", "{text}"], 2, "exists; give a new file name"),
-    ("convert", ["--export-release-lora", "{lora}", "--vc2", "{not_vc2}", "--out", "{dir}/u.pt"], 2, "takes only"),
-    ("convert", ["--export-release-lora", "{teacher}", "--out", "{dir}/u.pt"], 1, "is a 'teacher' checkpoint, not a "
-                                                                               "LoRA file"),
-    ("convert", ["--export-release-lora", "{lora}", "--out", "{dir}/u.pt"], 1, "not the LoRA of a student with the "
-                                                                            "release's layout ("),
-    ("sample", ["--ckpt", "{lora}", "--prompt", "x"], 2, "is a 'lora' checkpoint"),
-    # data.py (more in test_data.py)
-    ("data", ["{videos}", "{dir}/nope.csv"], 2, "no caption file at"),
-]
-MAINS = {"sample": sample.main, "train": train.main, "evaluate": evaluate.main, "convert": convert.main,
-         "data": data.main}
+MAINS = {"sample": sample.main, "train": train.main, "evaluate": evaluate.main, "convert": convert.main}
 
 
-def snapshot(*roots):
-    return {str(p): p.read_bytes() if p.is_file() else None for r in roots for p in sorted(r.rglob("*"))}
-
-
-@pytest.mark.parametrize("i", range(len(CASES)), ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+# the cases: cases.CLI_CASES (a new one is one line there)
+@pytest.mark.parametrize("i", range(len(CLI_CASES)), ids=[f"{c[0]}-{i}" for i, c in enumerate(CLI_CASES)])
 def test_bad_input(i, files, capsys):
-    command, argv, code, phrase = CASES[i]
+    command, argv, code, phrase = CLI_CASES[i]
     fill = lambda s: s.format(**{k: str(v) for k, v in files.items()})
     before = snapshot(files["dir"], files["toy_models"])
-    with pytest.raises(SystemExit) as e:
-        MAINS[command]([fill(a) for a in argv])
-    err = capsys.readouterr().err + (e.value.code if isinstance(e.value.code, str) else "")
-    got = 1 if isinstance(e.value.code, str) else e.value.code
+    got, _, err = run_main(MAINS[command], [fill(a) for a in argv], capsys)
     lines = [l for l in err.splitlines() if l.strip()]
     assert got == code and len(lines) == 1 and fill(phrase) in lines[0], (argv, got, err)
     assert "Traceback" not in err and "weights_only=False" not in err
@@ -205,28 +109,9 @@ def test_adamw8bit_without_bitsandbytes_is_refused_before_anything_loads(argv, f
 
 
 def test_the_count():
-    n = len(CASES) + len(test_data.BAD_INPUTS) + len(test_evaluate_real.BAD) + 1    # + adamw8bit's
+    n = len(CLI_CASES) + len(DATA_CASES) + len(REAL_EVAL_CASES) + 1    # + adamw8bit's
     print(f"{n} distinct bad inputs across train.py, sample.py, evaluate.py, convert.py and data.py")
     assert n >= 40
-
-
-def test_sample_names_never_collide_and_prompts_jsonl_appends(tmp_path, files):
-    """Two captions with the same slug, the same caption twice, and a second run into the same folder: every video
-    has a file of its own, prompts.jsonl lists each once (with its checkpoint, steps and guidance) and keeps the
-    first run's lines."""
-    out = tmp_path / "s"
-    argv = ["--ckpt", str(files["teacher"]), "--prompt", "a red circle moving left", "--prompt",
-            "A red circle moving left!", "--prompt", "a red circle moving left", "--steps", "2", "--out", str(out),
-            "--device", "cpu", "--quiet", "--mp4"]
-    first = sample.main(argv)
-    second = sample.main(argv)
-    rows = [json.loads(l) for l in (out / "prompts.jsonl").read_text().splitlines()]
-    assert rows == first + second and len(rows) == 6
-    files_written = [f for r in rows for f in r["files"]]
-    assert len(set(files_written)) == 12 and all((out / f).exists() for f in files_written)
-    assert {r["steps"] for r in rows} == {2} and {r["ckpt"] for r in rows} == {str(files["teacher"])}
-    assert all(r["guidance"] == 5.0 for r in rows) and len(list(out.glob("grid*.gif"))) == 2
-    shutil.rmtree(out)
 
 
 def test_a_failed_run_is_one_line_unless_debug(monkeypatch):

@@ -20,47 +20,27 @@ from safetensors.torch import load_file
 
 import convert
 from checkpoint import load_models, model_meta, read_meta, save_checkpoint, save_tensors
-from encoders import (AEConfig, AutoencoderKL, TextConfig, TextEncoder, load_vc2_text, load_vc2_vae, openclip_vit_h14,
-                      sd_kl_f8, toy_ae, toy_text)
+from conftest import (FIXTURES, ROOT, RunsCode, load_fixture, load_text_sd, text_fixture_config, vae_fixture_config,
+                      vc2_keys)
+from encoders import (AutoencoderKL, TextEncoder, load_vc2_text, load_vc2_vae, openclip_vit_h14, sd_kl_f8, toy_ae,
+                      toy_text)
 from lora import LoRA, lora_tensors, merge_lora
 from tiny_unet3d import UNet3D, config_from_vc2, load_vc2_unet, ours_key_to_vc2, toy_unet, vc2, vc2_key_to_ours
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"  # made by the original code; see fixtures/README.md
 
 
 def ref(*parts):
     return FIXTURES.joinpath(*parts)
 
 
-def load_text_sd(path):
-    """text_sd.pt stores only the token_embedding rows the fixture's tokens use (see fixtures/README.md); the other
-    rows, which no recorded output depends on, come back as zeros."""
-    sd = torch.load(path, weights_only=True)
-    emb = sd["model.token_embedding.weight"]
-    sd["model.token_embedding.weight"] = torch.zeros(emb["num_rows"], emb["rows"].shape[1]).index_copy_(
-        0, emb["index"], emb["rows"])
-    return sd
-
-
-def shape_of(s):
-    return [int(x) for x in s.split("x")] if s else []  # '' is a 0-dim tensor (logit_scale)
-
-
 def manifest():
     """model.ckpt's 2039 keys as meta tensors of the real shapes, in the file's order (UNet, VAE, text, buffers)."""
-    sd = {}
-    for name in ("vc2_unet_keys.tsv", "vc2_vae_keys.tsv", "vc2_text_keys.tsv", "vc2_other_keys.tsv"):
-        for line in ref("vc2_keys", name).read_text().splitlines():
-            key, shape = line.split("\t")
-            sd[key] = torch.empty(shape_of(shape), device="meta")
-    return sd
+    return vc2_keys("vc2_unet_keys.tsv", "vc2_vae_keys.tsv", "vc2_text_keys.tsv", "vc2_other_keys.tsv")
 
 
 def lora_rows():
     """lora_list.tsv: (index, VC2 module name, 'up' | 'down', shape), in list order."""
     rows = [l.split("\t") for l in ref("t2v_turbo_lora_manifest", "lora_list.tsv").read_text().splitlines()]
-    return [(int(i), m, role, shape_of(s)) for i, m, role, s in rows]
+    return [(int(i), m, role, [int(x) for x in s.split("x")] if s else []) for i, m, role, s in rows]
 
 
 def vc2_buffers():
@@ -216,21 +196,10 @@ def test_a_student_trained_here_has_the_release_lora_layout_full_size_on_meta():
 def tiny():
     """The ORIGINAL-code fixtures: (UNet kwargs config, unet_sd in VC2's key order, io, vae_sd, text_sd, configs)."""
     cfg = json.loads(ref("vc2_tiny_parity", "config.json").read_text())
-    load = lambda *p: torch.load(ref(*p), weights_only=True)
-    vae_cfg = json.loads(ref("vae_tiny_parity", "config.json").read_text())
-    dd = vae_cfg["ddconfig"]
-    ae_config = AEConfig(ch=dd["ch"], ch_mult=dd["ch_mult"], num_res_blocks=dd["num_res_blocks"],
-                         z_channels=dd["z_channels"], embed_dim=vae_cfg["embed_dim"], in_channels=dd["in_channels"],
-                         out_ch=dd["out_ch"], attn_resolutions=dd["attn_resolutions"], resolution=dd["resolution"],
-                         scale_factor=0.18215)
-    tc_all = json.loads(ref("text_tiny_parity", "config.json").read_text())["open_clip_model_cfg"]
-    tc = tc_all["text_cfg"]
-    text_config = TextConfig(vocab_size=tc["vocab_size"], context_length=tc["context_length"], width=tc["width"],
-                             heads=tc["heads"], layers=tc["layers"], embed_dim=tc_all["embed_dim"])
-    return dict(unet_config=config_from_vc2(cfg["unet_kwargs"]), unet_sd=load("vc2_tiny_parity", "unet_sd.pt"),
-                io=load("vc2_tiny_parity", "io.pt"), vae_sd=load("vae_tiny_parity", "vae_sd.pt"),
-                text_sd=load_text_sd(ref("text_tiny_parity", "text_sd.pt")), ae_config=ae_config,
-                text_config=text_config)
+    return dict(unet_config=config_from_vc2(cfg["unet_kwargs"]), unet_sd=load_fixture("vc2_tiny_parity", "unet_sd.pt"),
+                io=load_fixture("vc2_tiny_parity", "io.pt"), vae_sd=load_fixture("vae_tiny_parity", "vae_sd.pt"),
+                text_sd=load_text_sd("text_tiny_parity", "text_sd.pt"), ae_config=vae_fixture_config(),
+                text_config=text_fixture_config())
 
 
 def student_forward(unet, io, w=7.5):
@@ -267,21 +236,11 @@ def test_lora_positions_and_merge_tiny(tiny):
 # Files that must be refused, and the CLI
 
 
-class _WritesAFile:
-    """A pickle payload: unpickling calls open(path, 'w'), creating the file (stands in for any code)."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_pickle_that_runs_code_is_refused(tmp_path, zip_format):
     marker = tmp_path / "side_effect_happened"
     bad = tmp_path / "model.ckpt"
-    torch.save({"state_dict": {"betas": torch.zeros(3)}, "x": _WritesAFile(str(marker))}, bad,
+    torch.save({"state_dict": {"betas": torch.zeros(3)}, "x": RunsCode(str(marker))}, bad,
                _use_new_zipfile_serialization=zip_format)
     with pytest.raises(ValueError, match="refused to load .*could run code"):
         convert.safe_torch_load(bad)

@@ -3,7 +3,6 @@ decodes the frames the sequential decode does; N worker processes give the batch
 resume, with a corrupt video among the rows); a latent cache gives what the encoders give, and train.py reads it."""
 import csv
 import json
-import sys
 import wave
 from functools import partial
 from types import SimpleNamespace
@@ -17,83 +16,24 @@ from safetensors.torch import load_file
 
 import data
 import train
+from cases import DATA_CASES
 from checkpoint import load_models, read_meta
+from conftest import TRAIN_CPU, run_main, snapshot
 from data import (LatentCache, StepLoader, VideoFolder, cache_rng, cached_latents, check_data_args,
                   encode_first_stage, exact_fps, read_captions, read_frames)
 from encoders import AEConfig, AutoencoderKL
 from loop import data_draws
 from toy import ToyWorld
 
-GOOD_CSV = "path,caption\nramp.gif,a ramp\n"
 
-# (id, files to write under tmp_path (text, or bytes), argv with {d} = tmp_path, exit code, a phrase of the
-# message, whether the Python API (check_data_args) must give the same message). The folder v/ always exists.
-BAD_INPUTS = [
-    ("no arguments", {}, [], 2, "required: VIDEO_DIR, CAPTIONS", False),
-    ("unknown flag", {"c.csv": GOOD_CSV}, ["{d}/v", "{d}/c.csv", "--bogus"], 2, "unrecognized arguments", False),
-    ("frames 0", {"c.csv": GOOD_CSV}, ["{d}/v", "{d}/c.csv", "--frames", "0"], 2,
-     "--frames: '0' is not a whole number >= 1", False),
-    ("width not a number", {"c.csv": GOOD_CSV}, ["{d}/v", "{d}/c.csv", "--width", "wide"], 2,
-     "--width: 'wide' is not a whole number", False),
-    ("missing folder", {"c.csv": GOOD_CSV}, ["{d}/nope", "{d}/c.csv"], 2, "no video folder at", True),
-    ("folder is a file", {"c.csv": GOOD_CSV}, ["{d}/c.csv", "{d}/c.csv"], 2, "is a file, not a folder", True),
-    ("missing caption file", {}, ["{d}/v", "{d}/nope.csv"], 2, "no caption file at", True),
-    ("caption file is a folder", {}, ["{d}/v", "{d}/v"], 2, "is a folder: give the caption file", True),
-    ("empty CSV", {"c.csv": ""}, ["{d}/v", "{d}/c.csv"], 2, "is empty: write a header row", True),
-    ("header only", {"c.csv": "path,caption\n"}, ["{d}/v", "{d}/c.csv"], 2, "has a header row but no rows", True),
-    ("no caption column", {"c.csv": "path,label\na.gif,x\n"}, ["{d}/v", "{d}/c.csv"], 2,
-     "has no caption column (one of caption,", True),
-    ("no path column", {"c.csv": "clip,caption\na.gif,x\n"}, ["{d}/v", "{d}/c.csv"], 2,
-     "has no video column (one of path,", True),
-    ("not UTF-8", {"c.csv": b"path,caption\na.gif,caf\xe9 au lait\n"}, ["{d}/v", "{d}/c.csv"], 2,
-     "line 2 is not UTF-8 text", True),
-    ("CSV field over csv's limit", {"c.csv": "path,caption\na.gif," + "x" * 140000 + "\n"}, ["{d}/v", "{d}/c.csv"], 2,
-     "the row after line 1 is not CSV (field larger than field limit", True),
-    ("empty JSONL", {"c.jsonl": "\n\n"}, ["{d}/v", "{d}/c.jsonl"], 2, "is empty: write one JSON object", True),
-    ("JSONL line not JSON", {"c.jsonl": '{"path": "a.gif", "caption": "x"}\n{"path": "b.gif", caption}\n'},
-     ["{d}/v", "{d}/c.jsonl"], 2, "line 2 is not JSON", True),
-    ("JSONL line not an object", {"c.jsonl": '["a.gif", "x"]\n'}, ["{d}/v", "{d}/c.jsonl"], 2,
-     "line 1 is a JSON list, not an object", True),
-    ("no row has a caption", {"c.csv": "path,caption\na.gif,\nb.gif\n"}, ["{d}/v", "{d}/c.csv"], 2,
-     "none of its 2 rows has both a video and a caption (no caption: 2)", True),
-    ("--skipped-out exists", {"c.csv": GOOD_CSV, "list.txt": "keep me"},
-     ["{d}/v", "{d}/c.csv", "--skipped-out", "{d}/list.txt"], 2, "list.txt exists: give a new file name", False),
-    ("--skipped-out folder missing", {"c.csv": GOOD_CSV}, ["{d}/v", "{d}/c.csv", "--skipped-out", "{d}/no/l.txt"],
-     2, "no folder", False),
-    ("--cache without --ckpt", {"c.csv": GOOD_CSV}, ["{d}/v", "{d}/c.csv", "--cache", "{d}/cache"], 2,
-     "--cache DIR and --ckpt TEACHER go together", False),
-    ("--cache exists", {"c.csv": GOOD_CSV}, ["{d}/v", "{d}/c.csv", "--cache", "{d}/v", "--ckpt", "{d}/c.csv"], 2,
-     "v exists: give a new folder (a cache is never written over)", False),
-    ("--ckpt not a checkpoint", {"c.csv": GOOD_CSV}, ["{d}/v", "{d}/c.csv", "--cache", "{d}/new", "--ckpt",
-                                                      "{d}/c.csv"], 2, "c.csv is not a readable safetensors", False),
-]
-
-
-def snapshot(root):
-    """Every file and folder under root with its bytes: a test compares it before and after a command."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def run_main(argv, capsys):
-    """data.main(argv) in this process -> (exit code, stdout, stderr)."""
-    try:
-        data.main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1  # sys.exit("message") prints it and exits 1
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.mark.parametrize("files, argv, code, phrase, api", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+# the cases: cases.DATA_CASES (a new one is one line there)
+@pytest.mark.parametrize("files, argv, code, phrase, api", [b[1:] for b in DATA_CASES], ids=[b[0] for b in DATA_CASES])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, files, argv, code, phrase, api):
     (tmp_path / "v").mkdir()
     for name, content in files.items():
         (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     before = snapshot(tmp_path)
-    got, out, err = run_main([a.format(d=tmp_path) for a in argv], capsys)
+    got, out, err = run_main(data.main, [a.format(d=tmp_path) for a in argv], capsys)
     assert got == code and phrase in err, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("data.py: error: ") and "Traceback" not in err
     assert snapshot(tmp_path) == before, "nothing written or changed"
@@ -130,7 +70,7 @@ def test_rows_without_a_caption_or_path_are_skipped_and_named(tmp_path, capsys):
     caps.write_text('path,caption\nramp.gif,a ramp\nramp.gif,\nramp.gif\nramp.gif,"  "\n,orphan caption\n'
                     "gone.gif,lost\nshort.gif,brief\n")
     flags = ["--frames", "4", "--fps", "12", "--height", "8", "--width", "8"]
-    code, out, err = run_main([str(tmp_path / "v"), str(caps), *flags, "--show", "2"], capsys)
+    code, out, err = run_main(data.main, [str(tmp_path / "v"), str(caps), *flags, "--show", "2"], capsys)
     assert code == 0 and err == ""
     assert "7 rows in" in out and "1 give a clip" in out and "no caption: 3" in out and "no path: 1" in out
     assert "  no caption  line 3 (ramp.gif)" in out and "... and 4 more" in out
@@ -139,7 +79,7 @@ def test_rows_without_a_caption_or_path_are_skipped_and_named(tmp_path, capsys):
     assert "no path\tline 6\t" in listed and any(l.startswith("missing\tgone.gif") for l in listed)
     assert any(l.startswith("too short\tshort.gif\t2 frames at 25 fps") for l in listed)
     # a second scan never overwrites the first list: it picks a new name and says so
-    code, out, _ = run_main([str(tmp_path / "v"), str(caps), *flags], capsys)
+    code, out, _ = run_main(data.main, [str(tmp_path / "v"), str(caps), *flags], capsys)
     assert code == 0 and f"listed in {tmp_path / 'v.skipped-2.txt'}" in out
     assert (tmp_path / "v.skipped.txt").read_text().splitlines() == listed
 
@@ -162,14 +102,14 @@ def test_jsonl_rows_without_a_caption_are_skipped_and_a_scan_with_no_clip_fails(
     assert read_captions(tmp_path / "c.jsonl", dropped) == [("a.gif", "one", ""), ("7", "an id", "")]
     assert dropped == [("line 2 (b.gif)", "no caption", ""), ("line 3 (c.gif)", "no caption", "")]
     # no file exists: the scan lists why (in a file it names) and exits 1 with one line
-    code, out, err = run_main([str(tmp_path / "v"), str(tmp_path / "c.jsonl"), "--skipped-out",
-                               str(tmp_path / "why.tsv")], capsys)
+    code, out, err = run_main(data.main, [str(tmp_path / "v"), str(tmp_path / "c.jsonl"), "--skipped-out",
+                                          str(tmp_path / "why.tsv")], capsys)
     assert code == 1 and "none of the 4 rows gives a clip" in err and len(err.strip().splitlines()) == 1
     assert "missing: 2" in out and "no caption: 2" in out and (tmp_path / "why.tsv").read_text().count("\n") == 1 + 4
 
 
 def test_help(capsys):
-    code, out, err = run_main(["--help"], capsys)
+    code, out, err = run_main(data.main, ["--help"], capsys)
     assert code == 0 and "VIDEO_DIR" in out and "--frames" in out and "--skipped-out" in out and err == ""
 
 
@@ -287,8 +227,9 @@ def test_a_latent_cache_holds_what_the_encoders_give_and_train_reads_it(tmp_path
                                     "1.gif,a blue square moving up\n2.gif,a green triangle moving down\n")
     teacher, cache = toy_models / "teacher.safetensors", tmp_path / "cache"
     flags = ["--frames", "8", "--height", "32", "--width", "32", "--fps", "16"]
-    code, out, err = run_main([str(tmp_path / "v"), str(tmp_path / "c.csv"), *flags, "--cache", str(cache), "--ckpt",
-                               str(teacher), "--device", "cpu", "--batch", "2", "--show", "0"], capsys)
+    code, out, err = run_main(data.main, [str(tmp_path / "v"), str(tmp_path / "c.csv"), *flags, "--cache", str(cache),
+                                          "--ckpt", str(teacher), "--device", "cpu", "--batch", "2", "--show", "0"],
+                              capsys)
     assert code == 0 and "unreadable: 1" in out
     assert f"wrote a latent cache of 3 clips to {cache} in 1 shard file(s)" in out
     index = json.loads((cache / "index.json").read_text())
@@ -308,7 +249,7 @@ def test_a_latent_cache_holds_what_the_encoders_give_and_train_reads_it(tmp_path
     assert torch.equal(cached_latents(models["ae"], x, "cpu"), x["z0"])
 
     # train.py --cache: bad flags get one line; good ones train from it
-    base = ["--toy-models", str(toy_models), "--device", "cpu", "--threads", "1", "--compare-per-caption", "0"]
+    base = ["--toy-models", str(toy_models), *TRAIN_CPU]
     for more, phrase in ((["--data-workers", "-1"], "--data-workers -1: give 0"),
                          (["--cache", str(tmp_path / "nope")], "nope: no such folder"),
                          (["--cache", str(tmp_path / "v")], "no index.json in"),

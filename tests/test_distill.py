@@ -1,4 +1,5 @@
-"""Consistency distillation (turbo.py Parts 2-3) and LoRA: the properties the paper's method rests on."""
+"""Consistency distillation (turbo.py Parts 2-3) and LoRA: the properties the paper's method rests on. (That a student
+starts as its teacher is tiny_unet3d's: test_unet3d.py.)"""
 import copy
 from dataclasses import replace
 
@@ -6,20 +7,11 @@ import pytest
 import torch
 
 import turbo
+from conftest import tiny_unet
 from lora import add_lora, merge_lora
-from tiny_unet3d import UNet3D, toy_unet
+from tiny_unet3d import UNet3D
 
 AB = turbo.vc2_alphas_cumprod()
-
-
-def tiny_unet(**kw):
-    torch.manual_seed(0)
-    cfg = replace(toy_unet(), in_channels=4, out_channels=4, **kw)
-    m = UNet3D(cfg).eval()
-    for p in m.parameters():                      # VC2 zero-inits its output layers; make every layer matter
-        if p.dim() > 1 and p.abs().sum() == 0:
-            torch.nn.init.normal_(p, std=0.02)
-    return m
 
 
 def test_boundary_condition():
@@ -58,16 +50,6 @@ def test_guided_ode_step_is_cfg_then_ddim():
     assert (out1 - out0).abs().max() > 1e-4       # guidance moves the step (by about 2e-3 here)
 
 
-def test_student_starts_as_teacher():
-    teacher = tiny_unet()
-    student = UNet3D(replace(teacher.config, guidance_embed_dim=256)).eval()
-    missing, _ = student.load_state_dict(teacher.state_dict(), strict=False)
-    assert missing == ["w_proj.weight"]
-    x, t, ctx = torch.randn(2, 4, 4, 8, 8), torch.tensor([10, 700]), torch.randn(2, 16, 64)
-    with torch.no_grad():
-        assert torch.equal(student(x, t, ctx, 16, w=torch.tensor([5.0, 15.0])), teacher(x, t, ctx, 16))
-
-
 def test_lora_starts_at_zero_and_merges_exactly():
     unet = tiny_unet(guidance_embed_dim=256)
     x, t, ctx, w = torch.randn(2, 4, 4, 8, 8), torch.tensor([10, 700]), torch.randn(2, 16, 64), torch.tensor([6.0, 8.0])
@@ -103,7 +85,8 @@ def test_cd_loss_decreases_on_a_fixed_batch():
     z0, ctx, unc = torch.randn(2, 4, 4, 8, 8) * 0.5, torch.randn(2, 16, 64), torch.randn(2, 16, 64)
 
     def loss_at(seed):
-        return turbo.cd_loss(student, target, teacher, z0, ctx, unc, 16, AB, generator=torch.Generator().manual_seed(seed))
+        return turbo.cd_loss(student, target, teacher, z0, ctx, unc, 16, AB,
+                             generator=torch.Generator().manual_seed(seed))
 
     with torch.no_grad():
         before = sum(loss_at(s)[0].item() for s in range(4))

@@ -5,32 +5,15 @@ AutoencoderKL and FrozenOpenCLIPEmbedder with re-randomised weights) and the rea
 """
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from encoders import (AEConfig, AutoencoderKL, TextConfig, TextEncoder, causal_mask, load_vc2_text,  # noqa: E402
-                      load_vc2_vae, openclip_vit_h14, sd_kl_f8, toy_ae, toy_text)
+from conftest import FIXTURES, load_fixture, load_text_sd, text_fixture_config, vae_fixture_config, vc2_keys
+from encoders import (AEConfig, AutoencoderKL, TextEncoder, causal_mask, load_vc2_text, load_vc2_vae,
+                      openclip_vit_h14, sd_kl_f8, toy_ae, toy_text)
 
-REF = Path(__file__).resolve().parent / "fixtures"  # made by the original code; see fixtures/README.md
 TOL = 1e-4
-
-
-def load(p):
-    return torch.load(p, weights_only=True)
-
-
-def load_text_sd(p):
-    """text_sd.pt stores only the token_embedding rows the fixture's tokens use (see fixtures/README.md); the other
-    rows, which no recorded output depends on, come back as zeros."""
-    sd = load(p)
-    emb = sd["model.token_embedding.weight"]
-    sd["model.token_embedding.weight"] = torch.zeros(emb["num_rows"], emb["rows"].shape[1]).index_copy_(
-        0, emb["index"], emb["rows"])
-    return sd
 
 
 def check_close(name, got, want, tol=TOL, errors=None):
@@ -47,15 +30,9 @@ def check_close(name, got, want, tol=TOL, errors=None):
 
 @pytest.fixture(scope="module")
 def vae_fixture():
-    d = REF / "vae_tiny_parity"
-    cfg = json.loads((d / "config.json").read_text())
-    dd = cfg["ddconfig"]
-    ae = AutoencoderKL(AEConfig(ch=dd["ch"], ch_mult=dd["ch_mult"], num_res_blocks=dd["num_res_blocks"],
-                                z_channels=dd["z_channels"], embed_dim=cfg["embed_dim"], in_channels=dd["in_channels"],
-                                out_ch=dd["out_ch"], attn_resolutions=dd["attn_resolutions"],
-                                resolution=dd["resolution"], scale_factor=0.18215))
-    load_vc2_vae(ae, load(d / "vae_sd.pt"))
-    return ae.eval(), load(d / "io.pt"), load(d / "intermediates.pt")
+    ae = AutoencoderKL(vae_fixture_config())
+    load_vc2_vae(ae, load_fixture("vae_tiny_parity", "vae_sd.pt"))
+    return ae.eval(), load_fixture("vae_tiny_parity", "io.pt"), load_fixture("vae_tiny_parity", "intermediates.pt")
 
 
 def test_toy_ae_preset_is_the_fixture_config(vae_fixture):
@@ -90,7 +67,8 @@ def test_vae_parity(vae_fixture):
         lat = ae.encode(video, noise=io["sample_noise"].unsqueeze(2))
         check_close("latent_scaled", lat[:, :, 0], io["latent_scaled"], errors=errors)
         check_close("z_sample", lat[:, :, 0] / 0.18215, io["z_sample"], errors=errors)
-        check_close("encode(sample=False)", ae.encode(video, sample=False)[:, :, 0], io["mean"] * 0.18215, errors=errors)
+        check_close("encode(sample=False)", ae.encode(video, sample=False)[:, :, 0], io["mean"] * 0.18215,
+                    errors=errors)
         check_close("video_decoded", ae.decode(io["z_video"]), io["video_decoded"], errors=errors)
         check_close("video_decoded chunk 1", ae.decode(io["z_video"], chunk_size=1), io["video_decoded"], errors=errors)
     print("VAE max abs errors:", {k: f"{v:.1e}" for k, v in errors.items()})
@@ -125,16 +103,13 @@ def test_vae_encode_generator_is_reproducible():
 
 @pytest.fixture(scope="module")
 def text_fixture():
-    d = REF / "text_tiny_parity"
-    cfg = json.loads((d / "config.json").read_text())
-    tc = cfg["open_clip_model_cfg"]["text_cfg"]
-    model = TextEncoder(TextConfig(vocab_size=tc["vocab_size"], context_length=tc["context_length"], width=tc["width"],
-                                   heads=tc["heads"], layers=tc["layers"],
-                                   embed_dim=cfg["open_clip_model_cfg"]["embed_dim"]))
-    sd = load_text_sd(d / "text_sd.pt")
+    cfg = json.loads((FIXTURES / "text_tiny_parity" / "config.json").read_text())
+    model = TextEncoder(text_fixture_config())
+    sd = load_text_sd("text_tiny_parity", "text_sd.pt")
     assert all(k.startswith("model.") for k in sd)                  # FrozenOpenCLIPEmbedder.state_dict() names
     load_vc2_text(model, sd)
-    return model.eval(), cfg, load(d / "io.pt"), load(d / "intermediates.pt")
+    return model.eval(), cfg, load_fixture("text_tiny_parity", "io.pt"), load_fixture("text_tiny_parity",
+                                                                                        "intermediates.pt")
 
 
 def test_tokenizer_matches_open_clip_at_77(text_fixture):
@@ -190,20 +165,12 @@ def test_toy_text_shapes():
 # Full size: the real checkpoint's keys, on the meta device (no memory, no download)
 
 
-def manifest(name):
-    out = {}
-    for line in (REF / "vc2_keys" / name).read_text().splitlines():
-        key, shape = line.split("\t")
-        out[key] = torch.empty([int(s) for s in shape.split("x")] if shape else [], device="meta")
-    return out
-
-
 @pytest.mark.parametrize("make, cls, loader, tsv, n_keys, n_params", [
     (sd_kl_f8, AutoencoderKL, load_vc2_vae, "vc2_vae_keys.tsv", 248, 83_653_863),
     (openclip_vit_h14, TextEncoder, load_vc2_text, "vc2_text_keys.tsv", 294, 354_032_641),
 ])
 def test_full_size_keys_on_meta(make, cls, loader, tsv, n_keys, n_params):
-    sd = manifest(tsv)
+    sd = vc2_keys(tsv)
     assert len(sd) == n_keys
     with torch.device("meta"):
         model = cls(make())

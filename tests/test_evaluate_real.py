@@ -4,7 +4,6 @@ real preprocessing), a video's score independent of its batch, the CLI end to en
 its bad inputs as one line each. The reward towers here are tiny (width 32, 1 layer) but take 224 px inputs, so every
 preprocessing step runs at the real size; the full-size models (random weights) are timed by `python bench.py eval`."""
 import json
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -13,10 +12,11 @@ import torch
 from PIL import Image
 
 import evaluate
+from cases import REAL_EVAL_CASES
 from checkpoint import META_KEY, read_checkpoint, save_tensors
+from conftest import FIXTURES, TOY, run_main, snapshot
 from rewards import ImageTextReward, VideoTextReward, ViCLIP, ViCLIPConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a corgi running on the beach", "a red car at night", "fireworks over a city"]
 
 # the CLIP vocabulary and contexts of the real models (77 for HPS's ViT-H-14, 32 for ViCLIP), 224 px inputs; tiny
@@ -137,7 +137,7 @@ def test_internvideo2_as_the_video_score(folders, tmp_path, monkeypatch):
     """--internvideo2 FILE --bert-vocab DIR (the VC2 release's video reward) through its real loader, with the tiny
     parity fixture's model standing in for the 1B one: the table names it, and every video gets a cosine."""
     import internvideo2
-    fix = ROOT / "tests" / "fixtures" / "internvideo2_tiny_parity"
+    fix = FIXTURES / "internvideo2_tiny_parity"
     monkeypatch.setattr(internvideo2, "internvideo2_1b", lambda num_frames=8: internvideo2.tiny_internvideo2())
     res = evaluate.main(["--samples", str(folders["b"]), "--internvideo2", str(fix / "ckpt.pt"), "--bert-vocab",
                          str(fix), "--out", str(tmp_path), "--device", "cpu"])
@@ -149,7 +149,7 @@ def test_internvideo2_as_the_video_score(folders, tmp_path, monkeypatch):
 def toy_student(path, steps, w=4.0):
     """A T2V-Turbo student checkpoint made from the shipped toy teacher (its w projection zero, so it predicts what
     the teacher does) whose meta says to sample in `steps` consistency steps at guidance w."""
-    tensors, meta = read_checkpoint(ROOT / "assets" / "toy" / "teacher.safetensors")
+    tensors, meta = read_checkpoint(TOY / "teacher.safetensors")
     meta = {**meta, "kind": "turbo", "unet": {**meta["unet"], "guidance_embed_dim": 256},
             "train": {**meta["train"], "turbo_sample_steps": steps, "turbo_w": w}}
     tensors["unet.w_proj.weight"] = torch.zeros(meta["unet"]["model_channels"], 256)
@@ -186,7 +186,7 @@ def test_prompts_samples_every_checkpoint_then_scores(tmp_path, monkeypatch):
 def bad(tmp_path_factory, folders):
     d = tmp_path_factory.mktemp("bad")
     f = {"dir": d, "a": folders["a"], "empty": d / "empty", "missing": d / "missing",
-         "teacher": ROOT / "assets" / "toy" / "teacher.safetensors", "prompts": d / "p.txt", "hps": d / "hps.pt",
+         "teacher": TOY / "teacher.safetensors", "prompts": d / "p.txt", "hps": d / "hps.pt",
          "garbage": d / "garbage.pt", "vocab": d / "vocab.txt", "no_video": d / "no_video", "used": d / "used"}
     f["empty"].mkdir()
     f["prompts"].write_text("a cat\n")
@@ -200,52 +200,14 @@ def bad(tmp_path_factory, folders):
     return f
 
 
-S = ["--samples", "{a}"]
-# (argv with {name} = bad[name], exit code, a phrase of the one line)
-BAD = [
-    (["--samples", "{a}"], 2, "needs the real reward models: --hps"),
-    (["--prompts", "{prompts}", "--ckpt", "{teacher}"], 2, "the toy rewards never score real video"),
-    (["--hps", "{hps}"], 2, "give --prompts FILE with --ckpt"),
-    (["--viclip", "{hps}", "--ckpt", "{teacher}"], 2, "give --prompts FILE with --ckpt"),
-    (["--samples", "{empty}", "--hps", "{hps}"], 2, "--samples {empty}: no prompts.jsonl there"),
-    (["--samples", "{missing}", "--hps", "{hps}"], 2, "--samples {missing}: no such folder"),
-    (["--samples", "{no_video}", "--hps", "{hps}"], 2, "prompts.jsonl: its video {no_video}/gone.gif is missing"),
-    ([*S, "--hps", "{missing}"], 2, "--hps {missing}: no such file (nor HPS_v2.1_compressed.pt in it)"),
-    ([*S, "--hps", "{empty}"], 2, "--hps {empty}: no such file"),
-    ([*S, "--hps", "{hps}", "--prompts", "{prompts}"], 2, "not both"),
-    ([*S, "--hps", "{hps}", "--ckpt", "{teacher}"], 2, "--ckpt goes with --prompts"),
-    ([*S, "--internvideo2", "{hps}"], 2, "--internvideo2 needs --bert-vocab"),
-    ([*S, "--internvideo2", "{hps}", "--bert-vocab", "{empty}"], 2, "none at {empty}"),
-    ([*S, "--internvideo2", "{hps}", "--viclip", "{hps}", "--bert-vocab", "{vocab}"], 2, "takes the place of --viclip"),
-    ([*S, "--viclip", "{hps}", "--bert-vocab", "{vocab}"], 2, "--bert-vocab goes with --internvideo2"),
-    ([*S, "--hps", "{hps}", "--table", "{dir}"], 2, "are the toy table's"),
-    ([*S, "--hps", "{hps}", "--steps", "2"], 2, "every checkpoint samples at its own defaults"),
-    ([*S, "--hps", "{hps}", "--batch-size", "0"], 2, "--batch-size must be >= 1"),
-    (["--prompts", "{prompts}", "--hps", "{hps}"], 2, "give --ckpt FILE (repeatable"),
-    (["--prompts", "{missing}", "--ckpt", "{teacher}", "--hps", "{hps}"], 2, "--prompts {missing}: no such file"),
-    (["--prompts", "{prompts}", "--ckpt", "{missing}", "--hps", "{hps}"], 2, "no such file or folder"),
-    (["--prompts", "{prompts}", "--ckpt", "{teacher}", "--hps", "{hps}", "--out", "{used}"], 2,
-     "holds samples already: score them with --samples, or give a new --out"),
-    ([*S, "--hps", "{garbage}", "--out", "{dir}/out"], 1, "the HPSv2.1 file {garbage} does not load"),
-    (["--ckpt", "{teacher}", "--ckpt", "{teacher}"], 2, "the toy evaluator judges one --ckpt"),
-    (["--ckpt", "{teacher}", "--num-per-prompt", "2"], 2, "go with the real-model evaluation"),
-]
-
-
-def snapshot(root):
-    return {str(p): p.read_bytes() if p.is_file() else None for p in sorted(Path(root).rglob("*"))}
-
-
-@pytest.mark.parametrize("i", range(len(BAD)), ids=[f"real-{i}" for i in range(len(BAD))])
+# the cases: cases.REAL_EVAL_CASES (a new one is one line there)
+@pytest.mark.parametrize("i", range(len(REAL_EVAL_CASES)), ids=[f"real-{i}" for i in range(len(REAL_EVAL_CASES))])
 def test_bad_real_input_is_one_line(i, bad, capsys):
-    argv, code, phrase = BAD[i]
+    argv, code, phrase = REAL_EVAL_CASES[i]
     fill = lambda s: s.format(**{k: str(v) for k, v in bad.items()})
-    before = snapshot(bad["dir"]), snapshot(bad["a"])
-    with pytest.raises(SystemExit) as e:
-        evaluate.main([fill(a) for a in argv] + ["--device", "cpu"])
-    err = capsys.readouterr().err + (e.value.code if isinstance(e.value.code, str) else "")
-    got = 1 if isinstance(e.value.code, str) else e.value.code
+    before = snapshot(bad["dir"], bad["a"])
+    got, _, err = run_main(evaluate.main, [fill(a) for a in argv] + ["--device", "cpu"], capsys)
     lines = [l for l in err.splitlines() if l.strip()]
     assert got == code and len(lines) == 1 and fill(phrase) in lines[0], (argv, got, err)
     assert "Traceback" not in err
-    assert (snapshot(bad["dir"]), snapshot(bad["a"])) == before, "a file changed"
+    assert snapshot(bad["dir"], bad["a"]) == before, "a file changed"

@@ -3,26 +3,25 @@
 pixel gradients, for the unfused (exact GELU) and fused (tanh GELU, T2V-Turbo's setting) paths); the strict loader
 and its one error; the keys dropped by name; the full-size key set (tests/fixtures/internvideo2_manifest) on the
 meta device. Tiny models only: the whole file runs in a few seconds."""
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import FIXTURES, TRAIN_CPU, load_fixture
 from internvideo2 import (InternVideo2, InternVideo2Reward, find_vocab, init_weights, internvideo2_1b,
                           interpolate_pos_embed, load_internvideo2, load_tokenizer, tiny_internvideo2, tokenize,
                           unused_key)
 
-FIX = Path(__file__).resolve().parent / "fixtures" / "internvideo2_tiny_parity"
-MANIFEST = Path(__file__).resolve().parent / "fixtures" / "internvideo2_manifest"
+FIX = FIXTURES / "internvideo2_tiny_parity"
+MANIFEST = FIXTURES / "internvideo2_manifest"
 TOL = dict(atol=1e-5, rtol=0)                  # asked: 1e-4; measured <= 2.4e-7 (pooled), 1.5e-8 (grads)
 
 
 def _ckpt():
-    return torch.load(FIX / "ckpt.pt", map_location="cpu", weights_only=True)
+    return load_fixture("internvideo2_tiny_parity", "ckpt.pt")
 
 
 def _io():
-    return torch.load(FIX / "io.pt", map_location="cpu", weights_only=True)
+    return load_fixture("internvideo2_tiny_parity", "io.pt")
 
 
 def _prompts():
@@ -58,7 +57,8 @@ def test_parity_with_original(variant):
     torch.testing.assert_close(pixels, io["pixel_values"], atol=1e-5, rtol=0)
     with torch.no_grad():
         pooled = model.vision_encoder(pixels)
-        cls = model.text_encoder.bert(input_ids=io["input_ids"], attention_mask=io["attention_mask"]).last_hidden_state[:, 0]
+        cls = model.text_encoder.bert(input_ids=io["input_ids"],
+                                      attention_mask=io["attention_mask"]).last_hidden_state[:, 0]
     torch.testing.assert_close(pooled, ref["pooled"], **TOL)
     torch.testing.assert_close(cls, ref["text_cls"], **TOL)
     torch.testing.assert_close(reward.encode_videos(video.detach(), torch.Generator().manual_seed(io["crop_seed"])),
@@ -222,7 +222,7 @@ def test_train_py_distils_with_internvideo2(tmp_path, monkeypatch, toy_models):
     out = tmp_path / "iv2"
     train.main(["--toy-models", str(toy_models), "--out", str(out), "--rewards", "video", "--internvideo2",
                 str(FIX / "ckpt.pt"), "--bert-vocab", str(FIX), "--turbo-steps", "2", "--turbo-batch", "1",
-                "--warmup", "1", "--compare-per-caption", "0", "--threads", "1", "--device", "cpu"])
+                "--warmup", "1", *TRAIN_CPU])
     log = read_meta(out / "turbo_video.safetensors")["stats"]["log"]
     assert len(log) == 2 and all(-1 <= l["r_vid"] <= 1 and l["r_vid"] != 0 for l in log)
     with pytest.raises(SystemExit) as e:                        # one video reward at a time, and the vocab with it

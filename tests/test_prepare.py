@@ -10,6 +10,7 @@ import prepare_toy
 import sample
 import turbo
 from checkpoint import load_models, read_checkpoint, read_meta
+from conftest import mtimes
 
 FILES = ("text_ae", "teacher", "reward_image", "reward_video")
 
@@ -25,9 +26,9 @@ def metadata(path):
 
 
 def test_the_written_files(toy_models, toy_flags):
-    """Four files; the three that ship are fp16 (--dtype fp16) and carry their configs and the command that made them; the teacher
-    is the toy's departure from VC2's UNet (v-prediction, zero-terminal SNR, relative positions, transformers at
-    both levels), loads back in fp32 and samples."""
+    """Four files; the three that ship are fp16 (--dtype fp16) and carry their configs and the command that made
+    them; the teacher is the toy's departure from VC2's UNet (v-prediction, zero-terminal SNR, relative positions,
+    transformers at both levels), loads back in fp32 and samples."""
     assert sorted(p.name for p in toy_models.iterdir()) == sorted(f"{n}.safetensors" for n in FILES)
     command = "python prepare_toy.py " + " ".join([*toy_flags, "--out", str(toy_models)])
     for name in FILES[1:]:
@@ -71,17 +72,13 @@ def prepared_dir(path, toy_models, names=("text_ae", "reward_image", "reward_vid
     return path
 
 
-def mtimes(folder, names):
-    return {n: (folder / f"{n}.safetensors").stat().st_mtime_ns for n in names}
-
-
 def test_resume_keeps_finished_files_and_continues_the_teacher(tmp_path, toy_models, toy_flags, monkeypatch,
                                                               capsys):
     """A run that dies in the teacher's third step goes on, with --resume, from its newest state (step 2); it keeps
     the text tower and the reward models as they are (same file, same mtime) and ends with the very teacher of an
     uninterrupted run. A third run with --resume finds every file finished and rewrites none."""
     out = prepared_dir(tmp_path / "resumed", toy_models)
-    kept = mtimes(out, ("text_ae", "reward_image", "reward_video"))
+    kept = mtimes(out, [f"{n}.safetensors" for n in ("text_ae", "reward_image", "reward_video")])
     argv = [*toy_flags, "--out", str(out), "--resume", "--save-every", "1"]
     real, calls = turbo.diffusion_loss, []
 
@@ -112,9 +109,9 @@ def test_resume_keeps_finished_files_and_continues_the_teacher(tmp_path, toy_mod
     assert resumed_meta["command"].endswith("--resume --save-every 1")
     assert {d for d in metadata(out / "teacher.safetensors")[1].values() if d.is_floating_point} == {torch.float16}
 
-    done = mtimes(out, FILES)
+    done = mtimes(out, [f"{n}.safetensors" for n in FILES])
     prepare_toy.main(argv)
-    assert "teacher: reusing" in capsys.readouterr().out and mtimes(out, FILES) == done
+    assert "teacher: reusing" in capsys.readouterr().out and mtimes(out, done) == done
 
 
 def test_t_band(tmp_path, toy_models, toy_flags, monkeypatch):

@@ -5,7 +5,6 @@ model is trained beyond a few steps; the trained-model check uses the shipped
 assets/toy/reward_{image,video}.safetensors."""
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -18,13 +17,13 @@ from torchvision.transforms import InterpolationMode, RandomCrop
 
 import prepare_toy
 import rewards
+from conftest import TOY
 from prepare_toy import contrastive_loss
 from rewards import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD, ImageTextReward, VideoTextReward, ViCLIP,
                      load_hps_state, load_viclip, reward_from_state, reward_state, toy_clip_cfg, toy_image_reward,
                      toy_video_reward, toy_viclip, viclip_l14)
 from turbo import image_reward_frames, video_reward_frames
 
-ROOT = Path(__file__).resolve().parents[1]
 CAP = "a red circle moving left"
 
 
@@ -393,7 +392,8 @@ def test_toy_training_lowers_the_loss(one_thread):
 def test_held_out_captions_are_refused():
     held = prepare_toy.split_captions("heldout")
     with pytest.raises(ValueError, match="held-out"):
-        prepare_toy.train_toy_reward("image", steps=1, batch=2, captions=prepare_toy.split_captions("train")[:3] + held[:1])
+        prepare_toy.train_toy_reward("image", steps=1, batch=2,
+                                     captions=prepare_toy.split_captions("train")[:3] + held[:1])
 
 
 def test_discrimination_report_shape():
@@ -424,7 +424,7 @@ def test_reward_state_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_trained_toy_reward_prefers_the_right_caption(kind):
-    reward, _ = rewards.load_reward(ROOT / "assets" / "toy" / f"reward_{kind}.safetensors")   # the shipped one
+    reward, _ = rewards.load_reward(TOY / f"reward_{kind}.safetensors")   # the shipped one
     d = prepare_toy.discrimination(reward, kind, prepare_toy.split_captions("train"), n_clips=76, seed=123)
     # a caption that is wrong in one attribute scores below the right one
     assert d["colour"] >= 0.9 and d["shape"] >= 0.9, d

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -18,10 +17,10 @@ from safetensors.torch import load_file
 import train
 import turbo
 from checkpoint import read_meta, save_tensors
+from conftest import ROOT, TRAIN_CPU
 from data import VideoFolder, read_captions
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--warmup", "1", "--temporal-dropout", "0", "--threads", "1", "--device", "cpu", "--compare-per-caption", "0"]
+TINY = ["--warmup", "1", "--temporal-dropout", "0", *TRAIN_CPU]
 
 
 def student_args(toy_models, out, *more):

@@ -1,7 +1,6 @@
 """The toy models that ship in assets/toy/ (prepare_toy.py made them): they load, they say how they were made, and
 the teacher does what a teacher must: its 50-step samples show the caption's colour, shape and direction."""
 import json
-from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -9,9 +8,8 @@ from safetensors import safe_open
 import rewards
 import sample
 from checkpoint import load_models, read_meta
+from conftest import TOY
 from toy import correct, split_captions
-
-TOY = Path(__file__).resolve().parents[1] / "assets" / "toy"
 
 
 def test_files_are_fp16_and_record_their_recipe():

@@ -1,4 +1,5 @@
-"""The toy world follows toy.py's docstring, and the judge that every accuracy figure rests on is right on real clips."""
+"""The toy world follows toy.py's docstring, and the judge that every accuracy figure rests on is right on real
+clips."""
 import numpy as np
 
 from toy import (DIRECTIONS, SHAPES, ToyWorld, all_captions, correct, judge, parse_caption,

@@ -1,10 +1,11 @@
 """TUTORIAL.md's snippets are promised to run: run every ```python block, each in a fresh namespace."""
 import re
-from pathlib import Path
 
 import pytest
 
-BLOCKS = re.findall(r"```python\n(.*?)```", (Path(__file__).resolve().parents[1] / "TUTORIAL.md").read_text(), re.S)
+from conftest import ROOT
+
+BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "TUTORIAL.md").read_text(), re.S)
 
 
 def test_there_are_snippets():

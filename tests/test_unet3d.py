@@ -3,47 +3,30 @@ checkpoint's key manifest (on the meta device), and the T2V-Turbo student's w-co
 import json
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 from einops import rearrange
 
+from conftest import FIXTURES, load_fixture, tiny_unet, vc2_keys
 from tiny_unet3d import (UNet3D, check_state_dict, config_from_vc2, convert_vc2_unet, guidance_embedding,
                          load_vc2_unet, ours_key_to_vc2, timestep_embedding, toy_unet, vc2, vc2_key_to_ours)
 
-FIXTURES = Path(__file__).resolve().parent / 'fixtures'  # made by the original code; see fixtures/README.md
 TOL = 1e-4  # fp32; a faithful reimplementation reproduces y to ~1e-5
-
-
-def ref(*parts):
-    return FIXTURES.joinpath(*parts)
-
-
-def load(*parts):
-    return torch.load(ref(*parts), weights_only=True)
 
 
 @pytest.fixture(scope="module")
 def parity():
     """The tiny original-code fixture: (config, converted-and-loaded UNet3D in eval mode, io, intermediates)."""
-    cfg = json.loads(ref('vc2_tiny_parity', 'config.json').read_text())
-    model = load_vc2_unet(UNet3D(config_from_vc2(cfg['unet_kwargs'])), load('vc2_tiny_parity', 'unet_sd.pt'))
-    return cfg, model.eval(), load('vc2_tiny_parity', 'io.pt'), load('vc2_tiny_parity', 'intermediates.pt')
+    cfg = json.loads((FIXTURES / 'vc2_tiny_parity' / 'config.json').read_text())
+    model = load_vc2_unet(UNet3D(config_from_vc2(cfg['unet_kwargs'])), load_fixture('vc2_tiny_parity', 'unet_sd.pt'))
+    return (cfg, model.eval(), load_fixture('vc2_tiny_parity', 'io.pt'),
+            load_fixture('vc2_tiny_parity', 'intermediates.pt'))
 
 
 def run(model, io, **kw):
     with torch.no_grad():
         return model(io['x'], io['timesteps'], io['context'], io['fps'], **kw)
-
-
-def manifest_state_dict():
-    """The real VC2 UNet's 1484 keys as meta tensors of the real shapes, original names with their prefix."""
-    sd = {}
-    for line in ref('vc2_keys', 'vc2_unet_keys.tsv').read_text().splitlines():
-        key, shape = line.split('\t')
-        sd[key] = torch.empty(*map(int, shape.split('x')), device='meta')
-    return sd
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -91,7 +74,7 @@ def test_parity_batch_and_int_conditioning(parity):
 
 
 def test_vc2_manifest_loads_on_meta():
-    sd = manifest_state_dict()
+    sd = vc2_keys('vc2_unet_keys.tsv')
     assert len(sd) == 1484
     with torch.device('meta'):
         teacher, student = UNet3D(vc2()), UNet3D(replace(vc2(), guidance_embed_dim=256))
@@ -106,7 +89,7 @@ def test_vc2_manifest_loads_on_meta():
 
 
 def test_key_maps_round_trip():
-    for key in manifest_state_dict():
+    for key in vc2_keys('vc2_unet_keys.tsv'):
         ours = vc2_key_to_ours(key)
         assert 'temopral' not in ours and ours_key_to_vc2(ours) == key.removeprefix('model.diffusion_model.')
     assert vc2_key_to_ours('input_blocks.1.0.temopral_conv.conv1.2') == 'input_blocks.1.0.temporal_conv.conv1.2'
@@ -116,7 +99,7 @@ def test_key_maps_round_trip():
 def test_bad_state_dict_lists_every_problem():
     with torch.device('meta'):
         expected = UNet3D(vc2()).state_dict()
-    sd = manifest_state_dict()
+    sd = vc2_keys('vc2_unet_keys.tsv')
     del sd['model.diffusion_model.out.2.bias']
     sd['model.diffusion_model.input_blocks.1.0.bogus.weight'] = torch.empty(3, device='meta')
     sd['model.diffusion_model.input_blocks.1.1.proj_in.weight'] = torch.empty(320, 321, device='meta')
@@ -131,7 +114,7 @@ def test_bad_state_dict_lists_every_problem():
 
 
 def test_config_from_vc2_rejects_unsupported_flags():
-    base = json.loads(ref('vc2_tiny_parity', 'config.json').read_text())['unet_kwargs']
+    base = json.loads((FIXTURES / 'vc2_tiny_parity' / 'config.json').read_text())['unet_kwargs']
     assert config_from_vc2({**base, 'time_cond_proj_dim': 256}).guidance_embed_dim == 256
     for bad in [dict(use_linear=False), dict(use_scale_shift_norm=True), dict(use_causal_attention=True),
                 dict(temporal_conv=False), dict(whatever=1), dict(use_relative_position=True, temporal_length=None)]:
@@ -169,18 +152,42 @@ def test_relative_position_attention_matches_vc1_einsums():
 # The T2V-Turbo student: w-conditioning
 
 
-def test_student_starts_as_teacher(parity):
-    cfg, teacher, io, _ = parity
-    student_cfg = replace(config_from_vc2(cfg['unet_kwargs']), guidance_embed_dim=256)
-    student = UNet3D(student_cfg).eval()
+def student_of(teacher, cfg):
+    """A student (w input, guidance_embed_dim 256) with the teacher's weights; its w projection starts at zero."""
+    student = UNet3D(replace(cfg, guidance_embed_dim=256)).eval()
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     assert missing == ['w_proj.weight'] and not unexpected
+    return student
+
+
+def test_student_starts_as_teacher(parity):
+    """With the teacher's weights (only w_proj is missing) and its zero w projection, the student computes what the
+    teacher does, bit for bit, at any w: on the parity fixture, and on a batch of two clips with a w each through a
+    toy UNet with no zero layer."""
+    cfg, teacher, io, _ = parity
+    student = student_of(teacher, config_from_vc2(cfg['unet_kwargs']))
     y_teacher = run(teacher, io)
     for w in (torch.tensor([0.0]), torch.tensor([7.5]), 15.0):
         assert torch.equal(run(student, io, w=w), y_teacher)  # zero w_proj: bit-identical
+    teacher = tiny_unet()
+    student = student_of(teacher, teacher.config)
+    x, t, ctx = torch.randn(2, 4, 4, 8, 8), torch.tensor([10, 700]), torch.randn(2, 16, 64)
+    with torch.no_grad():
+        assert torch.equal(student(x, t, ctx, 16, w=torch.tensor([5.0, 15.0])), teacher(x, t, ctx, 16))
+
+
+def test_a_trained_w_projection_makes_w_condition_the_student(parity):
+    cfg, teacher, io, _ = parity
+    student = student_of(teacher, config_from_vc2(cfg['unet_kwargs']))
+    y_teacher = run(teacher, io)
     torch.nn.init.normal_(student.w_proj.weight, std=0.02)
     y5, y10 = run(student, io, w=torch.tensor([5.0])), run(student, io, w=torch.tensor([10.0]))
     assert (y5 - y10).abs().max() > 1e-3 and (y5 - y_teacher).abs().max() > 1e-3
+
+
+def test_a_student_needs_w_and_a_teacher_takes_none(parity):
+    cfg, teacher, io, _ = parity
+    student = student_of(teacher, config_from_vc2(cfg['unet_kwargs']))
     with pytest.raises(ValueError, match='guidance'):
         run(student, io)          # a student needs w
     with pytest.raises(ValueError, match='w was given'):
