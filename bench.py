@@ -124,7 +124,8 @@ def bench_train(batch=8, repeats=5):
 
     def step(with_rewards):
         def run():
-            loss, f, _ = turbo.cd_loss(student, target, teacher, z0, ctx, unc, 16, abar)
+            loss, f, _ = turbo.cd_loss(student, target, teacher, z0, ctx, unc, 16, abar,
+                                       turbo.cd_draws(z0.shape[0], z0.shape[1:]))
             if with_rewards:
                 r = turbo.reward_terms(f, ae, caps, image_reward, video_reward)
                 loss = turbo.mixed_loss(loss, r)
@@ -592,7 +593,8 @@ def bench_main(repeats=3):
         sopt = torch.optim.AdamW(student.parameters(), lr=1e-4)
 
         def student_step():
-            loss, f, _ = turbo.cd_loss(student.train(), target, frozen, z0[:8], ctx[:8], unc, 16, abar)
+            loss, f, _ = turbo.cd_loss(student.train(), target, frozen, z0[:8], ctx[:8], unc, 16, abar,
+                                       turbo.cd_draws(8, z0.shape[1:]))
             loss = turbo.mixed_loss(loss, turbo.reward_terms(f, ae, caps[:8], image_reward, video_reward))
             sopt.zero_grad(set_to_none=True)
             loss.backward()

@@ -313,7 +313,7 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
         d = turbo.cd_draws(B, z0.shape[1:], cfg.w_min, cfg.w_max, generator=gen)
         d = {k: v[rows.start:rows.stop] for k, v in d.items()}              # ... this process's rows
         loss_cd, f_theta, _ = turbo.cd_loss(student_d, target, unet, z0, context, uncond.expand_as(context),
-                                            cfg.fps, abar, huber_c=cfg.huber_c, draws=d)
+                                            cfg.fps, abar, d, huber_c=cfg.huber_c)
         # eqs. 8-9: decode f_theta's scored frames and reward them (J_img on M frames, J_vid on 8)
         r = turbo.reward_terms(f_theta, ae, caps, image_reward, video_reward, cfg.reward_frames, generator=gen,
                                decode_checkpoint=cfg.grad_ckpt_decoder)

@@ -167,15 +167,15 @@ def pseudo_huber(a, b, c=0.001):
 
 
 def cd_draws(b, shape, w_min=5.0, w_max=15.0, num_ddim_steps=50, generator=None, device="cpu"):
-    """The random part of one CD step for b clips: {'n': (b,) grid indices, 'w': (b,) guidance scales,
-    'noise': (b, *shape)}. Separate so that train.py can draw them for a whole multi-process batch."""
+    """The random part of one CD step for b clips (Algorithm 1 lines 5-6): {'n': (b,) grid indices ~ U{0..49},
+    'w': (b,) guidance scales ~ U[w_min, w_max], 'noise': (b, *shape) eps ~ N(0, I)}. Separate from cd_loss so
+    that train.py can draw them for a whole multi-process batch and hand each process its rows."""
     return {"n": torch.randint(0, num_ddim_steps, (b,), device=device, generator=generator),
             "w": w_min + (w_max - w_min) * torch.rand(b, device=device, generator=generator),
             "noise": torch.randn((b, *shape), device=device, generator=generator)}
 
 
-def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0, w_max=15.0, huber_c=0.001,
-            num_ddim_steps=50, generator=None, draws=None):
+def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, draws, huber_c=0.001, num_ddim_steps=50):
     """One CD step of Algorithm 1 on a batch of clean latents z0: (b, c, t, h, w). Returns (loss, f_theta, info).
 
         n ~ U{0..49},  t_{n+k} = grid[n] in {19, ..., 999},  t_n = max(t_{n+k} - k, 0)         (skipped-step pair)
@@ -186,11 +186,9 @@ def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, w_min=5.0,
         target      = f_{theta^-}(z_{t_n}, w, c, t_n)               target network, no gradient
         L_CD        = d(f_theta, target)                            pseudo-Huber                (eq. 6)
     `target` is the EMA copy theta^- (the paper) or the student itself (the released code); the caller decides.
-    n, w and eps come from cd_draws(generator) unless `draws` gives them; k is one step of the grid.
+    n, w and eps are `draws`, cd_draws' dict for these b clips; k is one step of the grid.
     """
-    b, dev = z0.shape[0], z0.device
-    if draws is None:
-        draws = cd_draws(b, z0.shape[1:], w_min, w_max, num_ddim_steps, generator, dev)
+    dev = z0.device
     grid = torch.tensor(ddim_timesteps(num_ddim_steps), device=dev)                       # (50,) 19 .. 999
     t_nk = grid[draws["n"].to(dev)]                                                       # (b,) t_{n+k}
     t_n = (t_nk - skipping_step(num_ddim_steps)).clamp(min=0)                             # (b,) t_n

@@ -86,7 +86,7 @@ def test_cd_loss_decreases_on_a_fixed_batch():
 
     def loss_at(seed):
         return turbo.cd_loss(student, target, teacher, z0, ctx, unc, 16, AB,
-                             generator=torch.Generator().manual_seed(seed))
+                             turbo.cd_draws(z0.shape[0], z0.shape[1:], generator=torch.Generator().manual_seed(seed)))
 
     with torch.no_grad():
         before = sum(loss_at(s)[0].item() for s in range(4))
@@ -129,8 +129,8 @@ def test_reward_gradients_reach_the_student_through_mixed_loss():
     def grads(beta_img, beta_vid):
         student.zero_grad()
         torch.manual_seed(1)                          # the same dropout masks in every call
-        loss, f, _ = turbo.cd_loss(student, student, teacher, z0, ctx, torch.zeros_like(ctx), 16, AB,
-                                   generator=torch.Generator().manual_seed(0))
+        draws = turbo.cd_draws(z0.shape[0], z0.shape[1:], generator=torch.Generator().manual_seed(0))
+        loss, f, _ = turbo.cd_loss(student, student, teacher, z0, ctx, torch.zeros_like(ctx), 16, AB, draws)
         r = turbo.reward_terms(f, ae, caps, image_reward, video_reward, generator=torch.Generator().manual_seed(0))
         turbo.mixed_loss(loss, r, beta_img, beta_vid).backward()
         return torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])

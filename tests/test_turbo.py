@@ -136,7 +136,7 @@ def test_the_skipping_step_comes_from_the_grid(steps, k):
     n = torch.tensor([0, 1, steps - 1])
     draws = {"n": n, "w": torch.ones(3), "noise": torch.randn(3, 2, 2, 2, 2)}
     turbo.cd_loss(net("student"), net("target"), net("teacher"), torch.randn(3, 2, 2, 2, 2), torch.zeros(3, 1, 4),
-                  torch.zeros(3, 1, 4), 16, ab, num_ddim_steps=steps, draws=draws)
+                  torch.zeros(3, 1, 4), 16, ab, draws, num_ddim_steps=steps)
     grid = turbo.ddim_timesteps(steps)
     t_nk = torch.tensor([grid[i] for i in n])
     assert torch.equal(seen["student"][0], t_nk)
