@@ -46,14 +46,32 @@ from toy import TOY_MODELS
 
 @dataclass
 class Config:
+    # the method: Algorithm 1 and eq. 10 (turbo.py Parts 2-4); what a learner sets
     out: str = "runs/toy"          # where the student, its states and pictures go
     seed: int = 0                  # every random draw of the run derives from it (loop.step_seed)
-    device: str = "auto"           # auto (CUDA when available, else CPU), cpu or cuda (torchrun: cuda:LOCAL_RANK)
-    threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)
-    fresh: bool = False            # train the student again even when OUT holds one
-    # the teacher and the data: the toy world's shipped models, or VideoCrafter2 and a folder of videos
+    turbo_steps: int = 10000       # optimizer steps (the release: 10K)
+    turbo_batch: int = 1           # clips per micro-batch and process (the release: 1 video per GPU, 8 GPUs)
+    turbo_lr: float = 1e-5         # the release's lr on VC2
+    lora_rank: int = 64            # LoRA rank of the student (the release: 64); 0 = fine-tune the whole student
+    target: str = "ema"            # theta^-: "ema", the paper's EMA copy (eq. 6); "online", the release's student
+    target_decay: float = 0.95     # mu, the EMA rate of theta^- (paper / LCM: 0.95)
+    w_min: float = 5.0             # guidance scale w ~ U[w_min, w_max] per clip (paper Sec. 4)
+    w_max: float = 15.0            # ... and its upper end
+    huber_c: float = 0.001         # pseudo-Huber c of the CD distance (the release's)
+    rewards: str = "image+video"   # the rewards maximised: image+video, image, video, or none (= VCM)
+    beta_img: float = 1.0          # weight of J_img (paper, VC2)
+    beta_vid: float = 2.0          # weight of J_vid (paper, VC2); the release's is in effect 0.67 (TUTORIAL.md sec. 9)
+    reward_frames: int = 5         # M frames scored by the image reward (the release: 5; the paper: 6)
+    turbo_w: float = 7.5           # w the student samples with (the release's default)
+    turbo_sample_steps: int = 4    # steps the student samples with (the paper's 4)
+    # the teacher, the reward models and the data: the toy world's shipped models, or VideoCrafter2, the real
+    # reward models and a folder of videos
     toy_models: str = str(TOY_MODELS)  # folder with teacher.safetensors, reward_{image,video}.safetensors
     teacher: str = ""              # a teacher checkpoint (convert.py's output for VC2); "" = TOY_MODELS/teacher
+    hps: str = ""                  # HPS_v2.1_compressed.pt: the real image reward instead of the toy's
+    viclip: str = ""               # ViClip-InternVid-10M-FLT.pth: the real video reward instead of the toy's
+    internvideo2: str = ""         # InternVideo2-stage2_1b-224p-f4.pt: the VC2 release's video reward (not ViCLIP)
+    bert_vocab: str = ""           # bert-large-uncased's vocab.txt or its Hugging Face folder (for --internvideo2)
     data: str = ""                 # folder of videos; "" = the toy world (toy.py)
     captions: str = ""             # CSV or JSONL naming a video and its caption per row (data.py lists the columns)
     size: int = 32                 # frame side, pixels (toy); real data: height x width below
@@ -61,42 +79,25 @@ class Config:
     width: int = 0                 # 0 = size
     frames: int = 8                # frames per clip (the toy: 8; VC2: 16)
     fps: int = 16                  # clip sampling rate and the fps condition; VC2 and T2V-Turbo always use 16
-    data_workers: int = 0          # processes decoding the coming steps' clips ahead (data.StepLoader); 0: none
-    cache: str = ""                # a latent cache (python data.py ... --cache DIR) to read instead of --data
-    # the student (turbo.py Part 2, Algorithm 1)
-    turbo_steps: int = 10000       # optimizer steps (the release: 10K)
-    turbo_batch: int = 1           # clips per micro-batch and process (the release: 1 video per GPU, 8 GPUs)
-    turbo_lr: float = 1e-5         # the release's lr on VC2
+    # the release's training details: the lr schedule, dropout
     lr_schedule: str = "constant"  # after the warm-up: constant (the release) or cosine (decay to 10% at the end)
     warmup: int = 0                # linear lr warm-up steps, at most a tenth of the run (the release: none)
-    lora_rank: int = 64            # LoRA rank of the student (the release: 64); 0 = fine-tune the whole student
     lora_dropout: float = 0.1      # dropout on the LoRA branch of Linear/Conv2d layers (the release: 0.1)
     temporal_dropout: float = 0.1  # dropout in the student's temporal convs while training (VC2 hard-codes 0.1)
-    target: str = "ema"            # theta^-: "ema", the paper's EMA copy (eq. 6); "online", the release's student
-    target_decay: float = 0.95     # mu, the EMA rate of theta^- (paper / LCM: 0.95)
-    w_min: float = 5.0             # guidance scale w ~ U[w_min, w_max] per clip (paper Sec. 4)
-    w_max: float = 15.0            # ... and its upper end
-    huber_c: float = 0.001         # pseudo-Huber c of the CD distance (the release's)
-    turbo_w: float = 7.5           # w the student samples with (the release's default)
-    turbo_sample_steps: int = 4    # steps the student samples with (the paper's 4)
-    # mixed reward feedback (turbo.py Part 4, eq. 10)
-    rewards: str = "image+video"   # the rewards maximised: image+video, image, video, or none (= VCM)
-    beta_img: float = 1.0          # weight of J_img (paper, VC2)
-    beta_vid: float = 2.0          # weight of J_vid (paper, VC2); the release's is in effect 0.67 (TUTORIAL.md sec. 9)
-    reward_frames: int = 5         # M frames scored by the image reward (the release: 5; the paper: 6)
-    hps: str = ""                  # HPS_v2.1_compressed.pt: the real image reward instead of the toy's
-    viclip: str = ""               # ViClip-InternVid-10M-FLT.pth: the real video reward instead of the toy's
-    internvideo2: str = ""         # InternVideo2-stage2_1b-224p-f4.pt: the VC2 release's video reward (not ViCLIP)
-    bert_vocab: str = ""           # bert-large-uncased's vocab.txt or its Hugging Face folder (for --internvideo2)
-    # memory and precision
-    grad_accum: int = 1            # micro-batches per optimizer step
     max_grad_norm: float = 1.0     # gradient clipping (the release: 1.0)
+    # scale-up: processes and devices, data workers and a latent cache, memory, precision, the optimizer
+    device: str = "auto"           # auto (CUDA when available, else CPU), cpu or cuda (torchrun: cuda:LOCAL_RANK)
+    threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)
+    data_workers: int = 0          # processes decoding the coming steps' clips ahead (data.StepLoader); 0: none
+    cache: str = ""                # a latent cache (python data.py ... --cache DIR) to read instead of --data
+    grad_accum: int = 1            # micro-batches per optimizer step
     precision: str = "fp32"        # "bf16": bf16 autocast for every model, fp32 weights (the release: the same)
     grad_ckpt_unet: bool = False   # recompute the student UNet's blocks in the backward pass
     grad_ckpt_decoder: bool = False  # ... the first-stage decoder on the reward path
     grad_ckpt_reward: bool = False   # ... the reward models' vision towers
     optim: str = "adamw"           # "adamw8bit": bitsandbytes' 8-bit AdamW (the release's choice), if installed
     # checkpoints, logging and the closing comparison
+    fresh: bool = False            # train the student again even when OUT holds one
     save_every: int = 100          # optimizer steps between resumable states (OUT/<name>.state-<step>.safetensors)
     keep: int = 2                  # resumable states kept (older ones are deleted)
     resume: bool = False           # continue from the newest saved state instead of from step 0
