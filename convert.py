@@ -14,7 +14,7 @@ What is checked; each step raises ONE ValueError that lists every problem, and t
      (one that could run code) before anything runs, and we never retry with weights_only=False;
   2. model.ckpt's 2039 keys split into UNet (1484) / VAE (248) / text (294) / schedule buffers (13), nothing else
      (VideoCrafter loads it strictly, scripts/evaluation/funcs.py:88-104; the keys: tests/fixtures/vc2_keys/);
-  3. every key maps onto our modules with its shape (tests/fixtures/vc2_keys/; tiny_unet3d.convert_vc2_unet does
+  3. every key maps onto our modules with its shape (tests/fixtures/vc2_keys/; convert_vc2_unet below does
      the renames);
   4. the stored alphas_cumprod is the schedule turbo.py samples with (VideoCrafter's register_schedule,
      lvdm/models/ddpm3d.py:113-165);
@@ -44,7 +44,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -57,7 +57,114 @@ from checkpoint import (META_KEY, key_problems, problem_report, read_meta, resol
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
 from lora import RELEASE_UNWRAPPED, LoRA, add_lora, lora_tensors
 from loop import Parser
-from tiny_unet3d import UNet3D, UNetConfig, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2, vc2
+from tiny_unet3d import UNet3D, UNetConfig, vc2
+
+# ----------------------------------------------------------------------------------------------------------------
+# VideoCrafter2's UNet keys and ours (the model file, tiny_unet3d.py, knows no checkpoint). Our module names are
+# VC2's (so the T2V-Turbo LoRA list, which is keyed by VC2 module names, maps too), with exactly these differences:
+#   1. the prefix `model.diffusion_model.` (LatentDiffusion's wrapper) is dropped;
+#   2. VC2's misspelt `temopral_conv` is `temporal_conv` here;
+#   3. T2V-Turbo's `time_cond_proj` (the student's w projection, 320x256) is `w_proj` here;
+#   4. init_attn's proj_in/proj_out are Conv1d(k=1) in VC2 (its only non-linear-layout transformer) and Linear
+#      here: the weight loses its trailing kernel axis, (out, in, 1) -> (out, in). Same function.
+# Temporal convs stay Conv3d (3, 1, 1) and spatial convs Conv2d, so their weights (and LoRA deltas) copy as-is.
+
+VC2_PREFIX = 'model.diffusion_model.'
+_RENAMES = [('temopral_conv', 'temporal_conv'), ('time_cond_proj', 'w_proj')]   # (VC2 name, our name)
+_CONV1D_KEYS = ('init_attn.0.proj_in.weight', 'init_attn.0.proj_out.weight')    # our names
+
+
+def vc2_key_to_ours(key):
+    """Maps a VC2/T2V-Turbo UNet key or module name (prefixed or not) to ours, e.g. for a LoRA loader."""
+    key = key.removeprefix(VC2_PREFIX)
+    for theirs, ours in _RENAMES:
+        key = key.replace(theirs, ours)
+    return key
+
+
+def ours_key_to_vc2(key):
+    """The inverse of vc2_key_to_ours (without the prefix)."""
+    for theirs, ours in _RENAMES:
+        key = key.replace(ours, theirs)
+    return key
+
+
+def check_state_dict(state_dict, expected, allow_missing=()):
+    """Compares key sets and shapes; raises ONE ValueError listing every missing key, unexpected key and
+    shape mismatch, so a broken checkpoint is diagnosed in one go."""
+    missing = [k for k in expected if k not in state_dict and k not in allow_missing]
+    unexpected = [k for k in state_dict if k not in expected]
+    bad_shape = [f"{k}: got {tuple(v.shape)}, model has {tuple(expected[k].shape)}"
+                 for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or bad_shape:
+        lines = [f"state dict does not fit the UNet: {len(missing)} missing, {len(unexpected)} unexpected, "
+                 f"{len(bad_shape)} with a wrong shape"]
+        lines += [f"  missing: {k}" for k in missing] + [f"  unexpected: {k}" for k in unexpected]
+        lines += [f"  shape: {s}" for s in bad_shape]
+        raise ValueError("\n".join(lines))
+
+
+def convert_vc2_unet(state_dict, expected=None):
+    """VC2 (or T2V-Turbo student) UNet state dict -> ours. Keys may carry `model.diffusion_model.`; given a
+    whole LatentDiffusion checkpoint, only the UNet part is taken. With `expected` (e.g. model.state_dict()),
+    the result is checked with check_state_dict (a missing w_proj is allowed: it stays at its zero init)."""
+    if any(k.startswith(VC2_PREFIX) for k in state_dict):
+        state_dict = {k: v for k, v in state_dict.items() if k.startswith(VC2_PREFIX)}
+    out = {}
+    for k, v in state_dict.items():
+        k = vc2_key_to_ours(k)
+        out[k] = v[..., 0] if k in _CONV1D_KEYS and v.ndim == 3 else v   # Conv1d(k=1) -> Linear
+    if expected is not None:
+        check_state_dict(out, expected, allow_missing=('w_proj.weight',))
+    return out
+
+
+def load_vc2_unet(model, state_dict, assign=False):
+    """Converts, checks (one ValueError for every problem) and loads VC2 weights into `model`; returns it.
+    A teacher checkpoint has no w_proj: a student keeps its zero w_proj. assign=True adopts the given tensors
+    instead of copying into the model's (e.g. a model built on the meta device gets real weights without copies)."""
+    sd = convert_vc2_unet(state_dict, expected=model.state_dict())
+    model.load_state_dict(sd, strict=False, assign=assign)
+    return model
+
+
+def config_from_vc2(kwargs):
+    """UNetConfig from VC2's UNetModel constructor kwargs (the yaml's unet_config.params; T2V-Turbo's
+    `time_cond_proj_dim` becomes guidance_embed_dim). A kwarg we do not implement raises ValueError."""
+    # flags with a single supported value: name -> (UNetModel's default, the value VC2 uses and we implement)
+    fixed = dict(dropout=(0.0, 0.0), conv_resample=(True, True), dims=(2, 2), use_scale_shift_norm=(False, False),
+                 resblock_updown=(False, False), num_heads=(-1, -1), use_linear=(False, True),
+                 temporal_conv=(False, True), tempspatial_aware=(False, False), temporal_attention=(True, True),
+                 temporal_selfatt_only=(True, True),
+                 use_causal_attention=(False, False), use_fp16=(False, False), use_image_attention=(False, False),
+                 temporal_transformer_depth=(1, 1), motion_cond_proj_dim=(None, None),
+                 record_attn_probs=(False, False))
+    # UNetModel's defaults for the kwargs that map onto UNetConfig fields (missing required ones: None)
+    defaults = dict(in_channels=None, out_channels=None, model_channels=None, num_res_blocks=None,
+                    attention_resolutions=None, channel_mult=(1, 2, 4, 8), num_head_channels=-1,
+                    transformer_depth=1, context_dim=None, temporal_length=None, fps_cond=False,
+                    addition_attention=False, use_checkpoint=False, time_cond_proj_dim=None,
+                    use_relative_position=True)
+    unknown = set(kwargs) - set(fixed) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown UNetModel kwargs: {sorted(unknown)}")
+    for name, (default, supported) in fixed.items():
+        if kwargs.get(name, default) != supported:
+            raise ValueError(f"{name}={kwargs.get(name, default)!r} is not supported: UNet3D implements only "
+                             f"VideoCrafter2's {name}={supported!r}")
+    args = {**defaults, **kwargs}
+    for name in ('in_channels', 'out_channels', 'model_channels', 'num_res_blocks', 'attention_resolutions',
+                 'context_dim'):
+        if args[name] is None:
+            raise ValueError(f"{name} must be given (a text-conditioned VC2 UNet needs it)")
+    if args['num_head_channels'] <= 0:
+        raise ValueError("num_head_channels must be > 0 (VC2 sets heads by channels per head, 64)")
+    if args['use_relative_position'] and not args['temporal_length']:
+        raise ValueError("use_relative_position needs temporal_length (the clip of the frame offsets)")
+    args['guidance_embed_dim'] = args.pop('time_cond_proj_dim') or 0
+    ours = {f.name for f in fields(UNetConfig)}
+    return UNetConfig(**{k: v for k, v in args.items() if k in ours})
+
 
 # model.ckpt = LatentDiffusion.state_dict(): three sub-models under these prefixes, plus the schedule buffers
 VC2_PREFIXES = {"unet": "model.diffusion_model.", "vae": "first_stage_model.", "text": "cond_stage_model.model."}

@@ -20,12 +20,13 @@ from safetensors.torch import load_file
 
 import convert
 from checkpoint import load_models, model_meta, read_meta, save_checkpoint, save_tensors
+from convert import config_from_vc2, load_vc2_unet, ours_key_to_vc2, vc2_key_to_ours
 from conftest import (FIXTURES, ROOT, RunsCode, load_fixture, load_text_sd, text_fixture_config, vae_fixture_config,
                       vc2_keys)
 from encoders import (AutoencoderKL, TextEncoder, load_vc2_text, load_vc2_vae, openclip_vit_h14, sd_kl_f8, toy_ae,
                       toy_text)
 from lora import LoRA, lora_tensors, merge_lora
-from tiny_unet3d import UNet3D, config_from_vc2, load_vc2_unet, ours_key_to_vc2, toy_unet, vc2, vc2_key_to_ours
+from tiny_unet3d import UNet3D, toy_unet, vc2
 
 
 def ref(*parts):
