@@ -411,7 +411,7 @@ class Progress:
         self.counters = counters                    # () -> {name: number} shown too (e.g. skipped videos)
         self.bar = tqdm(range(start, steps), initial=start, total=steps, desc=stage, disable=not run.main)
         self.writer = SummaryWriter(str(Path(cfg.out) / "tb")) if SummaryWriter and run.main else None
-        self.t0, self.seconds = time.time(), []     # each good step's wall seconds
+        self.t0, self.seconds = None, []            # the current step's start (set by __iter__); good steps' seconds
 
     def __iter__(self):
         for step in self.bar:

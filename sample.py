@@ -199,11 +199,10 @@ def main(argv=None):
         models = load_models(args.ckpt, args.device, dtype=dtype)
     except (ValueError, OSError) as e:
         raise SystemExit(f"sample.py: {args.ckpt} does not load: {one_line(e)}") from None
-    _, steps, guidance = sampler_settings(models["meta"], args.steps, args.guidance)
+    student, steps, guidance = sampler_settings(models["meta"], args.steps, args.guidance)
+    args.fps_out = args.fps_out or models["meta"]["train"].get("fps", 16)
     seeds = [args.seed + i for i in range(len(jobs))]
     t0 = time.time()
-    student = models["meta"].get("kind") == "turbo"
-    args.fps_out = args.fps_out or models["meta"]["train"].get("fps", 16)
     videos = generate(models, [j[0] for j in jobs], seeds, args.steps, args.guidance, args.device,
                       args.batch_size, progress=not args.quiet, origin_steps=args.origin_steps)
     rows, grid = write_videos(args, videos, jobs, seeds, steps, guidance, time.time() - t0,
