@@ -226,7 +226,7 @@ class AutoencoderKL(nn.Module):
     """SD's KL autoencoder, used frame by frame on videos. Keys: encoder.*, decoder.*, quant_conv.*, post_quant_conv.*
 
     The scale_factor is a plain config value, not a tensor: VC2's checkpoint has no key for it (it is a yaml
-    constant), so a trained toy AE must carry it in its config (checkpoint.py saves asdict(config))."""
+    constant), so a trained toy AE must carry it in its config (machinery/checkpoint.py saves asdict(config))."""
 
     def __init__(self, config):
         super().__init__()
@@ -260,7 +260,7 @@ class AutoencoderKL(nn.Module):
 
     def posterior(self, video, chunk_size=None):
         """video (b, 3, t, H, W) in [-1, 1] -> the posterior's (mean, logvar), each (b, embed_dim, t, h, w), unscaled
-        (what a latent cache keeps, data.py); chunk_size: frames per encoder call (None: all)."""
+        (what a latent cache keeps, vc2/data.py); chunk_size: frames per encoder call (None: all)."""
         b, c, t, H, W = video.shape
         assert c == self.config.in_channels, f"expected (b, {self.config.in_channels}, t, h, w), got {video.shape}"
         frames = rearrange(video, "b c t h w -> (b t) c h w")  # frames are independent: it's a 2-D AE
@@ -506,7 +506,7 @@ class TextEncoder(nn.Module):
         global _TOKENIZER
         if _TOKENIZER is None:
             # the one import inside a function here, on purpose: importing open_clip takes about 6 s on a CPU, and
-            # sample.py and convert.py never need it unless a caption is tokenized. The BPE ships inside the package
+            # sample.py and vc2/convert.py never need it unless a caption is tokenized. The BPE ships inside the package
             from open_clip.tokenizer import SimpleTokenizer
             _TOKENIZER = SimpleTokenizer()
         return _TOKENIZER(list(texts), context_length=self.config.context_length)
@@ -542,52 +542,6 @@ class TextEncoder(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Loading VideoCrafter2's weights: no renaming, only a prefix to strip and strict checks
-
-
-def _select(state_dict, prefixes):
-    """Strips the first prefix that some key carries, keeping only keys with it (so a whole VC2 checkpoint works
-    too); keys with none of the prefixes are returned as they are."""
-    if "state_dict" in state_dict and not torch.is_tensor(state_dict["state_dict"]):
-        state_dict = state_dict["state_dict"]                  # Lightning-style wrapper around model.ckpt
-    for p in prefixes:
-        if any(k.startswith(p) for k in state_dict):
-            return {k[len(p):]: v for k, v in state_dict.items() if k.startswith(p)}
-    return dict(state_dict)
-
-
-def load_strict(model, state_dict, what, shown=8):
-    """Copies state_dict into model, or raises ONE ValueError naming every kind of mismatch: its first line counts
-    the missing / unexpected / misshapen keys, then up to `shown` of each kind follow ('  missing: key') and how many
-    more there are. A model built on the meta device (fast, no memory) takes the checkpoint tensors themselves
-    (assign=True)."""
-    own = model.state_dict()
-    problems = {"missing": sorted(set(own) - set(state_dict)), "unexpected": sorted(set(state_dict) - set(own)),
-                "wrong shape": [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                                for k in own if k in state_dict and state_dict[k].shape != own[k].shape]}
-    if any(problems.values()):
-        counts = ", ".join(f"{len(v)} {kind}" for kind, v in problems.items() if v)
-        lines = [f"{what}: state dict does not match the model ({len(own)} keys; {counts})"]
-        for kind, items in problems.items():
-            lines += [f"  {kind}: {k}" for k in items[:shown]]
-            lines += [f"  ... and {len(items) - shown} more {kind}"] if len(items) > shown else []
-        raise ValueError("\n".join(lines))
-    # assign=True swaps in the checkpoint's tensors (copying into meta tensors would be a no-op); requires_grad
-    # stays the module's own
-    assign = any(t.is_meta for t in own.values())
-    model.load_state_dict(state_dict, strict=True, assign=assign)
-    return model
-
-
-def load_vc2_vae(model, state_dict):
-    """AutoencoderKL <- VC2 VAE weights; keys with or without 'first_stage_model.' (or a whole VC2 checkpoint)."""
-    return load_strict(model, _select(state_dict, ["first_stage_model."]), "AutoencoderKL")
-
-
-def load_vc2_text(model, state_dict):
-    """TextEncoder <- VC2 text weights; keys 'cond_stage_model.model.*', 'model.*' (FrozenOpenCLIPEmbedder) or
-    bare open_clip names. open_clip's causal `attn_mask` is a non-persistent buffer, so it is never a key here;
-    this class builds the mask on the fly (causal_mask)."""
-    return load_strict(model, _select(state_dict, ["cond_stage_model.model.", "model."]), "TextEncoder")
 
 
 # ----------------------------------------------------------------------------------------------------------------

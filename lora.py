@@ -27,7 +27,7 @@ from tiny_unet3d import UNet3D, toy_unet
 
 LORA_TYPES = (nn.Linear, nn.Conv2d, nn.Conv3d)
 # VC2's init_attn proj_in/proj_out are Conv1d, which the release's injector does not search (Linear here): a student
-# that must round-trip through the release's unet_lora.pt leaves them unwrapped (train.py, convert.py)
+# that must round-trip through the release's unet_lora.pt leaves them unwrapped (train.py, vc2/convert.py)
 RELEASE_UNWRAPPED = ("init_attn.0.proj_in", "init_attn.0.proj_out")
 
 

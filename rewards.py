@@ -10,30 +10,25 @@ Both scores are the plain cosine of the L2-normalised video/image and text featu
 the text branch runs under no_grad and the reward models are frozen, so gradients reach only the pixels.
 
 The SAME classes build the real models (`ImageTextReward.hpsv21(path)`, `ViCLIP(viclip_l14())` + `load_viclip`) and
-the toy ones (`toy_image_reward()`, `toy_video_reward()`), which prepare_toy.py trains contrastively (CLIP's
-InfoNCE) on the moving-shapes clips of toy.py, so the CPU demo runs the code path the real rewards use.
+the toy ones (`toy_image_reward()`, `toy_video_reward()`), which toy/prepare.py trains contrastively (CLIP's
+InfoNCE) on the moving-shapes clips of toy/world.py, so the CPU demo runs the code path the real rewards use.
 Key names, preprocessing and scores follow the originals (tgxs002/HPSv2, OpenGVLab/InternVideo's ViCLIP, and
 T2V-Turbo's reward_fn.py); nothing is downloaded.
-InternVideo2-Stage2 (the video reward of the VideoCrafter2 release, `vi_clip2`) lives in internvideo2.py.
+InternVideo2-Stage2 (the video reward of the VideoCrafter2 release, `vi_clip2`) lives in vc2/internvideo2.py.
 
     python rewards.py                   # parameter counts (toy and full size) and one toy score with random weights
 """
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import open_clip
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from checkpoint import safe_torch_load, unwrap
-from encoders import SelfAttention, load_strict, causal_mask
+from encoders import SelfAttention, causal_mask
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)     # CLIP's normalisation, used by HPSv2 (open_clip constants)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -165,37 +160,14 @@ class ImageTextReward(nn.Module):
             text_features = self.encode_texts(_as_texts(texts, images.shape[0]))
         return (image_features * text_features).sum(-1)       # (n,) in [-1, 1]
 
-    @classmethod
-    def hpsv21(cls, path, image_size=224, clip_cfg=None):
-        """The real HPSv2.1 reward from the user's HPS_v2.1_compressed.pt ({'state_dict': fp16 open_clip keys}).
-        Builds ViT-H-14 with random weights (open_clip, pretrained=None: no download; ~10 s, 4 GiB), then loads
-        strictly; weights are cast to fp32 (autocast can bring bf16 back, as T2V-Turbo's default precision).
-        clip_cfg (open_clip.CLIP kwargs) swaps in another architecture: the tests use the toy one."""
-        # read (and validate) the file first: a wrong path fails in milliseconds, not after a 10 s model build
-        ckpt = safe_torch_load(path, "HPSv2.1 (xswu/HPSv2 on Hugging Face: HPS_v2.1_compressed.pt)")
-        if clip_cfg is None:
-            clip, clip_cfg = open_clip.create_model("ViT-H-14", pretrained=None), open_clip.get_model_config("ViT-H-14")
-        else:
-            clip = open_clip.CLIP(**clip_cfg)
-        load_hps_state(clip, ckpt)
-        return cls(clip, image_size=image_size, clip_cfg=clip_cfg)
-
 
 def random_hpsv21(seed=0):
-    """HPSv2.1's architecture (open_clip ViT-H-14, 986M parameters) with RANDOM weights and no file: what bench.py
+    """HPSv2.1's architecture (open_clip ViT-H-14, 986M parameters) with RANDOM weights and no file: what benchmarks/
     scores with when the 1.8 GiB release is not at hand. The same class and preprocessing as hpsv21(path); ~4 GiB."""
     with torch.random.fork_rng():                              # open_clip draws its init from the global RNG
         torch.manual_seed(seed)
         clip = open_clip.create_model("ViT-H-14", pretrained=None)       # pretrained=None: nothing is downloaded
     return ImageTextReward(clip, clip_cfg=open_clip.get_model_config("ViT-H-14"))
-
-
-def load_hps_state(clip, ckpt):
-    """open_clip CLIP <- an HPS checkpoint dict (or a bare state dict). One ValueError lists every missing,
-    unexpected and mis-shaped key; floating tensors are cast to fp32 (the release is fp16)."""
-    sd = unwrap(ckpt, ["state_dict"], strip_module=True, what="HPSv2.1")
-    sd = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in sd.items()}
-    return load_strict(clip, sd, "HPSv2.1 (open_clip ViT-H-14)")
 
 
 def toy_clip_cfg():
@@ -415,17 +387,6 @@ class ViCLIP(nn.Module):
         return self.text_encoder(self.tokenize(texts).to(self.temp.device))
 
 
-def load_viclip(model, path_or_state_dict):
-    """ViCLIP <- ViClip-InternVid-10M-FLT.pth (a path) or a dict. The release is {'model': state_dict} in fp32
-    (ViCLIP itself loads `torch.load(path)['model']`, strict); bare state dicts, {'state_dict': ...} and 'module.'
-    prefixes are accepted too. One ValueError lists every missing, unexpected and mis-shaped key."""
-    ckpt = path_or_state_dict
-    if isinstance(ckpt, (str, Path)):
-        ckpt = safe_torch_load(ckpt, "ViCLIP (OpenGVLab/ViCLIP on Hugging Face: ViClip-InternVid-10M-FLT.pth)")
-    sd = unwrap(ckpt, ["model", "state_dict", "module"], strip_module=True, what="ViCLIP")
-    return load_strict(model, sd, "ViCLIP")
-
-
 class VideoTextReward(nn.Module):
     """R_vid(video, text) = cos(ViCLIP video feature, ViCLIP text feature) (the reward inside J_vid).
 
@@ -475,55 +436,6 @@ def toy_video_reward():
 
 # ----------------------------------------------------------------------------------------------------------------
 # Saving the toy reward models: tensors for safetensors plus a JSON-able config that rebuilds the exact module
-
-
-def reward_state(module):
-    """ImageTextReward | VideoTextReward -> (tensors dict, config dict)."""
-    if isinstance(module, ImageTextReward):
-        if module.clip_cfg is None:
-            raise ValueError("this ImageTextReward was built without clip_cfg, so it cannot be rebuilt from a config")
-        inner, config = module.clip, {"kind": "image", "clip": module.clip_cfg}
-    elif isinstance(module, VideoTextReward):
-        inner, config = module.viclip, {"kind": "video", "viclip": asdict(module.viclip.config)}
-    else:
-        raise TypeError(f"not a reward module: {type(module).__name__}")
-    config.update(image_size=module.image_size, mean=list(module.mean), std=list(module.std),
-                  antialias=module.antialias)
-    # contiguous, unshared tensors: what safetensors' save_file wants
-    return {k: v.detach().contiguous() for k, v in inner.state_dict().items()}, config
-
-
-def reward_from_state(tensors, config):
-    """Inverse of reward_state: rebuilds the module and loads the tensors strictly; returns it frozen, in eval."""
-    kw = dict(image_size=config["image_size"], mean=config["mean"], std=config["std"], antialias=config["antialias"])
-    # both paths load strictly (one ValueError names every mismatch), so a config that does not rebuild the exact
-    # module fails loudly instead of leaving random weights behind
-    if config["kind"] == "image":
-        clip = open_clip.CLIP(**config["clip"])
-        load_strict(clip, dict(tensors), "toy image reward")
-        return ImageTextReward(clip, clip_cfg=config["clip"], **kw)
-    if config["kind"] == "video":
-        return VideoTextReward(load_viclip(ViCLIP(ViCLIPConfig(**config["viclip"])), dict(tensors)), **kw)
-    raise ValueError(f"unknown reward kind {config['kind']!r}")
-
-
-def save_reward(path, module, stats=None):
-    """One safetensors file: the tensors of reward_state, its config (and optional training stats) as JSON metadata
-    under 'reward' (prepare_toy.py writes the toy ones; assets/toy/ holds the shipped pair)."""
-    tensors, config = reward_state(module)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"reward": json.dumps({"config": config, "stats": stats or {}})})
-    return path
-
-
-def load_reward(path):
-    """-> (reward module, stats) from save_reward's file; a clear ValueError when it is not one."""
-    with safe_open(str(path), framework="pt") as f:            # reads the header only
-        meta = (f.metadata() or {}).get("reward")
-    if meta is None:
-        raise ValueError(f"{path} has no 'reward' metadata: not written by rewards.save_reward")
-    meta = json.loads(meta)
-    return reward_from_state(load_file(str(path)), meta["config"]), meta["stats"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

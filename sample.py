@@ -5,12 +5,12 @@ on its own (seed + index), so the same seed gives the same video whatever the ba
 
 Writes DIR/{prompt-slug}-{i}-seed{seed}.gif (and .mp4 with --mp4) and a GIF grid of them all for a quick look,
 and appends one line per video to DIR/prompts.jsonl ({"file", "files", "prompt", "seed", "steps", "guidance",
-"ckpt"}: what evaluate.py and toy.py --judge read). Nothing is overwritten: a taken name gets -2, -3, ...
+"ckpt"}: what toy/evaluate.py, vc2/evaluate.py and toy/world.py --judge read). Nothing is overwritten: a taken name gets -2, -3, ...
 --vbench writes VBench's layout instead: DIR/videos/{prompt}-{i}.mp4 and nothing else in DIR/videos, the folder
 VBench's --videos_path takes (it reads the suffix off the first file it lists); a taken name is refused.
 
     python sample.py --prompt "a red circle moving left" --num-per-prompt 4      # the student train.py wrote
-    python sample.py --ckpt assets/toy/teacher.safetensors --prompts assets/toy/prompts_heldout.txt --out samples
+    python sample.py --ckpt toy/assets/teacher.safetensors --prompts toy/assets/prompts_heldout.txt --out samples
     python sample.py --ckpt weights/vc2 --prompts all_dimension.txt --num-per-prompt 5 --vbench --out runs/vbench
 """
 
@@ -24,9 +24,10 @@ import torch
 from tqdm import tqdm
 
 import turbo
-from checkpoint import load_models, read_meta
-from loop import Parser, check_device, one_line, run_cli
-from videoio import read_prompts, save_grid, save_video, slug, to_uint8
+from machinery.checkpoint import load_models, read_meta
+from machinery.cli import Parser, check_device, one_line, run_cli
+from machinery.videoio import read_prompts, save_grid, save_video, slug, to_uint8
+from toy.diffusion import diffusion_of
 
 
 def sampler_settings(meta, steps=None, guidance=None):
@@ -49,7 +50,8 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     f = 2 ** (len(ae.config.ch_mult) - 1)                  # the first stage's downsampling factor
     height = meta["train"].get("height") or meta["train"]["size"]
     width = meta["train"].get("width") or meta["train"]["size"]
-    abar = turbo.schedule(unet.config).to(device)   # VC2's, or the toy teacher's zero-terminal-SNR variant
+    abar, split = diffusion_of(unet.config)        # VC2's, or the toy teacher's (v, zero terminal SNR)
+    abar = abar.to(device)
     fps = meta["train"].get("fps", 16)
     student, steps, guidance = sampler_settings(meta, steps, guidance)
     out = []
@@ -63,17 +65,17 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
         context = text.encode_text(ps)                     # (b, L, d)
         if student:
             z0 = turbo.consistency_sample(unet, noise, context, fps, abar, steps=steps, w=guidance, generator=gens,
-                                          origin_steps=origin_steps)
+                                          origin_steps=origin_steps, split=split)
         else:
             uncond = text.encode_text([""] * len(ps))      # the empty caption, VC2's unconditional embedding
-            z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps=steps, guidance=guidance)
+            z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps, guidance, split)
         out.append(to_uint8(ae.decode(z0).float()))        # (b, c, t, h, w) latents -> uint8 (b, t, h, w, 3)
     return np.concatenate(out)
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="runs/toy", help="a checkpoint written by train.py or convert.py, or its "
+    p.add_argument("--ckpt", default="runs/toy", help="a checkpoint written by train.py or vc2/convert.py, or its "
                    "folder (then turbo.safetensors if present, else teacher.safetensors)")
     p.add_argument("--prompt", action="append", help="a caption (repeatable)")
     p.add_argument("--prompts", help="a file with one caption a line ('#' comments and blank lines skipped)")
@@ -158,8 +160,8 @@ def vbench_name(prompt, k):
 
 
 def write_videos(args, videos, jobs, seeds, steps, guidance, seconds, origin=None):
-    """Every video under a name of its own; one prompts.jsonl line per video, appended (what evaluate.py and
-    toy.py --judge read): its files, prompt, seed, steps, guidance and checkpoint (and a student's origin grid)."""
+    """Every video under a name of its own; one prompts.jsonl line per video, appended (what the evaluators and
+    toy/world.py --judge read): its files, prompt, seed, steps, guidance and checkpoint (and a student's origin grid)."""
     out = Path(args.out)
     (out / VBENCH_DIR if args.vbench else out).mkdir(parents=True, exist_ok=True)
     rows = []

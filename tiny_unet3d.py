@@ -8,7 +8,7 @@ lvdm/modules/networks/openaimodel3d.py) built with the VC2 flags. It is an SD-2.
     followed by a TemporalTransformer (self-attention over the frames of each pixel),
   - an fps embedding is added to the time embedding, and one extra TemporalTransformer (`init_attn`) runs
     after the first conv.
-Module names mirror the checkpoint, so loading the 1484 real weights is a name-for-name copy (convert.py:
+Module names mirror the checkpoint, so loading the 1484 real weights is a name-for-name copy (vc2/convert.py:
 convert_vc2_unet, with the key maps).
 
 T2V-Turbo (Li et al., arXiv 2405.18750, Sec. 3 and App. A) distils VC2 into a consistency model f_theta(z, w, c, t)
@@ -68,9 +68,9 @@ def vc2():
 
 def toy_unet():
     """A CPU-sized UNet with the same structure: 2 levels of 32 channels over the toy's 8x8 latent grid, one
-    ResBlock per level, spatial + temporal transformers at the coarse (4x4) level (prepare_toy.py adds them at
+    ResBlock per level, spatial + temporal transformers at the coarse (4x4) level (toy/prepare.py adds them at
     8x8 too), no init_attn. Every block still has VC2's temporal convs; the cuts are for speed on 2 cores: at
-    width 32 a training step costs about half of width 64's (python bench.py main). The toy's first stage
+    width 32 a training step costs about half of width 64's (python -m benchmarks main). The toy's first stage
     gives 8-channel latents (encoders.toy_linear_ae); the width must stay well above them (48 latent channels at
     width 64 left an eps-predictor's loss stuck near 0.13). GroupNorm has 32 groups, so every width must stay a
     multiple of 32."""

@@ -9,8 +9,8 @@ file runs them in Algorithm 1's order (`distill`, lines numbered as the paper's)
        its single-step prediction (turbo.reward_terms and turbo.mixed_loss, eqs. 8-10); --rewards none: VCM;
     3. on the toy world, compare the teacher's 50-step DDIM + CFG samples with the student's 4-step samples on
        8 seen and 8 held-out captions (judge, both rewards, seconds per video): OUT/compare_<name>.gif and one line.
-The toy's teacher and reward models ship pre-trained in assets/toy/ (prepare_toy.py). The loop over the steps is
-written here (`distill`); loop.py has the pieces it calls (a step's lr, its micro-batches, clipping, saving, logging).
+The toy's teacher and reward models ship pre-trained in toy/assets/ (toy/prepare.py). The loop over the steps is
+written here (`distill`); machinery/loop.py has the pieces it calls (a step's lr, its micro-batches, clipping, saving, logging).
 
     python train.py                                  # T2V-Turbo from the shipped teacher -> runs/toy/turbo.safetensors
     python train.py --turbo-steps 20 --compare-per-caption 0 --out runs/quick     # a quick look at the loop (30 s)
@@ -31,17 +31,20 @@ import numpy as np
 import torch
 
 import turbo
-from checkpoint import load_models, model_meta, read_meta, resolve_release_files, save_checkpoint, save_lora
-from data import StepLoader, cached_latents, check_train_data, open_data
-from evaluate import compare_line, quick_look, toy_comparison
-from internvideo2 import find_vocab, internvideo2_reward
 from lora import RELEASE_UNWRAPPED, AdaptersOff, EMAAdapters, add_lora, lora_tensors, merge_lora
-from loop import Progress, accumulate, autocast_for, barrier, check_in_sync, check_optim, cli_config, clipped, \
-    data_draws, make_optimizer, one_line, resume, run_cli, save_if_due, set_lr, setup_processes, skip_step, \
-    state_paths, step_draws, sum_over_processes
-from rewards import ImageTextReward, VideoTextReward, ViCLIP, load_reward, load_viclip, viclip_l14
+from machinery.batches import StepLoader
+from machinery.checkpoint import load_models, load_reward, model_meta, read_meta, save_checkpoint, save_lora
+from machinery.cli import cli_config, one_line, run_cli
+from machinery.loop import (Progress, accumulate, autocast_for, barrier, check_in_sync, check_optim, clipped,
+                            data_draws, make_optimizer, resume, save_if_due, set_lr, setup_processes, skip_step,
+                            state_paths, step_draws, sum_over_processes)
 from tiny_unet3d import UNet3D
-from toy import TOY_MODELS
+from toy.diffusion import diffusion_of
+from toy.evaluate import compare_line, quick_look, toy_comparison
+from toy.world import TOY_MODELS, ToyWorld
+from vc2.data import LatentCache, VideoFolder, cached_latents, check_train_data
+from vc2.internvideo2 import find_vocab
+from vc2.release import load_real_reward, resolve_release_files
 
 
 @dataclass
@@ -67,13 +70,13 @@ class Config:
     # the teacher, the reward models and the data: the toy world's shipped models, or VideoCrafter2, the real
     # reward models and a folder of videos
     toy_models: str = str(TOY_MODELS)  # folder with teacher.safetensors, reward_{image,video}.safetensors
-    teacher: str = ""              # a teacher checkpoint (convert.py's output for VC2); "" = TOY_MODELS/teacher
+    teacher: str = ""              # a teacher checkpoint (vc2/convert.py's output for VC2); "" = TOY_MODELS/teacher
     hps: str = ""                  # HPS_v2.1_compressed.pt: the real image reward instead of the toy's
     viclip: str = ""               # ViClip-InternVid-10M-FLT.pth: the real video reward instead of the toy's
     internvideo2: str = ""         # InternVideo2-stage2_1b-224p-f4.pt: the VC2 release's video reward (not ViCLIP)
     bert_vocab: str = ""           # bert-large-uncased's vocab.txt or its Hugging Face folder (for --internvideo2)
-    data: str = ""                 # folder of videos; "" = the toy world (toy.py)
-    captions: str = ""             # CSV or JSONL naming a video and its caption per row (data.py lists the columns)
+    data: str = ""                 # folder of videos; "" = the toy world (toy/world.py)
+    captions: str = ""             # CSV or JSONL naming a video and its caption per row (vc2/data.py lists the columns)
     size: int = 32                 # frame side, pixels (toy); real data: height x width below
     height: int = 0                # 0 = size
     width: int = 0                 # 0 = size
@@ -89,7 +92,7 @@ class Config:
     device: str = "auto"           # auto (CUDA when available, else CPU), cpu or cuda (torchrun: cuda:LOCAL_RANK)
     threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)
     data_workers: int = 0          # processes decoding the coming steps' clips ahead (data.StepLoader); 0: none
-    cache: str = ""                # a latent cache (python data.py ... --cache DIR) to read instead of --data
+    cache: str = ""                # a latent cache (python -m vc2.data ... --cache DIR) to read instead of --data
     grad_accum: int = 1            # micro-batches per optimizer step
     precision: str = "fp32"        # "bf16": bf16 autocast for every model, fp32 weights (the release: the same)
     grad_ckpt_unet: bool = False   # recompute the student UNet's blocks in the backward pass
@@ -120,7 +123,7 @@ def toy():
 def vc2_256():
     """VideoCrafter2 -> T2V-Turbo on ONE GPU at reduced resolution: 16 frames at 256 x 256 (latents 4 x 16 x 32 x
     32), LoRA rank 64, bf16 autocast, gradient checkpointing everywhere (add --optim adamw8bit with bitsandbytes).
-    Needs `python convert.py --vc2 model.ckpt --out weights/vc2`, --data/--captions, and --hps/--viclip for the
+    Needs `python -m vc2.convert --vc2 model.ckpt --out weights/vc2`, --data/--captions, and --hps/--viclip for the
     rewards (or --rewards naming what you have). Memory: TUTORIAL.md section 10."""
     return dataclasses.replace(
         Config(), out="runs/vc2_256", teacher="weights/vc2/teacher.safetensors", height=256, width=256, frames=16,
@@ -159,7 +162,7 @@ def check_config(cfg, error):
     try:
         meta = read_meta(teacher)
     except (OSError, ValueError) as e:
-        hint = "python prepare_toy.py writes one" if not cfg.teacher else "python convert.py --vc2 model.ckpt --out DIR"
+        hint = "python -m toy.prepare writes one" if not cfg.teacher else "python -m vc2.convert --vc2 model.ckpt --out DIR"
         error(f"--teacher {teacher}: {e}" if teacher.is_file() else f"no teacher checkpoint at {teacher} ({hint})")
     if meta.get("kind") != "teacher":
         error(f"--teacher {teacher} is a {meta.get('kind')!r} checkpoint, not a teacher")
@@ -210,6 +213,19 @@ def meta_train(cfg):
     return {**dataclasses.asdict(cfg), "height": cfg.height or cfg.size, "width": cfg.width or cfg.size}
 
 
+def open_data(data, captions, height, width, frames, fps=16, seed=0, cache=""):
+    """What a training step draws from: the toy world (data == '': toy.world.ToyWorld, square frames), a folder of
+    videos (VideoFolder) or a latent cache (LatentCache). All give batch(n, rng, rows) -> (video (n, 3, t, h, w) in
+    [-1, 1], or the cache's x, captions). A bad folder or caption file: ValueError or OSError, one line."""
+    if cache:
+        return LatentCache(cache)
+    if not data:
+        if height != width:
+            raise ValueError("the toy world is square: use --size, not --height/--width")
+        return ToyWorld(size=height, frames=frames, seed=seed)
+    return VideoFolder(data, captions, height=height, width=width, frames=frames, fps=fps)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 1. The frozen teacher, the reward models, the data, and the student built from the teacher
 
@@ -229,16 +245,10 @@ def reward_models(cfg, device):
     found = {}
     for kind in wanted_rewards(cfg):
         path = reward_path(cfg, kind)
-        try:
-            if kind == "image" and cfg.hps:
-                found[kind] = ImageTextReward.hpsv21(path)
-            elif kind == "video" and cfg.internvideo2:  # bf16 as stored, or fp32 for an fp32 run
-                bf16 = cfg.precision == "bf16"
-                found[kind] = internvideo2_reward(path, cfg.bert_vocab, dtype=None if bf16 else torch.float32)
-            elif kind == "video" and cfg.viclip:
-                found[kind] = VideoTextReward(load_viclip(ViCLIP(viclip_l14()), path))
-            else:
-                found[kind] = load_reward(path)[0]
+        try:  # InternVideo2: bf16 as stored, or fp32 for an fp32 run
+            found[kind] = (load_real_reward(kind, path, cfg.internvideo2, cfg.bert_vocab,
+                                            None if cfg.precision == "bf16" else torch.float32)
+                           if real_reward(cfg, kind) else load_reward(path)[0])
         except (ValueError, OSError) as e:  # a truncated or foreign file: one line that names it
             raise SystemExit(f"train.py: the {kind} reward model {path} does not load: {one_line(e)}") from None
         found[kind].to(device).set_grad_checkpointing(cfg.grad_ckpt_reward)
@@ -247,7 +257,7 @@ def reward_models(cfg, device):
 
 def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False, lora_dropout=0.1):
     """Student = teacher + the w projection w_proj, zero (at step 0 it predicts exactly what the teacher does), with
-    LoRA on every Linear/Conv the release wraps (w_proj too: its zero base stays frozen, convert.py W_PROJ_POLICY),
+    LoRA on every Linear/Conv the release wraps (w_proj too: its zero base stays frozen, vc2/convert.py W_PROJ_POLICY),
     so the release's unet_lora.pt carries the whole student. Returns (student, trainable parameters)."""
     with torch.device("meta"):                      # shapes only: the weights come from the teacher, no init
         student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
@@ -297,7 +307,8 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
     # line 1: theta <- the teacher's weights (+ the zero w-projection); theta^- <- theta
     student, params, target, unet = make_networks(cfg, run, unet)
     student_d = torch.nn.parallel.DistributedDataParallel(student) if run.world > 1 else student
-    abar = turbo.schedule(unet.config).to(run.device)                       # the teacher's alphas, inherited
+    abar, split = diffusion_of(unet.config)                 # the teacher's schedule and parameterisation
+    abar = abar.to(run.device)
     loader = StepLoader(data, partial(data_draws, cfg, run, name, b=b), cfg.data_workers, cfg.grad_accum)
     with torch.no_grad():
         uncond = text.encode_text([""]).float()                             # (1, L, d): the empty caption
@@ -314,7 +325,7 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
         d = turbo.cd_draws(B, z0.shape[1:], cfg.w_min, cfg.w_max, generator=gen)
         d = {k: v[rows.start:rows.stop] for k, v in d.items()}              # ... this process's rows
         loss_cd, f_theta, _ = turbo.cd_loss(student_d, target, unet, z0, context, uncond.expand_as(context),
-                                            cfg.fps, abar, d, huber_c=cfg.huber_c)
+                                            cfg.fps, abar, d, cfg.huber_c, split=split)
         # eqs. 8-9: decode f_theta's scored frames and reward them (J_img on M frames, J_vid on 8)
         r = turbo.reward_terms(f_theta, ae, caps, image_reward, video_reward, cfg.reward_frames, generator=gen,
                                decode_checkpoint=cfg.grad_ckpt_decoder)

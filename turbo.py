@@ -8,7 +8,6 @@
     Part 3  the multistep consistency sampler (4 steps, no CFG: w enters through the student's embedding)
     Part 4  mixed reward feedback (eqs. 8-10): the single-step prediction f_theta is decoded and scored by an
             image-text and a video-text reward model; L = L_CD - beta_img J_img - beta_vid J_vid
-    Part 5  what only the toy teacher uses: v-prediction, zero terminal SNR, the teacher's own training loss
 
 The UNet lives in tiny_unet3d.py, the autoencoder and text encoder in encoders.py, the reward models in rewards.py;
 this file holds the math and imports only torch. Notation follows the paper: z_t = alpha_t z_0 + sigma_t eps with
@@ -21,7 +20,6 @@ Latent videos are (b, c, t, h, w) everywhere: b clips, c latent channels, t fram
 import math
 
 import torch
-import torch.nn.functional as F
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -34,13 +32,6 @@ def vc2_alphas_cumprod(num_train_timesteps=NUM_TRAIN_TIMESTEPS):
     Computed in float64 (as the original) and returned as float64 (1000,); callers cast when they index."""
     betas = torch.linspace(math.sqrt(0.00085), math.sqrt(0.012), num_train_timesteps, dtype=torch.float64) ** 2
     return torch.cumprod(1.0 - betas, dim=0)
-
-
-def schedule(config=None):
-    """abar_t (1000,) float64 for a UNet config: VC2's schedule, rescaled to zero terminal SNR (Part 5) if the
-    config says so (tiny_unet3d.UNetConfig.zero_terminal_snr; a VC2 checkpoint never does)."""
-    abar = vc2_alphas_cumprod()
-    return zero_terminal_snr(abar) if config is not None and config.zero_terminal_snr else abar
 
 
 def alpha_sigma(abar, t, like):
@@ -56,25 +47,14 @@ def add_noise(z0, noise, t, abar):
     return alpha * z0 + sigma * noise
 
 
-def predicted_x0(z_t, eps, t, abar):
-    """An eps-prediction's clean estimate: x0_hat = (z_t - sigma_t eps_hat) / alpha_t."""
+def split_eps(out, z_t, t, abar):
+    """A UNet output -> (x0_hat, eps_hat), both (b, c, t, h, w), for an eps-prediction model such as VC2:
+    eps_hat = out and x0_hat = (z_t - sigma_t eps_hat) / alpha_t. Both are linear in `out` for a fixed z_t, so
+    classifier-free guidance on the output equals guidance on either estimate. Every function below that reads a
+    UNet's output takes this as `split`; a model trained with another parameterisation passes its own (the toy
+    teacher's v-prediction: toy/diffusion.py)."""
     alpha, sigma = alpha_sigma(abar, t, z_t)
-    return (z_t - sigma * eps) / alpha
-
-
-def prediction_of(unet):
-    """'eps' (VC2) or 'v' (the toy teacher, Part 5): what this UNet's output means (a DDP wrapper is looked
-    through; a bare function, as in the tests, counts as eps)."""
-    return getattr(getattr(getattr(unet, "module", unet), "config", None), "prediction", "eps")
-
-
-def split_output(out, z_t, t, abar, prediction="eps"):
-    """A UNet output -> (x0_hat, eps_hat), both (b, c, t, h, w). VC2 predicts eps: x0_hat = (z_t - sigma_t out) /
-    alpha_t and eps_hat = out. (A v-prediction toy teacher: Part 5.) Both are linear in `out` for a fixed z_t,
-    so classifier-free guidance on the output equals guidance on either estimate."""
-    if prediction == "eps":
-        return predicted_x0(z_t, out, t, abar), out
-    return split_v(out, z_t, t, abar)
+    return (z_t - sigma * out) / alpha, out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -97,7 +77,7 @@ def ddim_step(x0, eps, t_prev, abar):
 
 
 @torch.no_grad()
-def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0):
+def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0, split=split_eps):
     """Samples the teacher: 50 DDIM steps from pure noise, each with classifier-free guidance.
 
     noise: (b, c, t, h, w) z_T; context / uncond: (b, L, d) caption and empty-caption embeddings.
@@ -111,7 +91,7 @@ def ddim_sample(unet, noise, context, uncond, fps, abar, steps=50, guidance=5.0)
     for t, t_prev in zip(grid[:-1], grid[1:]):
         tt = torch.full((2 * b,), t, device=z.device, dtype=torch.long)
         out_c, out_u = unet(torch.cat([z, z]), tt, ctx, fps).chunk(2)                    # 2 x (b, c, t, h, w)
-        x0, eps = split_output(out_u + guidance * (out_c - out_u), z, tt[:b], abar, prediction_of(unet))
+        x0, eps = split(out_u + guidance * (out_c - out_u), z, tt[:b], abar)
         z = ddim_step(x0, eps, torch.full((b,), t_prev, device=z.device, dtype=torch.long), abar)
     return x0
 
@@ -136,17 +116,17 @@ def boundary_scalings(t, sigma_data=0.5, timestep_scaling=10.0):
     return c_skip.float(), c_out.float()
 
 
-def consistency_fn(student, z_t, t, context, fps, w, abar):
+def consistency_fn(student, z_t, t, context, fps, w, abar, split=split_eps):
     """Eq. 5: f_theta(z_t, w, c, t) = c_skip(t) z_t + c_out(t) x0_hat(z_t, eps_theta(z_t, w, c, t)).
     z_t: (b, c, t, h, w); t, w: (b,). This is the student's single-step prediction of the clean video, both the
     CD prediction and (Part 4) what gets decoded and scored by the rewards."""
-    x0 = split_output(student(z_t, t, context, fps, w=w), z_t, t, abar, prediction_of(student))[0]
+    x0 = split(student(z_t, t, context, fps, w=w), z_t, t, abar)[0]
     c_skip, c_out = (c.view(-1, 1, 1, 1, 1).to(z_t) for c in boundary_scalings(t))    # (b, 1, 1, 1, 1)
     return c_skip * z_t + c_out * x0
 
 
 @torch.no_grad()
-def guided_ode_step(teacher, z, t_from, t_to, context, uncond, fps, w, abar):
+def guided_ode_step(teacher, z, t_from, t_to, context, uncond, fps, w, abar, split=split_eps):
     """The augmented PF-ODE solver Psi of eq. 7: one DDIM step (eta 0) of the teacher from t_{n+k} to t_n, with
     classifier-free guidance in LCM's convention applied to BOTH the x0 and eps estimates before the step:
         x0_hat = x0_c + w (x0_c - x0_u),  eps_hat = eps_c + w (eps_c - eps_u)       ((1 + w) cond - w uncond)
@@ -154,7 +134,7 @@ def guided_ode_step(teacher, z, t_from, t_to, context, uncond, fps, w, abar):
     The unconditional branch sees the empty caption's embedding. t_to may be 0 (the last grid step lands there)."""
     out_c, out_u = teacher(torch.cat([z, z]), torch.cat([t_from, t_from]), torch.cat([context, uncond]),
                            fps).chunk(2)                                                  # 2 x (b, c, t, h, w)
-    (x0_c, eps_c), (x0_u, eps_u) = (split_output(o, z, t_from, abar, prediction_of(teacher)) for o in (out_c, out_u))
+    (x0_c, eps_c), (x0_u, eps_u) = split(out_c, z, t_from, abar), split(out_u, z, t_from, abar)
     wv = w.view(-1, 1, 1, 1, 1).to(z)                                                     # (b, 1, 1, 1, 1)
     x0 = x0_c + wv * (x0_c - x0_u)
     eps = eps_c + wv * (eps_c - eps_u)
@@ -175,7 +155,8 @@ def cd_draws(b, shape, w_min=5.0, w_max=15.0, num_ddim_steps=50, generator=None,
             "noise": torch.randn((b, *shape), device=device, generator=generator)}
 
 
-def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, draws, huber_c=0.001, num_ddim_steps=50):
+def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, draws, huber_c=0.001, num_ddim_steps=50,
+            split=split_eps):
     """One CD step of Algorithm 1 on a batch of clean latents z0: (b, c, t, h, w). Returns (loss, f_theta, info).
 
         n ~ U{0..49},  t_{n+k} = grid[n] in {19, ..., 999},  t_n = max(t_{n+k} - k, 0)         (skipped-step pair)
@@ -186,7 +167,8 @@ def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, draws, hub
         target      = f_{theta^-}(z_{t_n}, w, c, t_n)               target network, no gradient
         L_CD        = d(f_theta, target)                            pseudo-Huber                (eq. 6)
     `target` is the EMA copy theta^- (the paper) or the student itself (the released code); the caller decides.
-    n, w and eps are `draws`, cd_draws' dict for these b clips; k is one step of the grid.
+    n, w and eps are `draws`, cd_draws' dict for these b clips; k is one step of the grid. The three networks
+    share the teacher's parameterisation `split` (the student starts as the teacher).
     """
     dev = z0.device
     grid = torch.tensor(ddim_timesteps(num_ddim_steps), device=dev)                       # (50,) 19 .. 999
@@ -196,10 +178,10 @@ def cd_loss(student, target, teacher, z0, context, uncond, fps, abar, draws, hub
     noise = draws["noise"].to(dev, z0.dtype)                                              # (b, c, t, h, w)
     z_nk = add_noise(z0, noise, t_nk, abar)                                               # (b, c, t, h, w)
 
-    f_theta = consistency_fn(student, z_nk, t_nk, context, fps, w, abar)                  # (b, c, t, h, w), grad
-    z_n = guided_ode_step(teacher, z_nk, t_nk, t_n, context, uncond, fps, w, abar)       # (b, c, t, h, w)
+    f_theta = consistency_fn(student, z_nk, t_nk, context, fps, w, abar, split)           # (b, c, t, h, w), grad
+    z_n = guided_ode_step(teacher, z_nk, t_nk, t_n, context, uncond, fps, w, abar, split)  # (b, c, t, h, w)
     with torch.no_grad():
-        tgt = consistency_fn(target, z_n, t_n, context, fps, w, abar)                    # (b, c, t, h, w)
+        tgt = consistency_fn(target, z_n, t_n, context, fps, w, abar, split)             # (b, c, t, h, w)
     loss = pseudo_huber(f_theta, tgt, huber_c)                                            # () scalar
     return loss, f_theta, {"t": t_nk, "w": w}
 
@@ -240,7 +222,8 @@ def fresh_noise(shape, generator=None, device="cpu", dtype=torch.float32):
 
 
 @torch.no_grad()
-def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, generator=None, origin_steps=50):
+def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, generator=None, origin_steps=50,
+                       split=split_eps):
     """z_T ~ N(0, I); for each t_i: x_i = f_theta(z, w, c, t_i); then re-noise x_i to t_{i+1} with FRESH noise,
     z = alpha_{t_{i+1}} x_i + sigma_{t_{i+1}} eps. Returns the last x_i, (b, c, t, h, w). One UNet call per
     step and no CFG: guidance was distilled into the student and enters only through its w-embedding.
@@ -251,7 +234,7 @@ def consistency_sample(student, noise, context, fps, abar, steps=4, w=7.5, gener
     z, wv = noise, torch.full((b,), float(w), device=dev)               # z: (b, c, t, h, w); wv: (b,)
     for i, t in enumerate(ts):
         tt = torch.full((b,), t, device=dev, dtype=torch.long)          # (b,)
-        x0 = consistency_fn(student, z, tt, context, fps, wv, abar)     # (b, c, t, h, w): the clean estimate
+        x0 = consistency_fn(student, z, tt, context, fps, wv, abar, split)  # (b, c, t, h, w): the clean estimate
         if i + 1 < len(ts):
             t_next = torch.full((b,), ts[i + 1], device=dev, dtype=torch.long)
             eps = fresh_noise(z.shape, generator, dev, z.dtype)         # (b, c, t, h, w)
@@ -317,51 +300,6 @@ def mixed_loss(loss_cd, rewards, beta_img=1.0, beta_vid=2.0):
     if "r_vid" in rewards:
         loss = loss - beta_vid * rewards["r_vid"].mean()                        # J_vid
     return loss
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Part 5. What only the toy teacher uses (prepare_toy.py): T2V-Turbo never trains its teacher, and VC2 is an
-# eps-prediction model on the schedule of Part 0. A toy teacher needs its own training loss, and trains best as a
-# v-prediction model on a zero-terminal-SNR schedule (RESULTS.md says why).
-
-
-def split_v(out, z_t, t, abar):
-    """A v-prediction output -> (x0_hat, eps_hat): x0_hat = alpha_t z_t - sigma_t v, eps_hat = sigma_t z_t +
-    alpha_t v (v = alpha eps - sigma x0; Salimans & Ho 2022; VideoCrafter's ddpm3d.py has the same
-    `parameterization = "v"` option)."""
-    alpha, sigma = alpha_sigma(abar, t, z_t)
-    return alpha * z_t - sigma * out, sigma * z_t + alpha * out
-
-
-def zero_terminal_snr(abar):
-    """Lin et al. 2024 ("Common diffusion noise schedules and sample steps are flawed", Alg. 1): shift and scale
-    alpha_t = sqrt(abar_t) so that alpha_999 = 0 exactly and alpha_0 is unchanged. VC2's schedule leaves
-    abar_999 = 0.0047: a training z_999 still carries 7% of the clip, and a model learns to read the motion from
-    that residue instead of from the caption, then reads it from pure noise when sampling. It needs v-prediction:
-    with alpha_999 = 0 an eps-model cannot say anything about x0."""
-    a = abar.sqrt()
-    a0, aT = a[0].clone(), a[-1].clone()
-    return ((a - aT) * a0 / (a0 - aT)) ** 2
-
-
-def diffusion_loss(unet, z0, context, fps, abar, generator=None, t=None, noise=None):
-    """The teacher's own objective (DDPM, eps-prediction): E_{t, eps} || eps - eps_theta(z_t, t, c) ||^2
-    (a v-prediction UNet regresses v = alpha_t eps - sigma_t z0 instead).
-    z0: (b, c, t, h, w) latents; context: (b, L, d) text tokens (already with caption dropout applied).
-    t (b,) and noise (like z0) are drawn from `generator` unless given (prepare_toy.py draws them for a whole
-    multi-process batch and hands each process its rows)."""
-    b = z0.shape[0]
-    if t is None:
-        t = torch.randint(0, len(abar), (b,), device=z0.device, generator=generator)
-    if noise is None:
-        noise = torch.randn(z0.shape, device=z0.device, generator=generator)
-    t, noise = t.to(z0.device), noise.to(z0.device, z0.dtype)
-    out = unet(add_noise(z0, noise, t, abar), t, context, fps)                  # (b, c, t, h, w)
-    target = noise
-    if prediction_of(unet) == "v":
-        alpha, sigma = alpha_sigma(abar, t, z0)
-        target = alpha * noise - sigma * z0
-    return F.mse_loss(out, target)
 
 
 if __name__ == "__main__":

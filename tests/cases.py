@@ -1,11 +1,11 @@
 """The bad inputs the command lines are tried with, one table per test module (a new case is one line): CLI_CASES
-for train.py, sample.py, evaluate.py and convert.py (test_bad_inputs.py), DATA_CASES for data.py (test_data.py),
-REAL_EVAL_CASES for evaluate.py's real-model mode (test_evaluate_real.py). Here, in a module of their own, so that
+for train.py, sample.py, toy/evaluate.py and vc2/convert.py (test_bad_inputs.py), DATA_CASES for vc2/data.py (vc2/test_data.py),
+REAL_EVAL_CASES for vc2/evaluate.py (test_real_evaluate.py). Here, in a module of their own, so that
 test_bad_inputs.py::test_the_count can count all three without one test module importing another."""
 from conftest import TRAIN_CPU
 
 # (command, argv with {name} = files[name] (test_bad_inputs.py's fixture), exit code, a phrase of the one line).
-# data.py's cases are DATA_CASES below.
+# vc2/data.py's cases are DATA_CASES below.
 CLI_CASES = [
     # sample.py
     ("sample", ["--ckpt", "{missing}", "--prompt", "x"], 2, "no such file or folder (train one first"),
@@ -49,7 +49,7 @@ CLI_CASES = [
      "which was trained with other values: --turbo-lr 0.0001 (saved: 0.5). Give the saved values"),
     ("train", ["--toy-models", "{toy_models}", "--out", "{world_dir}", "--resume", *TRAIN_CPU], 1,
      "which was trained with other values: 1 process(es) (saved: 2; torchrun --nproc_per_node=2)"),
-    # evaluate.py
+    # toy/evaluate.py
     ("evaluate", ["--ckpt", "{missing}"], 2, "no such file or folder"),
     ("evaluate", ["--ckpt", "{reward}"], 2, "is a reward model"),
     ("evaluate", ["--ckpt", "{teacher}", "--per-seen", "-1"], 2, "--per-seen and --per-heldout must be >= 0"),
@@ -58,7 +58,9 @@ CLI_CASES = [
     ("evaluate", ["--ckpt", "{teacher}", "--train"], 2, "--train and --tune-guidance go with --table"),
     ("evaluate", ["--table", "{dir}/no_run"], 2, "--table {dir}/no_run: no such folder"),
     ("evaluate", ["--table", "{dir}", "--toy-models", "{empty_dir}"], 2, "no teacher.safetensors there"),
-    # convert.py
+    ("evaluate", ["--ckpt", "{teacher}", "--ckpt", "{teacher}"], 2, "the toy evaluator judges one --ckpt"),
+    ("evaluate", ["--ckpt", "{teacher}", "--num-per-prompt", "2"], 2, "unrecognized arguments: --num-per-prompt"),
+    # vc2/convert.py
     ("convert", ["--vc2", "{missing}", "--out", "{dir}/out"], 2, "no such file"),
     ("convert", ["--vc2", "{random}", "--out", "{dir}/out"], 1, "is not a torch checkpoint"),
     ("convert", ["--vc2", "{pickle}", "--out", "{dir}/out"], 1, "refused to load"),
@@ -71,7 +73,7 @@ CLI_CASES = [
      "not allowed with argument"),
     ("convert", ["--vc2", "{not_vc2}"], 2, "the following arguments are required: --out"),
     ("convert", ["--out", "{dir}/out"], 2, "give --vc2 model.ckpt (a conversion) or --export-release-lora"),
-    ("convert", ["--vc2", "{lora}", "--out", "{dir}/out"], 2, "a LoRA trained here: convert.py --export-release-lora"),
+    ("convert", ["--vc2", "{lora}", "--out", "{dir}/out"], 2, "a LoRA trained here: vc2/convert.py --export-release-lora"),
     ("convert", ["--export-release-lora", "{missing}", "--out", "{dir}/u.pt"], 2, "no such file"),
     ("convert", ["--export-release-lora", "{lora}", "--out", "{text}"], 2, "exists; give a new file name"),
     ("convert", ["--export-release-lora", "{lora}", "--vc2", "{not_vc2}", "--out", "{dir}/u.pt"], 2, "takes only"),
@@ -129,7 +131,7 @@ DATA_CASES = [
 
 
 S = ["--samples", "{a}"]  # a folder of samples to score
-# (argv with {name} = bad[name] (test_evaluate_real.py's fixture), exit code, a phrase of the one line)
+# (argv with {name} = bad[name] (test_real_evaluate.py's fixture), exit code, a phrase of the one line)
 REAL_EVAL_CASES = [
     (["--samples", "{a}"], 2, "needs the real reward models: --hps"),
     (["--prompts", "{prompts}", "--ckpt", "{teacher}"], 2, "the toy rewards never score real video"),
@@ -146,8 +148,8 @@ REAL_EVAL_CASES = [
     ([*S, "--internvideo2", "{hps}", "--bert-vocab", "{empty}"], 2, "none at {empty}"),
     ([*S, "--internvideo2", "{hps}", "--viclip", "{hps}", "--bert-vocab", "{vocab}"], 2, "takes the place of --viclip"),
     ([*S, "--viclip", "{hps}", "--bert-vocab", "{vocab}"], 2, "--bert-vocab goes with --internvideo2"),
-    ([*S, "--hps", "{hps}", "--table", "{dir}"], 2, "are the toy table's"),
-    ([*S, "--hps", "{hps}", "--steps", "2"], 2, "every checkpoint samples at its own defaults"),
+    ([*S, "--hps", "{hps}", "--table", "{dir}"], 2, "unrecognized arguments: --table"),     # the toy table's flag
+    ([*S, "--hps", "{hps}", "--steps", "2"], 2, "unrecognized arguments: --steps 2"),    # each at its own defaults
     ([*S, "--hps", "{hps}", "--batch-size", "0"], 2, "--batch-size must be >= 1"),
     (["--prompts", "{prompts}", "--hps", "{hps}"], 2, "give --ckpt FILE (repeatable"),
     (["--prompts", "{missing}", "--ckpt", "{teacher}", "--hps", "{hps}"], 2, "--prompts {missing}: no such file"),
@@ -155,6 +157,4 @@ REAL_EVAL_CASES = [
     (["--prompts", "{prompts}", "--ckpt", "{teacher}", "--hps", "{hps}", "--out", "{used}"], 2,
      "holds samples already: score them with --samples, or give a new --out"),
     ([*S, "--hps", "{garbage}", "--out", "{dir}/out"], 1, "the HPSv2.1 file {garbage} does not load"),
-    (["--ckpt", "{teacher}", "--ckpt", "{teacher}"], 2, "the toy evaluator judges one --ckpt"),
-    (["--ckpt", "{teacher}", "--num-per-prompt", "2"], 2, "go with the real-model evaluation"),
 ]

@@ -1,5 +1,5 @@
 """Test set-up and the helpers more than one test module uses: the repo root on sys.path, 1 CPU thread, a tiny
-prepare_toy.py folder shared by the tests, the paths they read (ROOT, the shipped toy models, the parity fixtures),
+toy/prepare.py folder shared by the tests, the paths they read (ROOT, the shipped toy models, the parity fixtures),
 the flags that run a command line here (TRAIN_CPU), the parity fixtures' loaders, and the before/after records
 (snapshot, mtimes) that show a command wrote nothing. A module imports the plain ones: `from conftest import ...`.
 
@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
 
-import prepare_toy  # noqa: E402 (after the repo root is on sys.path)
 from encoders import AEConfig, TextConfig  # noqa: E402
 from tiny_unet3d import UNet3D, toy_unet  # noqa: E402
+from toy import prepare  # noqa: E402 (after the repo root is on sys.path)
 
-TOY = ROOT / "assets" / "toy"                       # the toy models that ship (prepare_toy.py made them)
+TOY = ROOT / "toy" / "assets"                       # the toy models that ship (toy/prepare.py made them)
 FIXTURES = ROOT / "tests" / "fixtures"              # made by the original code; see fixtures/README.md
 
 # train.py (and the checks it shares with the other command lines) on this machine: the CPU, one thread, and no
@@ -29,7 +29,7 @@ FIXTURES = ROOT / "tests" / "fixtures"              # made by the original code;
 # need on top (a warm-up of 1 step, a batch size); a flag given again later wins.
 TRAIN_CPU = ["--device", "cpu", "--threads", "1", "--compare-per-caption", "0"]
 
-# prepare_toy.py on a tiny budget: every stage runs, in seconds
+# toy/prepare.py on a tiny budget: every stage runs, in seconds
 TOY_FLAGS = ["--text-steps", "2", "--text-batch", "4", "--teacher-steps", "3", "--teacher-batch", "2",
              "--reward-steps", "2", "--warmup", "1", "--dtype", "fp16", "--eval-per-caption", "0", "--threads", "1",
              "--device", "cpu"]
@@ -45,11 +45,11 @@ _MADE = {}  # the folder below, made once per test process and reused by every t
 
 @pytest.fixture(scope="module")
 def toy_models(tmp_path_factory):
-    """A folder as prepare_toy.py writes it (text_ae, teacher, reward_image, reward_video .safetensors), made once
+    """A folder as toy/prepare.py writes it (text_ae, teacher, reward_image, reward_video .safetensors), made once
     per test process. Tests read it and never write into it (copy a file out to change it)."""
     if "toy_models" not in _MADE:
         out = tmp_path_factory.mktemp("toy_models")
-        prepare_toy.main([*TOY_FLAGS, "--out", str(out)])
+        prepare.main([*TOY_FLAGS, "--out", str(out)])
         _MADE["toy_models"] = out
     return _MADE["toy_models"]
 

@@ -1,7 +1,7 @@
 """Bad inputs, as a new user would give them, to every command line: one clear line on stderr naming the file or
 flag, exit code 2 (usage) or 1 (a failed run), no traceback, and nothing written or changed. Table-driven: a new
-case is one line of cases.CLI_CASES (data.py's are cases.DATA_CASES, run by test_data.py; evaluate.py's real mode's
-are cases.REAL_EVAL_CASES, run by test_evaluate_real.py); test_the_count prints the total."""
+case is one line of cases.CLI_CASES (vc2/data.py's are cases.DATA_CASES, run by vc2/test_data.py; vc2/evaluate.py's
+are cases.REAL_EVAL_CASES, run by test_real_evaluate.py); test_the_count prints the total."""
 import dataclasses
 import json
 
@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import convert
-import evaluate
 import sample
 import train
 from cases import CLI_CASES, DATA_CASES, REAL_EVAL_CASES
-from checkpoint import read_checkpoint, read_meta, save_tensors
 from conftest import RunsCode, run_main, snapshot
+from machinery.checkpoint import read_checkpoint, read_meta, save_tensors
+from toy import evaluate
+from vc2 import convert
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +91,17 @@ def test_bad_input(i, files, capsys):
 @pytest.mark.parametrize("argv", [["--preset", "vc2"], ["--optim", "adamw8bit"]], ids=["vc2", "flag"])
 def test_adamw8bit_without_bitsandbytes_is_refused_before_anything_loads(argv, files, capsys, monkeypatch):
     """The vc2 preset trains with bitsandbytes' 8-bit AdamW, an optional install: without it, train.py and
-    prepare_toy.py say what to install in one line at parse time (not after every model and the data are loaded)."""
+    toy/prepare.py say what to install in one line at parse time (not after every model and the data are loaded)."""
     import importlib.util
-    import prepare_toy
-    from loop import ADAMW8BIT_MISSING
+
+    from machinery.loop import ADAMW8BIT_MISSING
+    from toy import prepare
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else
                         find_spec(name, *a))                  # as on a machine without it, wherever this runs
-    for main in (train.main, prepare_toy.main):
-        if main is prepare_toy.main and argv[0] == "--preset":
-            continue                                          # prepare_toy.py has no presets
+    for main in (train.main, prepare.main):
+        if main is prepare.main and argv[0] == "--preset":
+            continue                                          # toy/prepare.py has no presets
         with pytest.raises(SystemExit) as e:
             main(argv + ["--out", str(files["dir"] / "side_effect")])
         err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
@@ -110,14 +111,14 @@ def test_adamw8bit_without_bitsandbytes_is_refused_before_anything_loads(argv, f
 
 def test_the_count():
     n = len(CLI_CASES) + len(DATA_CASES) + len(REAL_EVAL_CASES) + 1    # + adamw8bit's
-    print(f"{n} distinct bad inputs across train.py, sample.py, evaluate.py, convert.py and data.py")
+    print(f"{n} distinct bad inputs across train.py, sample.py, toy/evaluate.py, vc2/evaluate.py, vc2/convert.py and vc2/data.py")
     assert n >= 40
 
 
 def test_a_failed_run_is_one_line_unless_debug(monkeypatch):
     """Every script's __main__ runs loop.run_cli(main): a run that fails ends with one line and exit code 1;
     --debug re-raises, with the traceback."""
-    from loop import run_cli
+    from machinery.cli import run_cli
 
     def fails():
         raise RuntimeError("3 steps in a row with a non-finite loss\nmore detail")

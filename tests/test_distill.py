@@ -41,7 +41,7 @@ def test_guided_ode_step_is_cfg_then_ddim():
     out0 = turbo.guided_ode_step(teacher, z, t1, t0, ctx, unc, 16, torch.zeros(2), AB)
     with torch.no_grad():
         eps = teacher(z, t1, ctx, 16)
-    x0 = turbo.predicted_x0(z, eps, t1, AB)
+    x0 = turbo.split_eps(eps, z, t1, AB)[0]
     ab0 = AB[t0].float().view(-1, 1, 1, 1, 1)
     assert torch.allclose(out0, ab0.sqrt() * x0 + (1 - ab0).sqrt() * eps, atol=1e-5)
     out1 = turbo.guided_ode_step(teacher, z, t1, t0, ctx, unc, 16, torch.ones(2), AB)

@@ -2,7 +2,7 @@
 (HPSv2.1: 686 keys, open_clip's ViT-H-14; ViCLIP: 447 keys, InternVideo's Data/InternVid/viclip/; checked on the
 meta device), loaders and their errors, frame selection, the contrastive loss, toy training and save/load. Fast: no
 model is trained beyond a few steps; the trained-model check uses the shipped
-assets/toy/reward_{image,video}.safetensors."""
+toy/assets/reward_{image,video}.safetensors."""
 import dataclasses
 import json
 
@@ -15,14 +15,15 @@ import torchvision.transforms.functional as TF
 from safetensors.torch import load_file, save_file
 from torchvision.transforms import InterpolationMode, RandomCrop
 
-import prepare_toy
 import rewards
 from conftest import TOY
-from prepare_toy import contrastive_loss
-from rewards import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD, ImageTextReward, VideoTextReward, ViCLIP,
-                     load_hps_state, load_viclip, reward_from_state, reward_state, toy_clip_cfg, toy_image_reward,
-                     toy_video_reward, toy_viclip, viclip_l14)
+from machinery.checkpoint import load_reward, reward_from_state, reward_state, save_reward
+from rewards import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD, ImageTextReward, ViCLIP, VideoTextReward,
+                     toy_clip_cfg, toy_image_reward, toy_viclip, toy_video_reward, viclip_l14)
+from toy import prepare
+from toy.prepare import contrastive_loss
 from turbo import image_reward_frames, video_reward_frames
+from vc2.release import load_hps_state, load_hpsv21, load_viclip
 
 CAP = "a red circle moving left"
 
@@ -197,11 +198,11 @@ def test_hps_wrong_keys_one_clear_error():
 
 def test_hps_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="HPSv2.1"):
-        ImageTextReward.hpsv21(tmp_path / "nope.pt")
+        load_hpsv21(tmp_path / "nope.pt")
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt.pt is not a torch checkpoint") as e:
-        ImageTextReward.hpsv21(bad)
+        load_hpsv21(bad)
     assert str(e.value).startswith("HPSv2.1") and "weights_only" not in str(e.value)   # never torch's advice
 
 
@@ -210,7 +211,7 @@ def test_hps_tiny_round_trip(tmp_path):
     src = toy_image_reward()
     sd16 = {k: v.half() for k, v in src.clip.state_dict().items()}         # stored as the release: fp16
     torch.save({"state_dict": sd16}, tmp_path / "hps_tiny.pt")
-    got = ImageTextReward.hpsv21(tmp_path / "hps_tiny.pt", image_size=32, clip_cfg=toy_clip_cfg())
+    got = load_hpsv21(tmp_path / "hps_tiny.pt", image_size=32, clip_cfg=toy_clip_cfg())
     for k, v in got.clip.state_dict().items():
         assert v.dtype == torch.float32 and torch.equal(v, sd16[k].float())
     images = torch.rand(3, 3, 32, 32)
@@ -376,8 +377,8 @@ def one_thread():
 
 def test_toy_training_lowers_the_loss(one_thread):
     # the loss on ONE fixed batch (no sampling noise) before and after 20 steps; the same seed gives the same init
-    caps = prepare_toy.split_captions("train")[::2][:32]
-    video = prepare_toy.render_captions(caps, np.random.default_rng(99))   # (32, 3, 8, 32, 32) in [0, 1]
+    caps = prepare.split_captions("train")[::2][:32]
+    video = prepare.render_captions(caps, np.random.default_rng(99))   # (32, 3, 8, 32, 32) in [0, 1]
     for kind, make in [("image", toy_image_reward), ("video", toy_video_reward)]:
         def loss(r):
             with torch.no_grad():
@@ -385,21 +386,21 @@ def test_toy_training_lowers_the_loss(one_thread):
                 return contrastive_loss(f, r.encode_texts(caps), 10.0).item()
         torch.manual_seed(0)
         before = loss(make())
-        trained, stats = prepare_toy.train_toy_reward(kind, steps=20, batch=16, lr=5e-3, seed=0)
+        trained, stats = prepare.train_toy_reward(kind, steps=20, batch=16, lr=5e-3, seed=0)
         assert len(stats["losses"]) == 20 and loss(trained) < before - 0.1, (kind, before, loss(trained))
 
 
 def test_held_out_captions_are_refused():
-    held = prepare_toy.split_captions("heldout")
+    held = prepare.split_captions("heldout")
     with pytest.raises(ValueError, match="held-out"):
-        prepare_toy.train_toy_reward("image", steps=1, batch=2,
-                                     captions=prepare_toy.split_captions("train")[:3] + held[:1])
+        prepare.train_toy_reward("image", steps=1, batch=2,
+                                     captions=prepare.split_captions("train")[:3] + held[:1])
 
 
 def test_discrimination_report_shape():
-    d = prepare_toy.discrimination(toy_image_reward(), "image", [CAP, "a blue square moving up"], n_clips=4)
+    d = prepare.discrimination(toy_image_reward(), "image", [CAP, "a blue square moving up"], n_clips=4)
     assert d["direction"] is None and set(d) == {"n", "colour", "shape", "direction", "all"}
-    d = prepare_toy.discrimination(toy_video_reward(), "video", [CAP], n_clips=2)
+    d = prepare.discrimination(toy_video_reward(), "video", [CAP], n_clips=2)
     assert d["n"] == 2 and all(d[k] in (0, 0.5, 1) for k in ("colour", "shape", "direction", "all"))   # shares of 2
     assert d["all"] <= min(d["colour"], d["shape"], d["direction"])      # 'all' needs every attribute
 
@@ -415,8 +416,8 @@ def test_reward_state_round_trip(tmp_path):
         assert type(again) is type(reward) and not any(p.requires_grad for p in again.parameters())
         with torch.no_grad():
             torch.testing.assert_close(again(x, CAP), reward(x, CAP), rtol=0, atol=0)
-        rewards.save_reward(tmp_path / "r2.safetensors", reward, {"note": 1})
-        again, stats = rewards.load_reward(tmp_path / "r2.safetensors")
+        save_reward(tmp_path / "r2.safetensors", reward, {"note": 1})
+        again, stats = load_reward(tmp_path / "r2.safetensors")
         assert stats == {"note": 1}
         with torch.no_grad():
             torch.testing.assert_close(again(x, CAP), reward(x, CAP), rtol=0, atol=0)
@@ -424,8 +425,8 @@ def test_reward_state_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_trained_toy_reward_prefers_the_right_caption(kind):
-    reward, _ = rewards.load_reward(TOY / f"reward_{kind}.safetensors")   # the shipped one
-    d = prepare_toy.discrimination(reward, kind, prepare_toy.split_captions("train"), n_clips=76, seed=123)
+    reward, _ = load_reward(TOY / f"reward_{kind}.safetensors")   # the shipped one
+    d = prepare.discrimination(reward, kind, prepare.split_captions("train"), n_clips=76, seed=123)
     # a caption that is wrong in one attribute scores below the right one
     assert d["colour"] >= 0.9 and d["shape"] >= 0.9, d
     if kind == "video":

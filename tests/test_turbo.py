@@ -3,7 +3,6 @@ import pytest
 import torch
 
 import turbo
-from tiny_unet3d import UNetConfig
 
 
 def test_schedule_golden_values():
@@ -24,7 +23,7 @@ def test_ddim_step_closed_form():
     x0, eps = torch.randn(2, 4, 3, 2, 2), torch.randn(2, 4, 3, 2, 2)
     t = torch.tensor([999, 999])
     z = turbo.add_noise(x0, eps, t, ab)
-    assert torch.allclose(turbo.predicted_x0(z, eps, t, ab), x0, atol=1e-4)
+    assert torch.allclose(turbo.split_eps(eps, z, t, ab)[0], x0, atol=1e-4)
     # with the exact eps, one DDIM step lands on the forward process at the earlier time
     prev = turbo.ddim_step(x0, eps, torch.tensor([979, 979]), ab)
     assert torch.allclose(prev, turbo.add_noise(x0, eps, torch.tensor([979, 979]), ab), atol=1e-5)
@@ -44,53 +43,12 @@ def test_ddim_sampler_recovers_a_point_mass():
     assert torch.allclose(out, target, atol=1e-3)
 
 
-def test_zero_terminal_snr_schedule():
-    ab, zt = turbo.vc2_alphas_cumprod(), turbo.zero_terminal_snr(turbo.vc2_alphas_cumprod())
-    assert zt[999].item() == 0 and abs(zt[0].item() - ab[0].item()) < 1e-12
-    assert bool((zt[1:] < zt[:-1]).all())                                  # still strictly decreasing
-    assert turbo.schedule(UNetConfig()).equal(ab)                          # VC2's config: the schedule as is
-    assert turbo.schedule(UNetConfig(prediction="v", zero_terminal_snr=True)).equal(zt)
-    with pytest.raises(ValueError, match="needs prediction='v'"):
-        UNetConfig(zero_terminal_snr=True)
-    with pytest.raises(ValueError, match="prediction must be"):
-        UNetConfig(prediction="x0")
-
-
-def test_split_output_inverts_the_forward_process():
-    """v = alpha eps - sigma x0 (and eps itself) map back to the same (x0, eps), including at alpha = 0."""
+def test_split_eps_inverts_the_forward_process():
+    """VC2's parameterisation: an eps-prediction output maps back to the (x0, eps) that made z_t."""
     x0, eps = torch.randn(3, 4, 3, 2, 2), torch.randn(3, 4, 3, 2, 2)
-    for ab in (turbo.vc2_alphas_cumprod(), turbo.zero_terminal_snr(turbo.vc2_alphas_cumprod())):
-        t = torch.tensor([0, 500, 999])
-        z = turbo.add_noise(x0, eps, t, ab)
-        a, s = (ab[t].float().sqrt().view(-1, 1, 1, 1, 1), (1 - ab[t].float()).sqrt().view(-1, 1, 1, 1, 1))
-        x0_v, eps_v = turbo.split_output(a * eps - s * x0, z, t, ab, "v")
-        assert torch.allclose(x0_v, x0, atol=1e-5) and torch.allclose(eps_v, eps, atol=1e-5)
-    ab, t = turbo.vc2_alphas_cumprod(), torch.tensor([0, 500, 999])               # eps: VC2's schedule
-    x0_e, eps_e = turbo.split_output(eps, turbo.add_noise(x0, eps, t, ab), t, ab, "eps")
+    ab, t = turbo.vc2_alphas_cumprod(), torch.tensor([0, 500, 999])
+    x0_e, eps_e = turbo.split_eps(eps, turbo.add_noise(x0, eps, t, ab), t, ab)
     assert torch.allclose(x0_e, x0, atol=1e-4) and eps_e is eps
-
-
-def test_v_prediction_teacher_on_zero_terminal_snr():
-    """A v-model's DDIM sampling from pure noise (alpha_999 = 0) returns the one data point; its loss is zero
-    when it outputs the true v."""
-    cfg = UNetConfig(prediction="v", zero_terminal_snr=True)
-    ab = turbo.schedule(cfg)
-    target = torch.randn(1, 4, 3, 4, 4)
-
-    class Oracle(torch.nn.Module):
-        config = cfg
-
-        def forward(self, z, t, ctx, fps):
-            a = ab[t].float().view(-1, 1, 1, 1, 1)
-            eps = (z - a.sqrt() * target) / (1 - a).sqrt()
-            return a.sqrt() * eps - (1 - a).sqrt() * target
-
-    out = turbo.ddim_sample(Oracle(), torch.randn(1, 4, 3, 4, 4), torch.zeros(1, 2, 8), torch.zeros(1, 2, 8), 16,
-                            ab, guidance=7.0)
-    assert torch.allclose(out, target, atol=1e-4)
-    loss = turbo.diffusion_loss(Oracle(), target.expand(2, -1, -1, -1, -1), torch.zeros(2, 2, 8), 16, ab,
-                                t=torch.tensor([999, 10]))
-    assert loss.item() < 1e-8
 
 
 def test_pseudo_huber_golden_values():

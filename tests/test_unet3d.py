@@ -9,9 +9,9 @@ import torch
 from einops import rearrange
 
 from conftest import FIXTURES, load_fixture, tiny_unet, vc2_keys
-from convert import (check_state_dict, config_from_vc2, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2,
-                     vc2_key_to_ours)
 from tiny_unet3d import UNet3D, guidance_embedding, timestep_embedding, toy_unet, vc2
+from vc2.convert import (check_state_dict, config_from_vc2, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2,
+                         vc2_key_to_ours)
 
 TOL = 1e-4  # fp32; a faithful reimplementation reproduces y to ~1e-5
 

@@ -1,0 +1,369 @@
+"""The toy world's evaluator: sample a checkpoint on seen and held-out captions and judge every video by pixels.
+
+For each caption set it writes the samples exactly as `sample.py` does (a folder with prompts.jsonl) and scores
+them with toy.world.judge: a video counts as correct when its colour, shape and direction all match the caption.
+The seen set is the 76 training captions, the held-out set the 8 captions no model ever saw in training.
+
+    python -m toy.evaluate --ckpt runs/toy/turbo.safetensors      # 76 x 1 seen + 8 x 8 held out: runs/toy/eval_turbo
+    python -m toy.evaluate --ckpt toy/assets/teacher.safetensors --per-seen 2 --per-heldout 16 --out runs/toy/eval
+    python -m toy.evaluate --table runs/toy    # every checkpoint found there -> runs/toy/results.md, compare.gif,
+                                               # curves.png
+    python -m toy.evaluate --table runs/toy --train    # from scratch: trains what is missing first (the toy table)
+    python -m toy.evaluate --table runs/toy --tune-guidance    # each method at its own best guidance (below)
+
+Guidance is a sampling knob of every method here (the teacher's CFG scale, a student's w), and the best value
+differs between them: a toy teacher can score higher at a lower CFG scale than VC2's 12. `--tune-guidance` picks it
+per checkpoint on VALIDATION samples (the seen captions, seeds from 5000, never the evaluation's seeds from 1000),
+by judge + image reward + video reward, from one grid stated in VC2's convention g (a student gets w = g - 1, LCM's
+convention for the same guidance strength), and writes the sweep to RUN_DIR/guidance.json.
+
+Real models have their own evaluator, with T2V-Turbo's reward models as the measure: python -m vc2.evaluate.
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+import sample
+from machinery.checkpoint import load_models, load_reward, read_meta
+from machinery.cli import Parser, check_device, run_cli
+from machinery.videoio import read_samples, save_grid
+from sample import find_checkpoint
+from toy.world import TOY_MODELS, correct, judge_dir, split_captions
+
+
+def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, seed=1000, device="cpu"):
+    """-> {'seen': {...}, 'heldout': {...}} with the shares of correct videos and seconds per video."""
+    results = {}
+    for split, per in (("seen", per_seen), ("heldout", per_heldout)):
+        if per == 0:
+            continue
+        caps = split_captions("train" if split == "seen" else "heldout")
+        d = Path(out) / split
+        if d.exists():  # this evaluator's own samples from an earlier run: judge only what this run samples
+            shutil.rmtree(d)
+        prompts_file = d.parent / f"{split}_prompts.txt"
+        d.parent.mkdir(parents=True, exist_ok=True)
+        prompts_file.write_text("\n".join(caps) + "\n")
+        argv = ["--ckpt", str(ckpt), "--prompts", str(prompts_file), "--num-per-prompt", str(per),
+                "--out", str(d), "--seed", str(seed), "--device", device, "--quiet"]
+        if steps is not None:
+            argv += ["--steps", str(steps)]
+        if guidance is not None:
+            argv += ["--guidance", str(guidance)]
+        t0 = time.time()
+        sample.main(argv)
+        results[split] = {**judge_dir(d), "seconds_per_video": (time.time() - t0) / (per * len(caps))}
+    return results
+
+
+@torch.no_grad()
+def score_videos(videos, caps, image_reward=None, video_reward=None):
+    """uint8 videos (n, t, h, w, 3) and their captions -> {'image': mean toy image reward over all frames,
+    'video': mean video reward}, each None where its model is None."""
+    video = torch.from_numpy(np.asarray(videos)).permute(0, 4, 1, 2, 3).float() / 255   # (n, 3, t, h, w) in [0, 1]
+    n, c, t = video.shape[:3]
+    out = {"image": None, "video": None}
+    if image_reward is not None:
+        frames = video.transpose(1, 2).flatten(0, 1)                                  # (n t, 3, h, w)
+        out["image"] = float(image_reward(frames, [cap for cap in caps for _ in range(t)]).view(n, t).mean())
+    if video_reward is not None:
+        out["video"] = float(video_reward(video, caps, generator=torch.Generator().manual_seed(0)).mean())
+    return out
+
+
+def load_reward_files(reward_dir):
+    """{'image': model or None, 'video': ...} from reward_dir/reward_{image,video}.safetensors."""
+    paths = {k: Path(reward_dir) / f"reward_{k}.safetensors" for k in ("image", "video")}
+    return {k: load_reward(p)[0] if p.exists() else None for k, p in paths.items()}
+
+
+def reward_scores(sample_dirs, reward_dir):
+    """Mean toy image reward (over all 8 frames) and video reward of the videos in sample_dirs, each scored with
+    its own caption, using the reward models saved in reward_dir (None where a model is missing)."""
+    samples = [s for d in sample_dirs for s in read_samples(d)]                # [(row, (t, h, w, 3) video)]
+    r = load_reward_files(reward_dir)
+    return score_videos(np.stack([v for _, v in samples]), [row["prompt"] for row, _ in samples], r["image"],
+                        r["video"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The quick comparison train.py and toy/prepare.py end with: in memory, a few captions, one line
+
+
+def quick_captions():
+    """8 seen captions (every 10th training caption: each colour, shape and direction appears) and the 8 held out."""
+    return split_captions("train")[::10][:8], split_captions("heldout")
+
+
+@torch.no_grad()
+def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, grid=None):
+    """models: {name: load_models(...) dict} -> {name: {'judge_seen', 'judge_heldout', 'image', 'video',
+    's_per_video', 'steps'}}. Every model samples the same captions from the same seeds at its own default steps
+    and guidance (teacher: 50-step DDIM + CFG; student: 4 steps); `grid`: a GIF, two rows per model (seen, held out)."""
+    rewards = load_reward_files(reward_dir)            # reward_dir/reward_{image,video}.safetensors, None if absent
+    seen, held = quick_captions()
+    prompts = [c for c in seen + held for _ in range(per_caption)]
+    seeds = list(range(seed, seed + len(prompts)))
+    n_seen, results, rows = len(seen) * per_caption, {}, []
+    for name, m in models.items():
+        t0 = time.time()
+        videos = sample.generate(m, prompts, seeds, device=device, progress=False)
+        seconds = (time.time() - t0) / len(prompts)
+        right = [correct(v, p)["all"] for v, p in zip(videos, prompts)]
+        results[name] = {"judge_seen": float(np.mean(right[:n_seen])), "judge_heldout": float(np.mean(right[n_seen:])),
+                         **score_videos(videos, prompts, rewards.get("image"), rewards.get("video")),
+                         "s_per_video": seconds, "steps": sample.sampler_settings(m["meta"])[1]}
+        rows.append(videos)
+    if grid:
+        save_grid(np.concatenate(rows), grid, ncol=n_seen, scale=3)
+    return results
+
+
+def compare_line(results):
+    """One line: 'teacher 50 steps: judge seen 0.875, held out 0.750, image 0.912, video 0.850, 1.95 s/video | ...'."""
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    return " | ".join(f"{name} {r['steps']} steps: judge seen {r['judge_seen']:.3f}, held out {r['judge_heldout']:.3f}"
+                      f", image reward {fmt(r['image'])}, video reward {fmt(r['video'])}, {r['s_per_video']:.2f} s/video"
+                      for name, r in results.items())
+
+
+def quick_look(models, out_gif, device="cpu"):
+    """A GIF grid for a person: 4 training captions (top row) and 4 held-out ones (bottom row), seeds 0-7."""
+    seen, held = quick_captions()
+    prompts = seen[:4] + held[:4]
+    videos = sample.generate(models, prompts, list(range(len(prompts))), device=device, progress=False)
+    save_grid(videos, out_gif, ncol=4, scale=3)
+
+
+# Guidance tuning: the same grid for every method, on validation seeds only
+GUIDANCE_GRID = (2.0, 3.0, 5.0, 8.5, 12.0)  # CFG scale g, VC2's convention (1 = none); a student samples at w = g - 1
+VALIDATION_SEED = 5000                       # the evaluation uses seeds from 1000; validation never overlaps it
+
+
+def tune_guidance(ckpt, out, reward_dir, steps, grid=GUIDANCE_GRID, seed=VALIDATION_SEED, device="cpu"):
+    """-> (best guidance in the checkpoint's own convention, sweep rows). Samples every seen caption once per grid
+    value and keeps the value with the highest judge + image reward + video reward (missing reward models count 0).
+    Held-out captions are not used: they stay a test of composition only."""
+    student = sample.sampler_settings(read_meta(ckpt))[0]
+    sweep = []
+    for g in grid:
+        value = g - 1 if student else g                    # LCM's w for a student, VC2's g for a teacher
+        d = Path(out) / f"g{g:g}"
+        res = evaluate(ckpt, d, per_seen=1, per_heldout=0, steps=steps, guidance=value, seed=seed, device=device)
+        rw = reward_scores([d / "seen"], reward_dir)
+        score = res["seen"]["all"] + sum(v for v in rw.values() if v is not None)
+        sweep.append({"g": g, "guidance": value, "judge": res["seen"]["all"], **rw, "score": score})
+        print(f"  {Path(ckpt).stem} g {g:g} ({'w' if student else 'CFG'} {value:g}): judge {res['seen']['all']:.3f}, "
+              f"rewards {rw}, score {score:.3f}", flush=True)
+    best = max(sweep, key=lambda r: r["score"])
+    return best["guidance"], sweep
+
+
+# the rows of the toy table: (checkpoint name, label, sampling steps); the paper's Table 1 methods and, as its
+# Table 3, T2V-Turbo with each reward alone
+ROWS = [("teacher", "teacher (DDIM + CFG)", 50), ("vcm", "VCM (no reward)", 4),
+        ("turbo", "T2V-Turbo", 1), ("turbo", "T2V-Turbo", 2), ("turbo", "**T2V-Turbo**", 4),
+        ("turbo", "T2V-Turbo", 8), ("turbo_image", "T2V-Turbo, image reward only", 4),
+        ("turbo_video", "T2V-Turbo, video reward only", 4)]
+TRAIN_ARGS = {"turbo": [], "vcm": ["--rewards", "none"], "turbo_image": ["--rewards", "image"],
+              "turbo_video": ["--rewards", "video"]}
+
+
+def train_missing(run_dir, toy_models, extra=()):
+    """python train.py --out RUN_DIR [--rewards X] for every student of the table that is not there yet."""
+    for name, args in TRAIN_ARGS.items():
+        if not (Path(run_dir) / f"{name}.safetensors").exists():
+            subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "train.py"), "--out", str(run_dir),
+                            "--toy-models", str(toy_models), *args, *extra], check=True)
+
+
+def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=False):
+    """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: method | steps | guidance |
+    UNet evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
+    run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves).
+    Guidance: each checkpoint's default (its training config: toy teacher CFG 5, students w 4), or with tune=True
+    each checkpoint's best on validation seeds (tune_guidance, once per checkpoint at its default step count: 50
+    teacher, 4 student; kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the
+    grid are unchanged). The teacher and the reward models are read from toy_models (toy/prepare.py's folder)."""
+    run_dir, toy_models = Path(run_dir), Path(toy_models)
+    rows, per_attr, grid_rows, labels = [], [], [], []
+    tuned_path = run_dir / "guidance.json"
+    tuned = json.loads(tuned_path.read_text()) if tune and tuned_path.exists() else {}
+    reward_files = sorted(toy_models.glob("reward_*.safetensors"))
+    for name, label, steps in ROWS:
+        ckpt = (toy_models if name == "teacher" else run_dir) / f"{name}.safetensors"
+        if not ckpt.exists():
+            continue
+        stamp = {"files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in (ckpt, *reward_files)],
+                 "grid": list(GUIDANCE_GRID), "seed": VALIDATION_SEED}   # what the sweep's scores depend on
+        if tune and tuned.get(name, {}).get("stamp") != stamp:
+            print(f"tuning the guidance of {ckpt} on validation seeds")
+            best, sweep = tune_guidance(ckpt, run_dir / f"tune_{name}", toy_models, None, GUIDANCE_GRID, device=device)
+            tuned[name] = {"best": best, "sweep": sweep, "stamp": stamp}
+            tuned_path.write_text(json.dumps(tuned, indent=1))
+        student, _, guidance = sample.sampler_settings(read_meta(ckpt), steps, tuned[name]["best"] if tune else None)
+        d = run_dir / f"eval_{name}_{steps}"
+        res = evaluate(ckpt, d, per_seen, per_heldout, steps, guidance, device=device)
+        evals = steps if student else 2 * steps               # CFG: a conditional and an unconditional call
+        rw = reward_scores([d / s for s in res], toy_models)
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"
+        knob = f"{'w' if student else 'CFG'} {guidance:g}"
+        rows.append(f"| {label} | {steps} | {knob} | {evals} | {res['seen']['seconds_per_video']:.3f} | "
+                    f"{fmt(rw['image'])} | {fmt(rw['video'])} | {res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
+        per_attr.append(f"| {label} | {steps} | " + " | ".join(
+            f"{res[s][k]:.2f}" for s in ("seen", "heldout") for k in ("colour", "shape", "direction")) + " |")
+        (d / "results.json").write_text(json.dumps({**res, "rewards": rw, "guidance": guidance}, indent=1))
+        print(rows[-1], flush=True)
+        if steps in (50, 4):
+            grid_rows.append(compare_row(ckpt, steps, guidance, device))
+            labels.append(f"{label.strip('*')}, {steps} steps")
+    md = ("| method | steps | guidance | UNet evaluations / video | s / video (CPU) | image reward | video reward | "
+          "judge: seen captions | judge: held-out captions |\n|---|---|---|---|---|---|---|---|---|\n"
+          + "\n".join(rows) + "\n\nPer attribute (share right):\n\n| method | steps | colour seen | shape seen | "
+          "direction seen | colour held out | shape held out | direction held out |\n|---|---|---|---|---|---|---|---|\n"
+          + "\n".join(per_attr) + "\n")
+    (run_dir / "results.md").write_text(md)
+    print(md)
+    if grid_rows:
+        save_grid(np.concatenate(grid_rows), run_dir / "compare.gif", ncol=len(compare_prompts()), scale=3)
+        print(f"wrote {run_dir / 'compare.gif'}: rows {labels}; columns: {compare_prompts()}")
+    plot_curves(run_dir, toy_models, run_dir / "curves.png")
+    return md
+
+
+def compare_prompts():
+    """The columns of compare.gif: 4 training captions, then the first 4 held-out ones."""
+    return ["a red circle moving left", "a green square moving up", "a blue triangle moving right",
+            "a white circle moving down"] + split_captions("heldout")[:4]
+
+
+@torch.no_grad()
+def compare_row(ckpt, steps, guidance=None, device="cpu"):
+    """One row of compare.gif: every method samples the same prompts from the same seed (7)."""
+    prompts = compare_prompts()
+    return sample.generate(load_models(ckpt, device, dtype=torch.float32), prompts, [7] * len(prompts), steps=steps,
+                           guidance=guidance, device=device, progress=False)
+
+
+def plot_curves(run_dir, toy_models, path, width=900, height=300):
+    """Training curves from the checkpoints' logs, drawn with PIL (no plotting dependency): one panel per term
+    (teacher loss, CD loss, image reward, video reward), one line per checkpoint, smoothed over 25 steps."""
+    series = {}  # panel -> {checkpoint name: values}
+    for name in ("teacher", "vcm", "turbo_image", "turbo_video", "turbo"):
+        p = Path(toy_models if name == "teacher" else run_dir) / f"{name}.safetensors"
+        if not p.exists():
+            continue
+        log = read_meta(p).get("stats", {}).get("log") or []
+        for key, panel in (("loss", "teacher loss"), ("cd", "CD loss"), ("r_img", "image reward"),
+                           ("r_vid", "video reward")):
+            if name == "teacher" and key != "loss" or name != "teacher" and key == "loss":
+                continue
+            v = [l[key] for l in log if key in l]
+            if v:
+                k = min(25, len(v))
+                series.setdefault(panel, {})[name] = np.convolve(v, np.ones(k) / k, mode="valid")
+    if not series:
+        return
+    colours = {"teacher": (0, 0, 0), "vcm": (120, 120, 120), "turbo": (200, 30, 30), "turbo_image": (30, 90, 200),
+               "turbo_video": (30, 150, 60)}
+    pw = width // len(series)
+    img = Image.new("RGB", (pw * len(series), height), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (panel, lines) in enumerate(series.items()):
+        x0, y0, x1, y1 = i * pw + 45, 25, (i + 1) * pw - 10, height - 45
+        lo = min(float(v.min()) for v in lines.values())
+        hi = max(float(v.max()) for v in lines.values())
+        hi = hi if hi > lo else lo + 1
+        draw.rectangle([x0, y0, x1, y1], outline=(0, 0, 0))
+        draw.text((x0, 5), panel, fill=(0, 0, 0))
+        draw.text((i * pw + 2, y0), f"{hi:.3g}", fill=(0, 0, 0))
+        draw.text((i * pw + 2, y1 - 10), f"{lo:.3g}", fill=(0, 0, 0))
+        n_max = max(len(v) for v in lines.values())
+        for j, (name, v) in enumerate(lines.items()):
+            xs = x0 + (x1 - x0) * np.arange(len(v)) / max(1, n_max - 1)
+            ys = y1 - (y1 - y0) * (v - lo) / (hi - lo)
+            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colours[name], width=2)
+            draw.text((x0 + 5, y1 + 3 + 10 * j), name, fill=colours[name])
+        draw.text((x1 - 60, y1 + 5), f"{n_max} steps", fill=(0, 0, 0))
+    img.save(path)
+    print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real-model evaluation: T2V-Turbo's reward models score real videos, per method, as mean +- standard error.
+# Which frames: HPSv2.1 is an image model, so a video's HPS score is the mean over ALL its frames (training scores 5
+# random ones, which is noise an evaluation does not need); the video model sees the 8 frames training feeds it
+# (eval_video_frames). Preprocessing is each reward model's own (rewards.py / vc2/internvideo2.py), never redone here.
+def check_args(args, error):
+    """One line for every bad input, before anything is sampled or written."""
+    if args.per_seen < 0 or args.per_heldout < 0 or args.per_seen + args.per_heldout == 0:
+        error("--per-seen and --per-heldout must be >= 0, and not both 0")
+    if args.steps is not None and args.steps < 1:
+        error("--steps must be >= 1")
+    args.device = check_device(args.device, error)
+    if (args.train or args.tune_guidance) and not args.table:
+        error("--train and --tune-guidance go with --table RUN_DIR")
+    if args.table:
+        if not args.train and not Path(args.table).is_dir():
+            error(f"--table {args.table}: no such folder (train into it first: python train.py --out DIR, or add "
+                  f"--train)")
+        missing = [n for n in ("teacher", "reward_image", "reward_video")
+                   if not (Path(args.toy_models) / f"{n}.safetensors").is_file()]
+        if missing:
+            error(f"--toy-models {args.toy_models}: no {missing[0]}.safetensors there (python -m toy.prepare writes "
+                  f"the folder)")
+    else:
+        if args.ckpt and len(args.ckpt) > 1:
+            error("the toy evaluator judges one --ckpt (python -m vc2.evaluate compares several on real prompts)")
+        args.ckpt = find_checkpoint(args.ckpt[0] if args.ckpt else TOY_CKPT, error)
+
+
+TOY_CKPT = "runs/toy/turbo.safetensors"     # the toy evaluator's --ckpt default
+
+
+def main(argv=None):
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", action="append", help=f"a checkpoint to judge (default {TOY_CKPT})")
+    p.add_argument("--out", default=None, help="sample folder (default: beside the checkpoint, eval_<name>)")
+    p.add_argument("--per-seen", type=int, default=1, help="videos per training caption")
+    p.add_argument("--per-heldout", type=int, default=8, help="videos per held-out caption")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--seed", type=int, default=1000, help="evaluation seeds differ from train.py's quick look")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda")
+    p.add_argument("--table", metavar="RUN_DIR", help="evaluate the teacher and every student in RUN_DIR, write "
+                   "RUN_DIR/results.md")
+    p.add_argument("--toy-models", default=str(TOY_MODELS), help="with --table: the teacher and reward models "
+                   "(toy/prepare.py's folder; default: the shipped ones)")
+    p.add_argument("--train", action="store_true", help="with --table: first train (train.py) every student of "
+                   "the table that RUN_DIR lacks: T2V-Turbo, VCM, each reward alone")
+    p.add_argument("--tune-guidance", action="store_true", help="with --table: sample each checkpoint at its own "
+                   "best guidance, picked on validation seeds (RUN_DIR/guidance.json); default: its stored default")
+    args = p.parse_args(argv)
+    check_args(args, p.error)
+    if args.table:
+        if args.train:
+            train_missing(args.table, args.toy_models)
+        return table(args.table, args.toy_models, args.per_seen, args.per_heldout, args.device, tune=args.tune_guidance)
+    ckpt = Path(args.ckpt)
+    out = Path(args.out or ckpt.parent / f"eval_{ckpt.stem}")
+    res = evaluate(ckpt, out, args.per_seen, args.per_heldout, args.steps, args.guidance, args.seed, args.device)
+    for split, r in res.items():
+        print(f"{split:8s} n={r['n']:4d}  all three right {r['all']:.3f}  (colour {r['colour']:.3f}, "
+              f"shape {r['shape']:.3f}, direction {r['direction']:.3f})  {r['seconds_per_video']:.3f} s/video")
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    print(f"wrote {out / 'results.json'}")
+    return res
+
+
+if __name__ == "__main__":
+    run_cli(main)
