@@ -9,7 +9,8 @@ student latents back to pixels *with gradients*, so `decode` can checkpoint the 
 
 The same two classes build the toy-size models of this repo (`toy_ae()`, `toy_text()`) and the real ones
 (`sd_kl_f8()`, `openclip_vit_h14()`). Module names follow the original code, so the VideoCrafter2 checkpoint's
-`first_stage_model.*` and `cond_stage_model.model.*` tensors load as they are (`load_vc2_vae`, `load_vc2_text`).
+`first_stage_model.*` and `cond_stage_model.model.*` tensors load as they are (vc2/convert.py: `load_vc2_vae`,
+`load_vc2_text`).
 Video tensors are (b, c, t, h, w) throughout; images are (n, c, h, w).
 
     python encoders.py      # parameter counts of the four presets, and a toy encode/decode/text round trip
@@ -377,13 +378,6 @@ def first_stage_from_config(d):
     return AutoencoderKL(AEConfig(**d))
 
 
-@torch.no_grad()
-def fit_scale_factor(ae, video):
-    """1 / std of the unscaled posterior means of `video` (b, 3, t, H, W): LDM's scale_by_std rule."""
-    z = ae.encode_moments(rearrange(video, "b c t h w -> (b t) c h w"))[0]
-    return float(1.0 / z.std())
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Text encoder: the OpenCLIP text tower (VideoCrafter lvdm/modules/encoders/condition.py:174-235; open_clip's
 # transformer.py)
@@ -538,10 +532,6 @@ class TextEncoder(nn.Module):
         x = self._blocks(tokens, self.config.layers)                                # (n, L, width)
         eot = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # (n, width)
         return eot @ self.text_projection                                           # (n, embed_dim)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Loading VideoCrafter2's weights: no renaming, only a prefix to strip and strict checks
 
 
 # ----------------------------------------------------------------------------------------------------------------

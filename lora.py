@@ -8,7 +8,8 @@ conv with the layer's own kernel and stride to r channels and `up` a 1x1 (x1x1) 
 kernel of the layer's shape and the LoRA merges into W exactly (`merge_lora`). The rank is clipped to min(in, out)
 per layer (the release does the same, which is why its conv_in / out conv get rank 4). With LoRA, one UNet serves
 as the student, the teacher (`AdaptersOff`) and the target network (`EMAAdapters`): the teacher's weights are the
-student's frozen base. `lora_tensors` is the LoRA on its own, in the release's unet_lora.pt order.
+student's frozen base. `lora_tensors` is the LoRA on its own, in the release's unet_lora.pt order. `make_student`
+builds the student as the release does: the teacher's UNet plus a zero w projection, LoRA on the modules it wraps.
 
 Why hand-written and not `peft`: the release's unet_lora.pt is an unnamed list of (up, down) tensors in module
 order, and loading it needs exactly this module order and rank rule; 60 lines here are easier to read and to
@@ -18,6 +19,7 @@ match than peft's wrappers, and keep the dependency list at the design card's.
 """
 
 import copy
+import dataclasses
 from contextlib import contextmanager
 
 import torch
@@ -149,7 +151,7 @@ def adapters_off(model):
 
 class AdaptersOff(nn.Module):
     """The frozen teacher, read off a LoRA student: adapters off, eval mode, no gradient. The student's w projection
-    is a zero base weight plus its LoRA (train.make_student), so with the adapters off w adds exactly 0 to the
+    is a zero base weight plus its LoRA (lora.make_student), so with the adapters off w adds exactly 0 to the
     timestep embedding. Called as the teacher is: (x, t, context, fps)."""
 
     def __init__(self, student):
@@ -192,6 +194,24 @@ def merge_lora(model):
                 child.base.weight += child.delta()
                 setattr(module, child_name, child.base)
     return model
+
+
+def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False, lora_dropout=0.1):
+    """Student = teacher + the w projection w_proj, zero (at step 0 it predicts exactly what the teacher does), with
+    LoRA on every Linear/Conv the release wraps (w_proj too: its zero base stays frozen, vc2/convert.py W_PROJ_POLICY),
+    so the release's unet_lora.pt carries the whole student. Returns (student, trainable parameters)."""
+    with torch.device("meta"):                      # shapes only: the weights come from the teacher, no init
+        student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
+                                             temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
+    sd = teacher_unet.state_dict()                  # LoRA: the frozen base IS the teacher's tensors (shared, no copy)
+    sd = {k: v if lora_rank else v.clone() for k, v in sd.items()}     # full fine-tuning changes them: a copy
+    dev = teacher_unet.time_embed[0].weight.device
+    sd["w_proj.weight"] = torch.zeros_like(student.w_proj.weight, device=dev)          # zero: student == teacher
+    student.load_state_dict(sd, strict=True, assign=True)
+    if not lora_rank:                                                       # full fine-tuning (the toy)
+        return student, list(student.parameters())
+    loras = add_lora(student, lora_rank, dropout=lora_dropout, skip=RELEASE_UNWRAPPED)
+    return student, [p for l in loras for p in (l.down.weight, l.up.weight)]
 
 
 if __name__ == "__main__":

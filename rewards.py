@@ -435,10 +435,6 @@ def toy_video_reward():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Saving the toy reward models: tensors for safetensors plus a JSON-able config that rebuilds the exact module
-
-
-# ----------------------------------------------------------------------------------------------------------------
 
 if __name__ == "__main__":
     def count(m):

@@ -24,9 +24,9 @@ import torch
 from tqdm import tqdm
 
 import turbo
-from machinery.checkpoint import load_models, read_meta
-from machinery.cli import Parser, check_device, one_line, run_cli
-from machinery.videoio import read_prompts, save_grid, save_video, slug, to_uint8
+from machinery.checkpoint import find_checkpoint, load_models
+from machinery.cli import Parser, check_device, check_fields, one_line, run_cli
+from machinery.videoio import read_prompts, save_grid, save_video, slug, to_uint8, unique_path
 from toy.diffusion import diffusion_of
 
 
@@ -50,8 +50,7 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     f = 2 ** (len(ae.config.ch_mult) - 1)                  # the first stage's downsampling factor
     height = meta["train"].get("height") or meta["train"]["size"]
     width = meta["train"].get("width") or meta["train"]["size"]
-    abar, split = diffusion_of(unet.config)        # VC2's, or the toy teacher's (v, zero terminal SNR)
-    abar = abar.to(device)
+    abar, split = diffusion_of(unet.config, device)   # VC2's, or the toy teacher's (v, zero terminal SNR)
     fps = meta["train"].get("fps", 16)
     student, steps, guidance = sampler_settings(meta, steps, guidance)
     out = []
@@ -98,10 +97,8 @@ def parse_args(argv=None):
                    "249)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    for name in ("num_per_prompt", "batch_size") + tuple(
-            n for n in ("steps", "fps_out", "origin_steps") if getattr(args, n) is not None):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    check_fields(args, p.error, ["num_per_prompt", "batch_size"] + [
+        n for n in ("steps", "fps_out", "origin_steps") if getattr(args, n) is not None])
     if args.origin_steps and not (args.steps or 4) <= args.origin_steps <= turbo.NUM_TRAIN_TIMESTEPS:
         p.error(f"--origin-steps {args.origin_steps}: need --steps ({args.steps or 4}) <= it <= "
                 f"{turbo.NUM_TRAIN_TIMESTEPS}")
@@ -121,34 +118,6 @@ def parse_args(argv=None):
     args.ckpt = find_checkpoint(args.ckpt, p.error)
     args.device = check_device(args.device, p.error)
     return args
-
-
-def find_checkpoint(path, error):
-    """--ckpt FILE or FOLDER -> the checkpoint file (a folder: its student, else its teacher), or error(one line)."""
-    ckpt = Path(path)
-    if ckpt.is_dir():  # a run or converted folder: prefer the student
-        ckpt = next((ckpt / n for n in ("turbo.safetensors", "teacher.safetensors") if (ckpt / n).exists()), None)
-        if ckpt is None:
-            error(f"--ckpt {path}: no turbo.safetensors or teacher.safetensors there (train one first: python "
-                  f"train.py, or give --ckpt FILE)")
-    elif not ckpt.exists():
-        error(f"--ckpt {path}: no such file or folder (train one first: python train.py; or give --ckpt FILE)")
-    try:
-        kind = read_meta(ckpt).get("kind")
-    except ValueError as e:
-        error(f"--ckpt {one_line(e)}")
-    if kind not in ("teacher", "turbo"):
-        error(f"--ckpt {ckpt} is a {kind!r} checkpoint: sample.py samples a teacher or a T2V-Turbo student")
-    return ckpt
-
-
-def unique_path(path):
-    """path, or path with -2, -3, ... before its suffix when that name is taken: nothing is overwritten."""
-    path, n = Path(path), 2
-    candidate = path
-    while candidate.exists():
-        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
-    return candidate
 
 
 VBENCH_DIR = "videos"  # --vbench: the MP4s alone in OUT/videos (VBench's --videos_path reads every file there)

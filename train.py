@@ -31,16 +31,15 @@ import numpy as np
 import torch
 
 import turbo
-from lora import RELEASE_UNWRAPPED, AdaptersOff, EMAAdapters, add_lora, lora_tensors, merge_lora
+from lora import AdaptersOff, EMAAdapters, lora_tensors, make_student, merge_lora
 from machinery.batches import StepLoader
 from machinery.checkpoint import load_models, load_reward, model_meta, read_meta, save_checkpoint, save_lora
-from machinery.cli import cli_config, one_line, run_cli
+from machinery.cli import check_fields, cli_config, one_line, run_cli
 from machinery.loop import (Progress, accumulate, autocast_for, barrier, check_in_sync, check_optim, clipped,
                             data_draws, make_optimizer, resume, save_if_due, set_lr, setup_processes, skip_step,
                             state_paths, step_draws, sum_over_processes)
-from tiny_unet3d import UNet3D
 from toy.diffusion import diffusion_of
-from toy.evaluate import compare_line, quick_look, toy_comparison
+from toy.evaluate import closing_comparison, quick_look
 from toy.world import TOY_MODELS, ToyWorld
 from vc2.data import LatentCache, VideoFolder, cached_latents, check_train_data
 from vc2.internvideo2 import find_vocab
@@ -143,12 +142,8 @@ CHOICES = {"rewards": ("image+video", "image", "video", "none"), "target": ("ema
 
 def check_config(cfg, error):
     """Every bad value of train.py's config gets one line before anything is loaded or written."""
-    for name in ("turbo_steps", "turbo_batch", "size", "frames", "grad_accum", "save_every", "keep"):
-        if getattr(cfg, name) < 1:
-            error(f"--{name.replace('_', '-')} must be >= 1")
-    for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
+    check_fields(cfg, error, ("turbo_steps", "turbo_batch", "size", "frames", "grad_accum", "save_every", "keep"),
+                 CHOICES)
     if not 0 < cfg.w_min <= cfg.w_max:
         error("need 0 < --w-min <= --w-max")
     if not 0 <= cfg.lora_dropout < 1 or cfg.compare_per_caption < 0:
@@ -172,10 +167,11 @@ def check_config(cfg, error):
         else None
     for kind in wanted_rewards(cfg):
         flag = "--hps" if kind == "image" else "--viclip or --internvideo2"
-        if real and not real_reward(cfg, kind):  # the toy's 32-pixel reward models mean nothing there
+        path, given = reward_file(cfg, kind)
+        if real and not given:  # the toy's 32-pixel reward models mean nothing there
             error(f"{real} needs a real {kind} reward model: give {flag} PATH, or --rewards naming only the "
                   f"rewards you have (image, video, or none = VCM)")
-        if not (path := reward_path(cfg, kind)).is_file():
+        if not path.is_file():
             error(f"no {kind} reward model at {path}: give {flag} PATH, --toy-models DIR, or --rewards naming only "
                   f"what you have (none = VCM)")
 
@@ -194,13 +190,11 @@ def wanted_rewards(cfg):
     return [k for k in ("image", "video") if k in cfg.rewards.split("+")]
 
 
-def real_reward(cfg, kind):
-    """The real reward model's path given for `kind` (--hps; --internvideo2 or --viclip), or ''."""
-    return cfg.hps if kind == "image" else cfg.internvideo2 or cfg.viclip
-
-
-def reward_path(cfg, kind):  # the real one, else the toy's in --toy-models
-    return Path(real_reward(cfg, kind) or Path(cfg.toy_models) / f"reward_{kind}.safetensors")
+def reward_file(cfg, kind):
+    """The `kind` ('image', 'video') reward model's file -> (path, real): the real one its flag names (--hps;
+    --internvideo2 or --viclip), else the toy's in --toy-models."""
+    real = cfg.hps if kind == "image" else cfg.internvideo2 or cfg.viclip
+    return Path(real or Path(cfg.toy_models) / f"reward_{kind}.safetensors"), bool(real)
 
 
 def student_name(cfg):
@@ -213,64 +207,35 @@ def meta_train(cfg):
     return {**dataclasses.asdict(cfg), "height": cfg.height or cfg.size, "width": cfg.width or cfg.size}
 
 
-def open_data(data, captions, height, width, frames, fps=16, seed=0, cache=""):
-    """What a training step draws from: the toy world (data == '': toy.world.ToyWorld, square frames), a folder of
-    videos (VideoFolder) or a latent cache (LatentCache). All give batch(n, rng, rows) -> (video (n, 3, t, h, w) in
-    [-1, 1], or the cache's x, captions). A bad folder or caption file: ValueError or OSError, one line."""
-    if cache:
-        return LatentCache(cache)
-    if not data:
-        if height != width:
-            raise ValueError("the toy world is square: use --size, not --height/--width")
-        return ToyWorld(size=height, frames=frames, seed=seed)
-    return VideoFolder(data, captions, height=height, width=width, frames=frames, fps=fps)
+def open_data(cfg):
+    """What a training step draws from: a latent cache (--cache), a folder of videos (--data/--captions), or the
+    toy world. Each gives batch(n, rng, rows) -> (video (n, 3, t, h, w) in [-1, 1], or the cache's x; captions).
+    A bad folder or caption file: ValueError or OSError, one line."""
+    height, width = cfg.height or cfg.size, cfg.width or cfg.size
+    if cfg.cache:
+        return LatentCache(cfg.cache)
+    if cfg.data:
+        return VideoFolder(cfg.data, cfg.captions, height=height, width=width, frames=cfg.frames, fps=cfg.fps)
+    return ToyWorld(size=height, frames=cfg.frames, seed=cfg.seed + 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # 1. The frozen teacher, the reward models, the data, and the student built from the teacher
 
 
-def load_teacher(cfg, run):
-    """{'unet', 'text', 'ae', 'meta'}: the teacher, frozen, fp32 weights (the toy files are fp16; --precision bf16
-    runs it in bf16 autocast, as the release runs it in fp16 autocast), in eval mode: no temporal dropout in its ODE
-    step (the release's teacher is in train mode, so its targets carry dropout noise; ours are deterministic)."""
-    try:
-        return load_models(teacher_path(cfg), run.device, dtype=torch.float32)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"train.py: the teacher {teacher_path(cfg)} does not load: {one_line(e)}") from None
-
-
 def reward_models(cfg, device):
     """-> (image_reward or None, video_reward or None): the real ones the flags name, else the toy's (TOY_MODELS)."""
     found = {}
     for kind in wanted_rewards(cfg):
-        path = reward_path(cfg, kind)
+        path, real = reward_file(cfg, kind)
         try:  # InternVideo2: bf16 as stored, or fp32 for an fp32 run
             found[kind] = (load_real_reward(kind, path, cfg.internvideo2, cfg.bert_vocab,
                                             None if cfg.precision == "bf16" else torch.float32)
-                           if real_reward(cfg, kind) else load_reward(path)[0])
+                           if real else load_reward(path)[0])
         except (ValueError, OSError) as e:  # a truncated or foreign file: one line that names it
             raise SystemExit(f"train.py: the {kind} reward model {path} does not load: {one_line(e)}") from None
         found[kind].to(device).set_grad_checkpointing(cfg.grad_ckpt_reward)
     return found.get("image"), found.get("video")
-
-
-def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False, lora_dropout=0.1):
-    """Student = teacher + the w projection w_proj, zero (at step 0 it predicts exactly what the teacher does), with
-    LoRA on every Linear/Conv the release wraps (w_proj too: its zero base stays frozen, vc2/convert.py W_PROJ_POLICY),
-    so the release's unet_lora.pt carries the whole student. Returns (student, trainable parameters)."""
-    with torch.device("meta"):                      # shapes only: the weights come from the teacher, no init
-        student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
-                                             temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
-    sd = teacher_unet.state_dict()                  # LoRA: the frozen base IS the teacher's tensors (shared, no copy)
-    sd = {k: v if lora_rank else v.clone() for k, v in sd.items()}     # full fine-tuning changes them: a copy
-    dev = teacher_unet.time_embed[0].weight.device
-    sd["w_proj.weight"] = torch.zeros_like(student.w_proj.weight, device=dev)          # zero: student == teacher
-    student.load_state_dict(sd, strict=True, assign=True)
-    if not lora_rank:                                                       # full fine-tuning (the toy)
-        return student, list(student.parameters())
-    loras = add_lora(student, lora_rank, dropout=lora_dropout, skip=RELEASE_UNWRAPPED)
-    return student, [p for l in loras for p in (l.down.weight, l.up.weight)]
 
 
 def make_networks(cfg, run, unet):
@@ -307,8 +272,7 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
     # line 1: theta <- the teacher's weights (+ the zero w-projection); theta^- <- theta
     student, params, target, unet = make_networks(cfg, run, unet)
     student_d = torch.nn.parallel.DistributedDataParallel(student) if run.world > 1 else student
-    abar, split = diffusion_of(unet.config)                 # the teacher's schedule and parameterisation
-    abar = abar.to(run.device)
+    abar, split = diffusion_of(unet.config, run.device)    # the teacher's schedule and parameterisation
     loader = StepLoader(data, partial(data_draws, cfg, run, name, b=b), cfg.data_workers, cfg.grad_accum)
     with torch.no_grad():
         uncond = text.encode_text([""]).float()                             # (1, L, d): the empty caption
@@ -378,19 +342,7 @@ def validate(cfg, run, student, text, ae, step):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 3. The closing comparison, and main
-
-
-def compare(cfg, run, path, t0):
-    """Toy: the teacher's 50-step samples vs the student's 4-step ones, same captions and seeds: one line, a GIF."""
-    out, label = Path(cfg.out), {"turbo": "T2V-Turbo", "vcm": "VCM"}.get(student_name(cfg), student_name(cfg))
-    models = {"teacher": load_models(teacher_path(cfg), run.device, dtype=torch.float32),
-              label: load_models(path, run.device, dtype=torch.float32)}
-    res = toy_comparison(models, cfg.toy_models, run.device, per_caption=cfg.compare_per_caption,
-                         grid=out / f"compare_{student_name(cfg)}.gif")       # vcm and turbo: a GIF each
-    print(f"wrote {out / f'compare_{student_name(cfg)}.gif'} (rows: teacher seen, teacher held out, {label} seen, "
-          f"{label} held out)")
-    print(compare_line(res) + f"; {(time.time() - t0) / 60:.1f} minutes in all")
+# 3. main: train and save the student; on the toy, compare it with its teacher
 
 
 def main(argv=None):
@@ -403,15 +355,18 @@ def main(argv=None):
         if run.main:
             print(f"{path} exists: comparing it with its teacher (--fresh trains it again)")
     else:
-        teacher = load_teacher(cfg, run)
+        try:  # frozen, in eval mode: no temporal dropout in its ODE step (the release's teacher is in train mode,
+            # so its targets carry dropout noise); fp32 weights (the toy files are fp16), --precision bf16: autocast
+            teacher = load_models(teacher_path(cfg), run.device, dtype=torch.float32)
+        except (ValueError, OSError) as e:
+            raise SystemExit(f"train.py: the teacher {teacher_path(cfg)} does not load: {one_line(e)}") from None
         try:
-            data = open_data(cfg.data, cfg.captions, cfg.height or cfg.size, cfg.width or cfg.size, cfg.frames,
-                             cfg.fps, cfg.seed + 1, cfg.cache)
+            data = open_data(cfg)
         except (ValueError, OSError) as e:
             raise SystemExit(f"train.py: --data/--captions: {one_line(e)}") from None
         image_reward, video_reward = reward_models(cfg, run.device)
         if run.main:  # (OUT is made by the first file written into it: nothing is written before this point)
-            rw = ", ".join(f"{k} reward from {reward_path(cfg, k)}" for k in wanted_rewards(cfg)) or "no rewards (VCM)"
+            rw = ", ".join(f"{k} reward from {reward_file(cfg, k)[0]}" for k in wanted_rewards(cfg)) or "no rewards (VCM)"
             print(f"teacher {teacher_path(cfg)}; {rw}")
         barrier(run)
         student, stats, adapters = distill(cfg, run, data, teacher, image_reward, video_reward)
@@ -428,8 +383,9 @@ def main(argv=None):
                 p.unlink()
             print(f"wrote {path} ({meta['seconds']:.0f} s)")
         barrier(run)
-    if run.main and not cfg.data and cfg.compare_per_caption:
-        compare(cfg, run, path, t0)
+    if run.main and not cfg.data and cfg.compare_per_caption:   # the toy: one line and OUT/compare_<name>.gif
+        closing_comparison(teacher_path(cfg), path, student_name(cfg), cfg.toy_models, cfg.compare_per_caption,
+                           run.device, t0)
     if run.world > 1:
         torch.distributed.destroy_process_group()
 

@@ -13,6 +13,7 @@ import train
 import turbo
 from benchmarks.common import flops_of, matmul_peak, timed, toy_teacher
 from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
+from lora import make_student
 from rewards import toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D
 from toy.diffusion import diffusion_loss, diffusion_of
@@ -109,7 +110,7 @@ def bench_main(repeats=3):
             loss.backward()
             opt.step()
         teacher.eval().requires_grad_(False)
-        student, _ = train.make_student(teacher, lora_rank=0)
+        student, _ = make_student(teacher, lora_rank=0)
         teacher.train().requires_grad_(True)
         target = UNet3D(student.config).eval().requires_grad_(False)
         target.load_state_dict(student.state_dict())

@@ -99,7 +99,7 @@ def vc2_run(frames, size, steps, video_reward_name, workdir, device="cpu", tiny=
     out = {"models": {k: (sum(p.numel() for p in m.parameters()),
                           sum(t.numel() * t.element_size() for t in m.state_dict().values()))
                       for k, m in models.items()}}
-    videos = open_data(cfg.data, cfg.captions, cfg.height, cfg.width, cfg.frames, cfg.fps, cfg.seed + 1)
+    videos = open_data(cfg)
     _, stats, _ = train.distill(cfg, run, videos, teacher, image_reward, video_reward)
     out["step_s"], out["trainable"] = stats["step_seconds"], stats["trainable"]
     out["ema_bytes"] = 4 * stats["trainable"] if cfg.target == "ema" else 0    # theta^-: the trained tensors, fp32

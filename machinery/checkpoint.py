@@ -9,8 +9,12 @@ Memory. A VideoCrafter2-size checkpoint is 6.9 GiB (fp32), so neither direction 
   - save_tensors streams the file one tensor at a time (a tensor may even be computed only when it is written,
     e.g. a LoRA merged into its base weight by vc2/convert.py);
   - load_models builds the models on the meta device (no memory, no init), reads one tensor at a time and hands it
-    to the module as it is (load_state_dict(assign=True)): peak RSS is about the checkpoint's size (benchmarks/load.py:
-    bench_load measures it: python -m benchmarks load).
+    to the module as it is (load_state_dict(assign=True)): peak RSS is about the checkpoint's size (python -m
+    benchmarks load measures it).
+
+The toy's reward models are files of the same kind (save_reward, load_reward). Other people's torch files (VC2's
+model.ckpt, the reward models' releases) are pickles: safe_torch_load opens them with weights_only=True, so one that
+would run code is refused, and load_strict fills a module from a state dict or names every key that does not fit.
 
     python -m machinery.checkpoint toy/assets/teacher.safetensors   # prints what a checkpoint holds
 """
@@ -33,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from encoders import TextConfig, TextEncoder, first_stage_from_config
+from machinery.cli import one_line
 from rewards import ImageTextReward, ViCLIP, ViCLIPConfig, VideoTextReward
 from tiny_unet3d import UNet3D, UNetConfig
 
@@ -105,7 +110,7 @@ def save_lora(path, adapters, meta, rank):
     unlike the release's list; vc2/convert.py --export-release-lora writes that list from it. No adapters: no file."""
     if not adapters:
         return None
-    meta = {**meta, "kind": "lora", "rank": rank, "w_proj_base": "zero"}  # train.make_student's layout
+    meta = {**meta, "kind": "lora", "rank": rank, "w_proj_base": "zero"}  # lora.make_student's layout
     meta.pop("stats", None)                                             # the merged checkpoint has them
     return save_tensors(path, {f"unet.{k}": v for k, v in adapters.items()}, {META_KEY: json.dumps(meta)})
 
@@ -192,73 +197,32 @@ def load_models(path, device="cpu", dtype=None):
     return {**models, "meta": meta}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Other people's torch files (VC2's model.ckpt, HPSv2.1, ViCLIP, InternVideo2, T2V-Turbo's LoRA): read safely
-
-
-def stored_shapes(f):
-    """{name: shape} of an open safetensors file, read from its header alone."""
-    return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-
-
-def key_problems(want, got, wanted_by="config"):
-    """{name: shape} wanted vs found -> problem_report's lines: every missing, unexpected and misshapen key."""
-    return [f"  missing: {k}" for k in want if k not in got] + \
-        [f"  unexpected: {k}" for k in got if k not in want] + \
-        [f"  wrong shape: {k}: checkpoint {got[k]}, {wanted_by} {want[k]}"
-         for k in want if k in got and got[k] != want[k]]
-
-
-def problem_report(title, problems, shown=5):
-    """One error message for a list of problems ('kind: detail' lines): its first line says how many of each kind,
-    the first one, and, when there are more than `shown`, the file (in the temp folder) that lists them all; the
-    first `shown` follow on lines of their own."""
-    kinds = Counter(line.split(":")[0].strip() for line in problems)
-    head = f"{title} ({len(problems)} problem{'s' * (len(problems) != 1)}: " + \
-        ", ".join(f"{n} {kind}" for kind, n in kinds.items())
-    if len(problems) > shown:
-        fd, full = tempfile.mkstemp(prefix="t2v-turbo-problems-", suffix=".txt", text=True)
-        with os.fdopen(fd, "w") as f:
-            f.write(title + "\n" + "\n".join(problems) + "\n")
-        head += f"; first: {problems[0].strip()}; all {len(problems)} listed in {full}"
-    return head + ")\n" + "\n".join(problems[:shown])
-
-
 def model_meta(unet, text, ae, **extra):
     """The configs every checkpoint carries, as JSON-able dicts."""
     return {"unet": asdict(unet.config), "text": asdict(text.config), "ae": asdict(ae.config), **extra}
 
 
-if __name__ == "__main__":
-    for p in sys.argv[1:]:
-        meta = read_meta(p)
-        with _open(p) as f:
-            n = sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys())
-            print(f"{p}: {len(list(f.keys()))} tensors, {n:,} numbers, kind={meta.get('kind')}")
-        print(json.dumps(meta, indent=1)[:3000])
+def find_checkpoint(path, error):
+    """--ckpt FILE or FOLDER -> the checkpoint file (a folder: its student, else its teacher), or error(one line)."""
+    ckpt = Path(path)
+    if ckpt.is_dir():  # a run or converted folder: prefer the student
+        ckpt = next((ckpt / n for n in ("turbo.safetensors", "teacher.safetensors") if (ckpt / n).exists()), None)
+        if ckpt is None:
+            error(f"--ckpt {path}: no turbo.safetensors or teacher.safetensors there (train one first: python "
+                  f"train.py, or give --ckpt FILE)")
+    elif not ckpt.exists():
+        error(f"--ckpt {path}: no such file or folder (train one first: python train.py; or give --ckpt FILE)")
+    try:
+        kind = read_meta(ckpt).get("kind")
+    except ValueError as e:
+        error(f"--ckpt {one_line(e)}")
+    if kind not in ("teacher", "turbo"):
+        error(f"--ckpt {ckpt} is a {kind!r} checkpoint: sample.py samples a teacher or a T2V-Turbo student")
+    return ckpt
 
 
-def load_strict(model, state_dict, what, shown=8):
-    """Copies state_dict into model, or raises ONE ValueError naming every kind of mismatch: its first line counts
-    the missing / unexpected / misshapen keys, then up to `shown` of each kind follow ('  missing: key') and how many
-    more there are. A model built on the meta device (fast, no memory) takes the checkpoint tensors themselves
-    (assign=True)."""
-    own = model.state_dict()
-    problems = {"missing": sorted(set(own) - set(state_dict)), "unexpected": sorted(set(state_dict) - set(own)),
-                "wrong shape": [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                                for k in own if k in state_dict and state_dict[k].shape != own[k].shape]}
-    if any(problems.values()):
-        counts = ", ".join(f"{len(v)} {kind}" for kind, v in problems.items() if v)
-        lines = [f"{what}: state dict does not match the model ({len(own)} keys; {counts})"]
-        for kind, items in problems.items():
-            lines += [f"  {kind}: {k}" for k in items[:shown]]
-            lines += [f"  ... and {len(items) - shown} more {kind}"] if len(items) > shown else []
-        raise ValueError("\n".join(lines))
-    # assign=True swaps in the checkpoint's tensors (copying into meta tensors would be a no-op); requires_grad
-    # stays the module's own
-    assign = any(t.is_meta for t in own.values())
-    model.load_state_dict(state_dict, strict=True, assign=assign)
-    return model
+# ----------------------------------------------------------------------------------------------------------------
+# The toy's reward models: tensors plus a JSON config that rebuilds the exact module
 
 
 def reward_state(module):
@@ -311,6 +275,11 @@ def load_reward(path):
     return reward_from_state(load_file(str(path)), meta["config"]), meta["stats"]
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Other people's torch files (VC2's model.ckpt, HPSv2.1, ViCLIP, InternVideo2, T2V-Turbo's LoRA): read safely,
+# load strictly
+
+
 def safe_torch_load(path, what=""):
     """torch.load that can only build tensors and plain containers (weights_only=True), memory-mapped when the file
     is in torch's zip format (a legacy pre-1.6 file cannot be mapped and is read whole). A file whose pickle names
@@ -347,3 +316,63 @@ def unwrap(checkpoint, wrappers=("state_dict",), strip_module=False, what="check
     if strip_module:
         checkpoint = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()}
     return checkpoint
+
+
+def load_strict(model, state_dict, what, shown=8):
+    """Copies state_dict into model, or raises ONE ValueError naming every kind of mismatch: its first line counts
+    the missing / unexpected / misshapen keys, then up to `shown` of each kind follow ('  missing: key') and how many
+    more there are. A model built on the meta device (fast, no memory) takes the checkpoint tensors themselves
+    (assign=True)."""
+    own = model.state_dict()
+    problems = {"missing": sorted(set(own) - set(state_dict)), "unexpected": sorted(set(state_dict) - set(own)),
+                "wrong shape": [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                                for k in own if k in state_dict and state_dict[k].shape != own[k].shape]}
+    if any(problems.values()):
+        counts = ", ".join(f"{len(v)} {kind}" for kind, v in problems.items() if v)
+        lines = [f"{what}: state dict does not match the model ({len(own)} keys; {counts})"]
+        for kind, items in problems.items():
+            lines += [f"  {kind}: {k}" for k in items[:shown]]
+            lines += [f"  ... and {len(items) - shown} more {kind}"] if len(items) > shown else []
+        raise ValueError("\n".join(lines))
+    # assign=True swaps in the checkpoint's tensors (copying into meta tensors would be a no-op); requires_grad
+    # stays the module's own
+    assign = any(t.is_meta for t in own.values())
+    model.load_state_dict(state_dict, strict=True, assign=assign)
+    return model
+
+
+def stored_shapes(f):
+    """{name: shape} of an open safetensors file, read from its header alone."""
+    return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def key_problems(want, got, wanted_by="config"):
+    """{name: shape} wanted vs found -> problem_report's lines: every missing, unexpected and misshapen key."""
+    return [f"  missing: {k}" for k in want if k not in got] + \
+        [f"  unexpected: {k}" for k in got if k not in want] + \
+        [f"  wrong shape: {k}: checkpoint {got[k]}, {wanted_by} {want[k]}"
+         for k in want if k in got and got[k] != want[k]]
+
+
+def problem_report(title, problems, shown=5):
+    """One error message for a list of problems ('kind: detail' lines): its first line says how many of each kind,
+    the first one, and, when there are more than `shown`, the file (in the temp folder) that lists them all; the
+    first `shown` follow on lines of their own."""
+    kinds = Counter(line.split(":")[0].strip() for line in problems)
+    head = f"{title} ({len(problems)} problem{'s' * (len(problems) != 1)}: " + \
+        ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    if len(problems) > shown:
+        fd, full = tempfile.mkstemp(prefix="t2v-turbo-problems-", suffix=".txt", text=True)
+        with os.fdopen(fd, "w") as f:
+            f.write(title + "\n" + "\n".join(problems) + "\n")
+        head += f"; first: {problems[0].strip()}; all {len(problems)} listed in {full}"
+    return head + ")\n" + "\n".join(problems[:shown])
+
+
+if __name__ == "__main__":
+    for p in sys.argv[1:]:
+        meta = read_meta(p)
+        with _open(p) as f:
+            n = sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in f.keys())
+            print(f"{p}: {len(list(f.keys()))} tensors, {n:,} numbers, kind={meta.get('kind')}")
+        print(json.dumps(meta, indent=1)[:3000])

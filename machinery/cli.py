@@ -72,6 +72,17 @@ def cli_config(cls, argv=None, doc=None, check=None, presets=None):
     return cfg
 
 
+def check_fields(cfg, error, positive=(), choices=None):
+    """The checks every config makes: each field named in `positive` is >= 1, each key of `choices` one of its
+    allowed values; the first one that is not -> error('--flag must be ...')."""
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            error(f"--{name.replace('_', '-')} must be >= 1")
+    for name, allowed in (choices or {}).items():
+        if getattr(cfg, name) not in allowed:
+            error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
+
+
 def run_cli(main):
     """Every script's entry point: main(), and a run that fails (a file that does not load, a run of non-finite
     steps, a full disk) ends with ONE line on stderr and exit code 1; `--debug` anywhere shows the traceback."""

@@ -88,3 +88,12 @@ def save_grid(clips, path, ncol=8, scale=2, fps=16):
     grid = grid.reshape(t, nrow * (h + 2), ncol * (w + 2), 3).repeat(scale, 1).repeat(scale, 2)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_video(grid, path, fps)
+
+
+def unique_path(path):
+    """path, or path with -2, -3, ... before its suffix when that name is taken: nothing is overwritten."""
+    path, n = Path(path), 2
+    candidate = path
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate

@@ -14,7 +14,9 @@ import train
 from cases import CLI_CASES, DATA_CASES, REAL_EVAL_CASES
 from conftest import RunsCode, run_main, snapshot
 from machinery.checkpoint import read_checkpoint, read_meta, save_tensors
-from toy import evaluate
+from machinery.cli import run_cli
+from machinery.loop import ADAMW8BIT_MISSING
+from toy import evaluate, prepare
 from vc2 import convert
 
 
@@ -94,8 +96,6 @@ def test_adamw8bit_without_bitsandbytes_is_refused_before_anything_loads(argv, f
     toy/prepare.py say what to install in one line at parse time (not after every model and the data are loaded)."""
     import importlib.util
 
-    from machinery.loop import ADAMW8BIT_MISSING
-    from toy import prepare
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else
                         find_spec(name, *a))                  # as on a machine without it, wherever this runs
@@ -118,7 +118,6 @@ def test_the_count():
 def test_a_failed_run_is_one_line_unless_debug(monkeypatch):
     """Every script's __main__ runs loop.run_cli(main): a run that fails ends with one line and exit code 1;
     --debug re-raises, with the traceback."""
-    from machinery.cli import run_cli
 
     def fails():
         raise RuntimeError("3 steps in a row with a non-finite loss\nmore detail")

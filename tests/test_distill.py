@@ -8,7 +8,9 @@ import torch
 
 import turbo
 from conftest import tiny_unet
-from lora import add_lora, merge_lora
+from encoders import LinearAutoencoder, toy_linear_ae
+from lora import AdaptersOff, EMAAdapters, add_lora, make_student, merge_lora
+from rewards import toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D
 
 AB = turbo.vc2_alphas_cumprod()
@@ -117,8 +119,6 @@ def test_consistency_sampler_recovers_a_point_mass():
 def test_reward_gradients_reach_the_student_through_mixed_loss():
     """Eq. 10 end to end: L_CD - beta_img J_img - beta_vid J_vid, where J is computed on the decoded single-step
     prediction f_theta. The rewards change the student's gradient by exactly -beta x their own gradient."""
-    from encoders import LinearAutoencoder, toy_linear_ae
-    from rewards import toy_image_reward, toy_video_reward
     torch.manual_seed(0)
     student, teacher = tiny_unet(guidance_embed_dim=256).train(), tiny_unet().eval()
     ae = LinearAutoencoder(replace(toy_linear_ae(), latent_channels=4))
@@ -145,8 +145,7 @@ def test_one_unet_is_teacher_student_and_target_with_lora():
     """With LoRA the teacher is the student with its adapters off and its w projection zeroed, and theta^- is the
     student's base plus EMA adapters: both EXACT (bit for bit) against a separate teacher and a deep-copied EMA
     student, so a LoRA run needs one UNet, not three."""
-    from lora import AdaptersOff, EMAAdapters
-    from train import make_student
+
     teacher = tiny_unet().eval()
     student, params = make_student(teacher, lora_rank=4, temporal_dropout=0.1)
     student.train()
@@ -176,8 +175,7 @@ def test_one_unet_is_teacher_student_and_target_with_lora():
 def bf16_views(dropout=0.0):
     """A LoRA student moved away from its teacher, its EMA target moved away from it, and the teacher read off it:
     the three networks of a LoRA run, on one UNet."""
-    from lora import AdaptersOff, EMAAdapters
-    from train import make_student
+
     teacher = tiny_unet().eval()
     student, params = make_student(teacher, lora_rank=4, temporal_dropout=dropout, lora_dropout=dropout)
     student.train()

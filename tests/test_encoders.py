@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from conftest import FIXTURES, load_fixture, load_text_sd, text_fixture_config, vae_fixture_config, vc2_keys
-from encoders import AEConfig, AutoencoderKL, TextEncoder, causal_mask, openclip_vit_h14, sd_kl_f8, toy_ae, toy_text
+from encoders import (AEConfig, AutoencoderKL, LinearAutoencoder, TextEncoder, causal_mask, first_stage_from_config,
+                      openclip_vit_h14, sd_kl_f8, toy_ae, toy_linear_ae, toy_text)
+from machinery.videoio import to_uint8
+from toy.world import ToyWorld, correct
 from vc2.convert import load_vc2_text, load_vc2_vae
 
 TOL = 1e-4
@@ -207,9 +210,6 @@ def test_toy_linear_autoencoder_reconstructs_what_the_judge_reads():
     reconstructions whose colour, shape and direction the judge still reads correctly."""
     import numpy as np
 
-    from encoders import LinearAutoencoder, first_stage_from_config, toy_linear_ae
-    from machinery.videoio import to_uint8
-    from toy.world import ToyWorld, correct
 
     ae = LinearAutoencoder(toy_linear_ae())
     kept = ae.fit(ToyWorld(seed=0).batch(128)[0])

@@ -14,6 +14,7 @@ import sample
 import train
 import turbo
 from conftest import TRAIN_CPU, mtimes
+from lora import make_student
 from machinery.checkpoint import load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_tensors
 from tiny_unet3d import UNet3D
 from toy import evaluate
@@ -27,7 +28,7 @@ def test_a_seed_gives_the_same_video_alone_and_in_a_batch(toy_models):
     come from that video's seed, so the batch around it changes nothing (up to float rounding: 1 level of 255)."""
     teacher = load_models(toy_models / "teacher.safetensors", dtype=torch.float32)
     torch.manual_seed(0)
-    student, _ = train.make_student(teacher["unet"], lora_rank=0)
+    student, _ = make_student(teacher["unet"], lora_rank=0)
     torch.nn.init.normal_(student.w_proj.weight, std=0.05)      # a student whose w-embedding does something
     models = {**teacher, "unet": student.eval(), "meta": {"kind": "turbo", "train": teacher["meta"]["train"]}}
     prompts = ["a red circle moving left", "a blue square moving up", "a green triangle moving right"]
@@ -48,7 +49,7 @@ def test_videos_play_at_16_fps_and_a_student_takes_the_release_apps_grid(tmp_pat
     assert iio.immeta(gif)["duration"] == 60                  # 1/100 s units: 16 fps is stored as 60 ms a frame
     assert iio.immeta(mp4, plugin="FFMPEG")["fps"] == 16 and "origin_steps" not in rows[0]   # (a teacher: none)
     teacher = load_models(toy_models / "teacher.safetensors", dtype=torch.float32)
-    student, _ = train.make_student(teacher["unet"], lora_rank=0)
+    student, _ = make_student(teacher["unet"], lora_rank=0)
     models = {**teacher, "unet": student.eval(), "meta": {"kind": "turbo", "train": teacher["meta"]["train"]}}
     grids, real = [], turbo.consistency_timesteps
     monkeypatch.setattr(turbo, "consistency_timesteps", lambda *a: grids.append(real(*a)) or grids[-1])

@@ -9,7 +9,7 @@ import torch
 from einops import rearrange
 
 from conftest import FIXTURES, load_fixture, tiny_unet, vc2_keys
-from tiny_unet3d import UNet3D, guidance_embedding, timestep_embedding, toy_unet, vc2
+from tiny_unet3d import CrossAttention, UNet3D, guidance_embedding, timestep_embedding, toy_unet, vc2
 from vc2.convert import (check_state_dict, config_from_vc2, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2,
                          vc2_key_to_ours)
 
@@ -128,7 +128,6 @@ def test_config_from_vc2_rejects_unsupported_flags():
 def test_relative_position_attention_matches_vc1_einsums():
     """VC1's temporal attention with relative positions, written out as its einsums, against ours; and VC1's
     key names and shapes (a 33 x 64 table per attention for temporal_length 16)."""
-    from tiny_unet3d import CrossAttention
     torch.manual_seed(0)
     att = CrossAttention(32, 32, heads=2, dim_head=16, max_rel=4)
     x = torch.randn(3, 6, 32)                                           # 6 frames, more than 4: offsets clip

@@ -34,14 +34,14 @@ def zero_terminal_snr(abar):
     return ((a - aT) * a0 / (a0 - aT)) ** 2
 
 
-def diffusion_of(config):
-    """A UNet config -> (abar (1000,) float64, split): the schedule and the meaning of the output that its weights
-    were trained with. VC2's (turbo.vc2_alphas_cumprod, turbo.split_eps) unless the config says v-prediction and
+def diffusion_of(config, device="cpu"):
+    """A UNet config -> (abar (1000,) float64 on `device`, split): the schedule and the meaning of the output that
+    its weights were trained with. VC2's (turbo.vc2_alphas_cumprod, turbo.split_eps) unless the config says v-prediction and
     zero terminal SNR, as the toy teacher's does (a VC2 checkpoint never does)."""
     abar = vc2_alphas_cumprod()
     if config.zero_terminal_snr:
         abar = zero_terminal_snr(abar)
-    return abar, (split_v if config.prediction == "v" else split_eps)
+    return abar.to(device), (split_v if config.prediction == "v" else split_eps)
 
 
 def diffusion_loss(unet, z0, context, fps, abar, prediction="eps", generator=None, t=None, noise=None):

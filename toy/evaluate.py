@@ -33,10 +33,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import sample
-from machinery.checkpoint import load_models, load_reward, read_meta
+from machinery.checkpoint import find_checkpoint, load_models, load_reward, read_meta
 from machinery.cli import Parser, check_device, run_cli
 from machinery.videoio import read_samples, save_grid
-from sample import find_checkpoint
 from toy.world import TOY_MODELS, correct, judge_dir, split_captions
 
 
@@ -134,6 +133,20 @@ def compare_line(results):
     return " | ".join(f"{name} {r['steps']} steps: judge seen {r['judge_seen']:.3f}, held out {r['judge_heldout']:.3f}"
                       f", image reward {fmt(r['image'])}, video reward {fmt(r['video'])}, {r['s_per_video']:.2f} s/video"
                       for name, r in results.items())
+
+
+def closing_comparison(teacher, student, name, reward_dir, per_caption=2, device="cpu", t0=None):
+    """How train.py ends on the toy: the teacher's 50-step samples against the student's 4-step ones (checkpoint
+    files), same captions and seeds; prints one line (compare_line) and writes compare_<name>.gif beside the
+    student, two rows per model (seen, held out)."""
+    label = {"turbo": "T2V-Turbo", "vcm": "VCM"}.get(name, name)
+    grid = Path(student).parent / f"compare_{name}.gif"
+    models = {"teacher": load_models(teacher, device, dtype=torch.float32),
+              label: load_models(student, device, dtype=torch.float32)}
+    res = toy_comparison(models, reward_dir, device, per_caption=per_caption, grid=grid)
+    print(f"wrote {grid} (rows: teacher seen, teacher held out, {label} seen, {label} held out)")
+    print(compare_line(res) + (f"; {(time.time() - t0) / 60:.1f} minutes in all" if t0 else ""))
+    return res
 
 
 def quick_look(models, out_gif, device="cpu"):

@@ -50,7 +50,7 @@ import turbo
 from encoders import LinearAutoencoder, TextConfig, TextEncoder, first_stage_from_config, toy_linear_ae, toy_text
 from machinery.checkpoint import (load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_reward,
                                   save_tensors)
-from machinery.cli import cli_config, run_cli
+from machinery.cli import check_fields, cli_config, run_cli
 from machinery.loop import (Progress, accumulate, autocast_for, check_in_sync, check_optim, clipped, lr_at,
                             make_optimizer, resume, save_if_due, set_lr, setup_processes, skip_step, state_paths,
                             step_draws)
@@ -107,9 +107,8 @@ class Config:
 
 def check_config(cfg, error):
     """Every bad value gets one line (error(message) exits)."""
-    for name in ("teacher_steps", "teacher_batch", "text_batch", "size", "frames", "save_every", "keep"):
-        if getattr(cfg, name) < 1:
-            error(f"--{name.replace('_', '-')} must be >= 1")
+    check_fields(cfg, error, ("teacher_steps", "teacher_batch", "text_batch", "size", "frames", "save_every", "keep"),
+                 {"dtype": tuple(DTYPES)})
     if cfg.text_steps < 0 or cfg.reward_steps < 0 or cfg.eval_per_caption < 0:
         error("--text-steps, --reward-steps and --eval-per-caption must be >= 0")
     if not 0 <= cfg.caption_dropout < 1:
@@ -123,8 +122,6 @@ def check_config(cfg, error):
             error("--t-band needs 0 <= lo < hi <= 1000")
     if not 0 <= cfg.band_share <= 1:
         error("--band-share must be in [0, 1]")
-    if cfg.dtype not in DTYPES:
-        error(f"--dtype must be one of {', '.join(DTYPES)}")
     check_optim(cfg, error)
 
 
@@ -220,7 +217,7 @@ def train_teacher(cfg, run, ae, text):
     ema_unet = UNet3D(unet_cfg).to(run.device).eval().requires_grad_(False)
     ema_unet.load_state_dict(unet.state_dict())
     unet_d = torch.nn.parallel.DistributedDataParallel(unet) if run.world > 1 else unet
-    abar = diffusion.diffusion_of(unet_cfg)[0].to(run.device)
+    abar = diffusion.diffusion_of(unet_cfg, run.device)[0]
     b, t_band = cfg.teacher_batch, band(cfg) if cfg.t_band else None
     if run.main:
         print(f"teacher: UNet {sum(p.numel() for p in unet.parameters()):,} params, {run.world} process(es) x {b} "

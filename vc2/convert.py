@@ -182,6 +182,32 @@ GUIDANCE_EMBED_DIM = 256  # the student's time_cond_proj_dim (app.py)
 RELEASE_RANK = 64         # unet_lora.pt's rank, clipped to min(in, out) per layer (4 for the first and last conv)
 
 
+# the first stage and the text tower keep VC2's (open_clip's) names: only a prefix to strip, and strict checks
+
+
+def _select(state_dict, prefixes):
+    """Strips the first prefix that some key carries, keeping only keys with it (so a whole VC2 checkpoint works
+    too); keys with none of the prefixes are returned as they are."""
+    if "state_dict" in state_dict and not torch.is_tensor(state_dict["state_dict"]):
+        state_dict = state_dict["state_dict"]                  # Lightning-style wrapper around model.ckpt
+    for p in prefixes:
+        if any(k.startswith(p) for k in state_dict):
+            return {k[len(p):]: v for k, v in state_dict.items() if k.startswith(p)}
+    return dict(state_dict)
+
+
+def load_vc2_vae(model, state_dict):
+    """AutoencoderKL <- VC2 VAE weights; keys with or without 'first_stage_model.' (or a whole VC2 checkpoint)."""
+    return load_strict(model, _select(state_dict, ["first_stage_model."]), "AutoencoderKL")
+
+
+def load_vc2_text(model, state_dict):
+    """TextEncoder <- VC2 text weights; keys 'cond_stage_model.model.*', 'model.*' (FrozenOpenCLIPEmbedder) or
+    bare open_clip names. open_clip's causal `attn_mask` is a non-persistent buffer, so it is never a key here;
+    this class builds the mask on the fly (causal_mask)."""
+    return load_strict(model, _select(state_dict, ["cond_stage_model.model.", "model."]), "TextEncoder")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # VideoCrafter2's model.ckpt -> our three state dicts
 
@@ -332,7 +358,7 @@ def export_release_lora(path):
     """Our LoRA file (train.py's turbo_lora.safetensors, checkpoint.save_lora) -> the release's unet_lora.pt list:
     [up, down] per module in its module walk (load_release_lora's order rule), fp32, no names, so the released
     app.py and scripts load a student trained here. Exact: the student was trained with the release's layout
-    (train.make_student: w_proj = zero base + LoRA, init_attn's proj_in/out unwrapped), and loading the list back
+    (lora.make_student: w_proj = zero base + LoRA, init_attn's proj_in/out unwrapped), and loading the list back
     (vc2/convert.py --vc2 model.ckpt --lora unet_lora.pt) merges into the same weights bit for bit. A file that does not
     fit that layout (a wrong module set or shape, a nonzero w_proj base) raises ONE ValueError listing it all."""
     meta = read_meta(path)
@@ -553,26 +579,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-
-
-def _select(state_dict, prefixes):
-    """Strips the first prefix that some key carries, keeping only keys with it (so a whole VC2 checkpoint works
-    too); keys with none of the prefixes are returned as they are."""
-    if "state_dict" in state_dict and not torch.is_tensor(state_dict["state_dict"]):
-        state_dict = state_dict["state_dict"]                  # Lightning-style wrapper around model.ckpt
-    for p in prefixes:
-        if any(k.startswith(p) for k in state_dict):
-            return {k[len(p):]: v for k, v in state_dict.items() if k.startswith(p)}
-    return dict(state_dict)
-
-
-def load_vc2_vae(model, state_dict):
-    """AutoencoderKL <- VC2 VAE weights; keys with or without 'first_stage_model.' (or a whole VC2 checkpoint)."""
-    return load_strict(model, _select(state_dict, ["first_stage_model."]), "AutoencoderKL")
-
-
-def load_vc2_text(model, state_dict):
-    """TextEncoder <- VC2 text weights; keys 'cond_stage_model.model.*', 'model.*' (FrozenOpenCLIPEmbedder) or
-    bare open_clip names. open_clip's causal `attn_mask` is a non-persistent buffer, so it is never a key here;
-    this class builds the mask on the fly (causal_mask)."""
-    return load_strict(model, _select(state_dict, ["cond_stage_model.model.", "model."]), "TextEncoder")

@@ -21,9 +21,9 @@ import torch
 
 import sample
 from machinery import videoio
+from machinery.checkpoint import find_checkpoint
 from machinery.cli import Parser, check_device, one_line, run_cli
 from machinery.videoio import read_prompts, read_video
-from sample import find_checkpoint
 from vc2.internvideo2 import find_vocab
 from vc2.release import RELEASE_FILES, find_file, load_real_reward
 

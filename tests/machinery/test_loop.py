@@ -18,6 +18,7 @@ import train
 import turbo
 from conftest import ROOT, TRAIN_CPU
 from machinery.checkpoint import read_meta, save_tensors
+from machinery.cli import one_line
 from vc2.data import VideoFolder, read_captions
 
 TINY = ["--warmup", "1", "--temporal-dropout", "0", *TRAIN_CPU]
@@ -73,7 +74,6 @@ def test_a_full_disk_during_a_state_save_leaves_nothing_half_written(tmp_path, t
     run_cli prints), and no temporary file left behind."""
     import resource
 
-    from machinery.cli import one_line
     out = tmp_path / "full"
     args = student_args(toy_models, out, "--turbo-steps", "3", "--turbo-batch", "1", "--save-every", "1",
                         "--rewards", "none")

@@ -21,11 +21,12 @@ from safetensors.torch import load_file
 from conftest import (FIXTURES, ROOT, RunsCode, load_fixture, load_text_sd, text_fixture_config, vae_fixture_config,
                       vc2_keys)
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_ae, toy_text
-from lora import LoRA, lora_tensors, merge_lora
+from lora import LoRA, lora_tensors, make_student, merge_lora
 from machinery.checkpoint import load_models, model_meta, read_meta, safe_torch_load, save_checkpoint, save_tensors
 from tiny_unet3d import UNet3D, toy_unet, vc2
 from vc2 import convert
 from vc2.convert import config_from_vc2, load_vc2_text, load_vc2_unet, load_vc2_vae, ours_key_to_vc2, vc2_key_to_ours
+from vc2.release import find_file, resolve_release_files
 
 
 def ref(*parts):
@@ -178,10 +179,10 @@ def test_lora_order_rule_full_size_on_meta():
 
 
 def test_a_student_trained_here_has_the_release_lora_layout_full_size_on_meta():
-    """train.make_student at VC2 size (LoRA 64): lora.lora_tensors, the order and shapes export_release_lora writes,
+    """lora.make_student at VC2 size (LoRA 64): lora.lora_tensors, the order and shapes export_release_lora writes,
     is lora_list.tsv's, row for row; time_cond_proj (w_proj) is trained through its LoRA on a frozen zero base, and
     init_attn's Conv1d-in-VC2 projections are not wrapped, so nothing the student learns is outside the list."""
-    from train import make_student
+
     with torch.device("meta"):
         student, params = make_student(UNet3D(vc2()), lora_rank=64)
     tensors = lora_tensors(student)
@@ -378,7 +379,6 @@ def test_a_path_flag_takes_the_file_or_its_hugging_face_folder(tmp_path):
     (models--ORG--NAME/snapshots/HASH/FILE); nothing else is guessed."""
     from types import SimpleNamespace
 
-    from vc2.release import find_file, resolve_release_files
     snap = tmp_path / "hub" / "models--xswu--HPSv2" / "snapshots" / "abc123"
     snap.mkdir(parents=True)
     (snap / "HPS_v2.1_compressed.pt").write_bytes(b"x")

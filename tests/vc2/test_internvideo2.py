@@ -6,7 +6,10 @@ meta device. Tiny models only: the whole file runs in a few seconds."""
 import pytest
 import torch
 
+import train
 from conftest import FIXTURES, TRAIN_CPU, load_fixture
+from machinery.checkpoint import read_meta
+from vc2 import internvideo2
 from vc2.internvideo2 import (InternVideo2, InternVideo2Reward, find_vocab, init_weights, internvideo2_1b,
                               interpolate_pos_embed, load_internvideo2, load_tokenizer, tiny_internvideo2, tokenize,
                               unused_key)
@@ -215,9 +218,6 @@ def test_full_size_release_key_set_loads():
 def test_train_py_distils_with_internvideo2(tmp_path, monkeypatch, toy_models):
     """train.py --internvideo2 FILE --bert-vocab VOCAB: the video reward of the VC2 release, through train.py's own
     path (here the fixture's tiny model stands in for the 1B one; a 32 px toy clip is cropped to its 28 px)."""
-    import train
-    from machinery.checkpoint import read_meta
-    from vc2 import internvideo2
     monkeypatch.setattr(internvideo2, "internvideo2_1b", lambda num_frames=8: tiny_internvideo2())
     out = tmp_path / "iv2"
     train.main(["--toy-models", str(toy_models), "--out", str(out), "--rewards", "video", "--internvideo2",

@@ -15,7 +15,7 @@ from cases import REAL_EVAL_CASES
 from conftest import FIXTURES, TOY, run_main, snapshot
 from machinery.checkpoint import META_KEY, read_checkpoint, save_tensors
 from rewards import ImageTextReward, ViCLIP, ViCLIPConfig, VideoTextReward
-from vc2 import evaluate, release
+from vc2 import evaluate, internvideo2, release
 
 PROMPTS = ["a corgi running on the beach", "a red car at night", "fireworks over a city"]
 
@@ -136,7 +136,6 @@ def test_cli_scores_sample_folders_through_the_file_loaders(folders, tmp_path, m
 def test_internvideo2_as_the_video_score(folders, tmp_path, monkeypatch):
     """--internvideo2 FILE --bert-vocab DIR (the VC2 release's video reward) through its real loader, with the tiny
     parity fixture's model standing in for the 1B one: the table names it, and every video gets a cosine."""
-    from vc2 import internvideo2
     fix = FIXTURES / "internvideo2_tiny_parity"
     monkeypatch.setattr(internvideo2, "internvideo2_1b", lambda num_frames=8: internvideo2.tiny_internvideo2())
     res = evaluate.main(["--samples", str(folders["b"]), "--internvideo2", str(fix / "ckpt.pt"), "--bert-vocab",
