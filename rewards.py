@@ -9,9 +9,9 @@ the consistency-distillation loss (eqs. 8-10: J_img, J_vid and L = L_CD - β_img
 Both scores are the plain cosine of the L2-normalised video/image and text features (no logit scale, no x100);
 the text branch runs under no_grad and the reward models are frozen, so gradients reach only the pixels.
 
-The SAME classes build the real models (`ImageTextReward.hpsv21(path)`, `ViCLIP(viclip_l14())` + `load_viclip`) and
-the toy ones (`toy_image_reward()`, `toy_video_reward()`), which toy/prepare.py trains contrastively (CLIP's
-InfoNCE) on the moving-shapes clips of toy/world.py, so the CPU demo runs the code path the real rewards use.
+The SAME classes build the real models (filled from the released files by vc2/release.py: `load_hpsv21`,
+`load_viclip`) and the toy ones (`toy_image_reward()`, `toy_video_reward()`), which toy/prepare.py trains contrastively
+(CLIP's InfoNCE) on the moving-shapes clips of toy/world.py, so the CPU demo runs the code path the real rewards use.
 Key names, preprocessing and scores follow the originals (tgxs002/HPSv2, OpenGVLab/InternVideo's ViCLIP, and
 T2V-Turbo's reward_fn.py); nothing is downloaded.
 InternVideo2-Stage2 (the video reward of the VideoCrafter2 release, `vi_clip2`) lives in vc2/internvideo2.py.
@@ -159,15 +159,6 @@ class ImageTextReward(nn.Module):
         with torch.no_grad():
             text_features = self.encode_texts(_as_texts(texts, images.shape[0]))
         return (image_features * text_features).sum(-1)       # (n,) in [-1, 1]
-
-
-def random_hpsv21(seed=0):
-    """HPSv2.1's architecture (open_clip ViT-H-14, 986M parameters) with RANDOM weights and no file: what benchmarks/
-    scores with when the 1.8 GiB release is not at hand. The same class and preprocessing as hpsv21(path); ~4 GiB."""
-    with torch.random.fork_rng():                              # open_clip draws its init from the global RNG
-        torch.manual_seed(seed)
-        clip = open_clip.create_model("ViT-H-14", pretrained=None)       # pretrained=None: nothing is downloaded
-    return ImageTextReward(clip, clip_cfg=open_clip.get_model_config("ViT-H-14"))
 
 
 def toy_clip_cfg():

@@ -1,13 +1,12 @@
 """Sample videos from a checkpoint and write them the way every evaluation here reads them.
 
-A teacher checkpoint samples with 50-step DDIM and classifier-free guidance (turbo.py, Part 1). Each video is seeded
-on its own (seed + index), so the same seed gives the same video whatever the batch.
-
-Writes DIR/{prompt-slug}-{i}-seed{seed}.gif (and .mp4 with --mp4) and a GIF grid of them all for a quick look,
-and appends one line per video to DIR/prompts.jsonl ({"file", "files", "prompt", "seed", "steps", "guidance",
-"ckpt"}: what toy/evaluate.py, vc2/evaluate.py and toy/world.py --judge read). Nothing is overwritten: a taken name gets -2, -3, ...
---vbench writes VBench's layout instead: DIR/videos/{prompt}-{i}.mp4 and nothing else in DIR/videos, the folder
-VBench's --videos_path takes (it reads the suffix off the first file it lists); a taken name is refused.
+A teacher samples with 50-step DDIM and classifier-free guidance (turbo.py Part 1), a T2V-Turbo student with 4
+consistency steps at its w (Part 3). Each video is seeded on its own (seed + index): the same seed gives the same video
+whatever the batch. Writes DIR/{prompt-slug}-{i}-seed{seed}.gif (.mp4 too with --mp4), a GIF grid of them all, and one
+line per video in DIR/prompts.jsonl ({"file", "files", "prompt", "seed", "steps", "guidance", "ckpt"}: what the
+evaluators and toy/world.py --judge read); a taken name gets -2, -3, ...: nothing is overwritten. --vbench writes
+VBench's layout instead: DIR/videos/{prompt}-{i}.mp4 and nothing else there, the folder VBench's --videos_path takes
+(it reads the suffix off the first file it lists); a taken name is refused.
 
     python sample.py --prompt "a red circle moving left" --num-per-prompt 4      # the student train.py wrote
     python sample.py --ckpt toy/assets/teacher.safetensors --prompts toy/assets/prompts_heldout.txt --out samples
@@ -129,8 +128,8 @@ def vbench_name(prompt, k):
 
 
 def write_videos(args, videos, jobs, seeds, steps, guidance, seconds, origin=None):
-    """Every video under a name of its own; one prompts.jsonl line per video, appended (what the evaluators and
-    toy/world.py --judge read): its files, prompt, seed, steps, guidance and checkpoint (and a student's origin grid)."""
+    """Every video under a name of its own, and one prompts.jsonl line each, appended: its files, prompt, seed, steps,
+    guidance and checkpoint (a student's origin grid too)."""
     out = Path(args.out)
     (out / VBENCH_DIR if args.vbench else out).mkdir(parents=True, exist_ok=True)
     rows = []
@@ -155,11 +154,9 @@ def write_videos(args, videos, jobs, seeds, steps, guidance, seconds, origin=Non
 def main(argv=None):
     """-> the prompts.jsonl rows this run wrote."""
     args = parse_args(argv)
-    jobs, counts = [], {}
-    for pr in args.prompt_list:  # (prompt, its index among the videos of that prompt in this run)
-        for _ in range(args.num_per_prompt):
-            jobs.append((pr, counts.get(pr, 0)))
-            counts[pr] = counts.get(pr, 0) + 1
+    jobs = []                    # (prompt, its index among this run's videos of that prompt)
+    for pr in args.prompt_list:
+        jobs += [(pr, sum(j[0] == pr for j in jobs) + k) for k in range(args.num_per_prompt)]
     if args.vbench:
         taken = [vbench_name(pr, k) for pr, k in jobs if (Path(args.out) / vbench_name(pr, k)).exists()]
         if taken:

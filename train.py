@@ -10,7 +10,8 @@ file runs them in Algorithm 1's order (`distill`, lines numbered as the paper's)
     3. on the toy world, compare the teacher's 50-step DDIM + CFG samples with the student's 4-step samples on
        8 seen and 8 held-out captions (judge, both rewards, seconds per video): OUT/compare_<name>.gif and one line.
 The toy's teacher and reward models ship pre-trained in toy/assets/ (toy/prepare.py). The loop over the steps is
-written here (`distill`); machinery/loop.py has the pieces it calls (a step's lr, its micro-batches, clipping, saving, logging).
+written here (`distill`); machinery/loop.py has the pieces it calls (a step's lr, its micro-batches, clipping, saving,
+logging).
 
     python train.py                                  # T2V-Turbo from the shipped teacher -> runs/toy/turbo.safetensors
     python train.py --turbo-steps 20 --compare-per-caption 0 --out runs/quick     # a quick look at the loop (30 s)
@@ -157,7 +158,7 @@ def check_config(cfg, error):
     try:
         meta = read_meta(teacher)
     except (OSError, ValueError) as e:
-        hint = "python -m toy.prepare writes one" if not cfg.teacher else "python -m vc2.convert --vc2 model.ckpt --out DIR"
+        hint = "python -m vc2.convert --vc2 model.ckpt --out DIR" if cfg.teacher else "python -m toy.prepare writes one"
         error(f"--teacher {teacher}: {e}" if teacher.is_file() else f"no teacher checkpoint at {teacher} ({hint})")
     if meta.get("kind") != "teacher":
         error(f"--teacher {teacher} is a {meta.get('kind')!r} checkpoint, not a teacher")
@@ -366,8 +367,8 @@ def main(argv=None):
             raise SystemExit(f"train.py: --data/--captions: {one_line(e)}") from None
         image_reward, video_reward = reward_models(cfg, run.device)
         if run.main:  # (OUT is made by the first file written into it: nothing is written before this point)
-            rw = ", ".join(f"{k} reward from {reward_file(cfg, k)[0]}" for k in wanted_rewards(cfg)) or "no rewards (VCM)"
-            print(f"teacher {teacher_path(cfg)}; {rw}")
+            rw = ", ".join(f"{k} reward from {reward_file(cfg, k)[0]}" for k in wanted_rewards(cfg))
+            print(f"teacher {teacher_path(cfg)}; {rw or 'no rewards (VCM)'}")
         barrier(run)
         student, stats, adapters = distill(cfg, run, data, teacher, image_reward, video_reward)
         if hasattr(data, "skipped"):

@@ -1,21 +1,23 @@
 """Benchmarks (not tests): figures measured in one run on this machine, printed as a table and as `name: value` lines.
+One file per concern; each section is a function bench_<section> that returns {name: value}.
 
-    python -m benchmarks            # main, sample and train (a few minutes)
-    python -m benchmarks main       # the main job: teacher and student step, GFLOP/s vs a matmul peak, minutes
-    python -m benchmarks sample     # 50-step CFG teacher vs 4-step T2V-Turbo student, end to end (text -> pixels)
-    python -m benchmarks train      # a student step with the mixed reward vs CD alone
-    python -m benchmarks load       # peak RSS of loading a full-size VC2 checkpoint over its size (~2 min, 6.9 GiB)
-    python -m benchmarks ddp        # toy student steps with train.py on 1 process and under torchrun on 2 (~2 min)
-    python -m benchmarks vc2        # 2 vc2_256 training steps, every model at full size with random weights (CPU: minutes)
-    python -m benchmarks vc2_iv2    # the same with InternVideo2-Stage2 1B as the video reward
-    python -m benchmarks vc2_sample # sample.py on full-size checkpoints (random weights): teacher and student, 1 step
-    python -m benchmarks eval       # evaluate.py --samples scored by full-size HPSv2.1 and ViCLIP (random weights)
-    python -m benchmarks data       # clips/s of the data path: seek vs sequential decode, 1 and N workers, a latent cache
-    python -m benchmarks gpu        # on a CUDA machine: the vc2_256 step, 4- vs 50-step latency, the toy main job (--tiny:
-                               # the same script with toy-size models on a CPU, a check)
+    python -m benchmarks              # main, sample and train (a few minutes)
+    python -m benchmarks main         # toy_speed.py: the main job's teacher and student step, GFLOP/s vs a matmul peak
+    python -m benchmarks sample       # toy_speed.py: 50-step CFG teacher vs 4-step T2V-Turbo, text to pixels
+    python -m benchmarks train        # toy_speed.py: a student step with the mixed reward vs CD alone
+    python -m benchmarks load         # load.py: peak RSS of loading a full-size VC2 checkpoint (~2 min, 6.9 GiB)
+    python -m benchmarks ddp          # ddp.py: the toy student on 1 process and under torchrun on 2 (~2 min)
+    python -m benchmarks vc2          # vc2_step.py: 2 vc2_256 steps, every model at full size, random weights
+    python -m benchmarks vc2_iv2      # vc2_step.py: the same with InternVideo2-Stage2 1B as the video reward
+    python -m benchmarks vc2_sample   # vc2_sample.py: sample.py on full-size checkpoints (random weights), 1 step
+    python -m benchmarks eval         # evaluation.py: vc2.evaluate's scores with full-size HPSv2.1 and ViCLIP
+    python -m benchmarks data         # data.py: clips/s, seek vs sequential decode, 1 and N workers, a latent cache
+    python -m benchmarks gpu          # gpu.py, on a CUDA machine: the vc2_256 step, 4- vs 50-step latency, the toy
+                                      # main job (--tiny: the same script with toy-size models on a CPU, a check)
+    python -m benchmarks.internvideo2 # InternVideo2-1B's reward call and backward at full size
 
-Sections are functions named bench_<section>; each returns {name: value}. Ratios are measured in the same run on
-the same model size, so they travel between machines better than the absolute seconds do.
+Ratios are measured in the same run on the same model size, so they travel between machines better than the
+absolute seconds do.
 """
 
 import argparse
@@ -32,13 +34,6 @@ from benchmarks.vc2_sample import bench_vc2_sample
 from benchmarks.vc2_step import bench_vc2, bench_vc2_iv2
 from machinery.cli import Parser
 
-# ----------------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The real-size training step (python -m benchmarks vc2): every model at VideoCrafter2 size with random weights, through train.py
-
-
 SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp,
             "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2, "vc2_sample": bench_vc2_sample, "gpu": bench_gpu,
             "eval": bench_eval, "data": bench_data}
@@ -48,7 +43,7 @@ DEFAULT = ["main", "sample", "train"]       # the quick ones; load, ddp and the 
 
 def main(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sections", nargs="*", help=f"any of {sorted(SECTIONS)}; default: all")
+    p.add_argument("sections", nargs="*", help=f"any of {sorted(SECTIONS)}; default: {' '.join(DEFAULT)}")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--tiny", action="store_true", help="gpu, vc2: toy-size models on the CPU, a check of the script")
     args = p.parse_args(argv)

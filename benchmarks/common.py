@@ -13,9 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import open_clip
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from rewards import ImageTextReward
 from tiny_unet3d import toy_unet
 from toy.prepare import TEACHER_UNET
 
@@ -70,3 +72,13 @@ def flops_of(fn):
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def random_hpsv21(seed=0):
+    """HPSv2.1's architecture (open_clip ViT-H-14, 986M parameters) with RANDOM weights and no file: what the
+    benchmarks score with when the 1.8 GiB release is not at hand. The same class and preprocessing as
+    vc2/release.py's load_hpsv21(path); ~4 GiB."""
+    with torch.random.fork_rng():                              # open_clip draws its init from the global RNG
+        torch.manual_seed(seed)
+        clip = open_clip.create_model("ViT-H-14", pretrained=None)       # pretrained=None: nothing is downloaded
+    return ImageTextReward(clip, clip_cfg=open_clip.get_model_config("ViT-H-14"))

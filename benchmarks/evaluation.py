@@ -13,15 +13,16 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from benchmarks.common import in_fresh_process
-from rewards import ViCLIP, VideoTextReward, random_hpsv21, viclip_l14
+from benchmarks.common import in_fresh_process, random_hpsv21
+from rewards import ViCLIP, VideoTextReward, viclip_l14
 from vc2 import evaluate
 
 
 def eval_run(workdir, videos=2, frames=16, height=320, width=512):
     """In a fresh process (its peak RSS is the evaluation's alone): what `vc2/evaluate.py --samples DIR --hps --viclip`
     does after loading its files (evaluate.evaluate_real), on `videos` clips of VC2's size, with random full-size
-    reward models in place of the files (rewards.random_hpsv21; ViCLIP(viclip_l14()) at its init). -> {name: value}."""
+    reward models in place of the files (benchmarks/common.py: random_hpsv21; ViCLIP(viclip_l14()) at its init). ->
+    {name: value}."""
     d = Path(workdir)
     (d / "samples").mkdir()
     rows = []

@@ -58,7 +58,8 @@ def bench_gpu(tiny=False):
     tiny=True (`python -m benchmarks gpu --tiny`): the same code with toy-size models and clips on the CPU, in seconds,
     to check the script where no GPU is at hand; its figures mean nothing."""
     if not tiny and not torch.cuda.is_available():
-        raise SystemExit("python -m benchmarks gpu: no CUDA device here (python -m benchmarks gpu --tiny checks the script on a CPU)")
+        raise SystemExit("benchmarks gpu: no CUDA device here (python -m benchmarks gpu --tiny checks the script on a "
+                         "CPU)")
     device = "cpu" if tiny else "cuda"
     frames, size, f_sample, h_sample, w_sample = (8, 32, 4, 16, 24) if tiny else (16, 256, 16, 320, 512)
     out = {}
@@ -66,7 +67,8 @@ def bench_gpu(tiny=False):
         with tempfile.TemporaryDirectory() as d:
             r = vc2_run(frames, size, 1, "viclip", d, device, tiny=True)
     else:
-        r = in_fresh_process("benchmarks.vc2_step", f"vc2_run({frames}, {size}, 3, 'viclip', sys.argv[1], 'cuda')", "gpu (vc2_256 step)")
+        r = in_fresh_process("benchmarks.vc2_step", f"vc2_run({frames}, {size}, 3, 'viclip', sys.argv[1], 'cuda')",
+                             "gpu (vc2_256 step)")
     out["gpu_vc2_256_step_s"] = r["step_s"][-1]                    # the last step: the first pays one-time costs
     out["gpu_vc2_256_peak_gb"] = gib(r["peak_gpu_bytes"])
     out["gpu_vc2_256_trainable_m"] = r["trainable"] / 1e6

@@ -55,9 +55,14 @@ def bench_internvideo2(num_frames=8, dtype=torch.float32, grad_checkpoint=True, 
     return lines
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="benchmarks.internvideo2", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=8, help="frames scored (T2V-Turbo v1: 8, v2: 4)")
     p.add_argument("--bf16", action="store_true", help="bf16 weights (as the release stores them)")
-    args = p.parse_args()
-    bench_internvideo2(args.frames, torch.bfloat16 if args.bf16 else torch.float32)
+    args = p.parse_args(argv)
+    return bench_internvideo2(args.frames, torch.bfloat16 if args.bf16 else torch.float32)
+
+
+if __name__ == "__main__":
+    main()

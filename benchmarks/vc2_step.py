@@ -18,11 +18,11 @@ import torch
 
 import train
 from benchmarks import common
-from benchmarks.common import gib, in_fresh_process
+from benchmarks.common import gib, in_fresh_process, random_hpsv21
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8, toy_ae, toy_text
 from machinery.checkpoint import META_KEY, save_tensors
 from machinery.loop import setup_processes
-from rewards import ImageTextReward, ViCLIP, VideoTextReward, random_hpsv21, toy_clip_cfg, toy_viclip, viclip_l14
+from rewards import ImageTextReward, ViCLIP, VideoTextReward, toy_clip_cfg, toy_viclip, viclip_l14
 from tiny_unet3d import UNet3D, toy_unet, vc2
 from train import open_data
 from vc2 import internvideo2
@@ -121,7 +121,8 @@ def bench_vc2(frames=8, size=64, steps=2, video_reward="viclip", tiny=False):
         with tempfile.TemporaryDirectory() as d:
             r = vc2_run(frames, 32, 1, video_reward, d, tiny=True)
     else:
-        r = in_fresh_process("benchmarks.vc2_step", f"vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])", "vc2")
+        r = in_fresh_process("benchmarks.vc2_step",
+                             f"vc2_run({frames}, {size}, {steps}, {video_reward!r}, sys.argv[1])", "vc2")
     tag = "vc2" if video_reward == "viclip" else "vc2_iv2"
     print(f"\n{tag}: {frames} frames at {size} x {size} (latents 4 x {frames} x {size // 8} x {size // 8}), "
           f"{r['precision']}, {torch.get_num_threads()} threads; the models, all at full size:")

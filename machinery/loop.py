@@ -14,7 +14,7 @@ over the steps, and toy/prepare.py writes the toy teacher's; both call these pie
     - tqdm with every loss term, and TensorBoard when it is installed (Progress).
 It also holds the config-to-command-line helper all scripts use (one --flag per dataclass field).
 
-    python -m pytest tests/machinery/test_loop.py     # DDP == one process, kill -9 + --resume == uninterrupted, NaN steps
+    python -m pytest tests/machinery/test_loop.py   # DDP == one process, kill -9 + --resume == uninterrupted, NaN
 """
 
 import dataclasses

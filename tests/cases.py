@@ -1,6 +1,6 @@
 """The bad inputs the command lines are tried with, one table per test module (a new case is one line): CLI_CASES
-for train.py, sample.py, toy/evaluate.py and vc2/convert.py (test_bad_inputs.py), DATA_CASES for vc2/data.py (vc2/test_data.py),
-REAL_EVAL_CASES for vc2/evaluate.py (test_real_evaluate.py). Here, in a module of their own, so that
+for train.py, sample.py, toy/evaluate.py and vc2/convert.py (test_bad_inputs.py), DATA_CASES for vc2/data.py
+(vc2/test_data.py), REAL_EVAL_CASES for vc2/evaluate.py (test_real_evaluate.py). Here, in a module of their own, so that
 test_bad_inputs.py::test_the_count can count all three without one test module importing another."""
 from conftest import TRAIN_CPU
 
@@ -73,7 +73,8 @@ CLI_CASES = [
      "not allowed with argument"),
     ("convert", ["--vc2", "{not_vc2}"], 2, "the following arguments are required: --out"),
     ("convert", ["--out", "{dir}/out"], 2, "give --vc2 model.ckpt (a conversion) or --export-release-lora"),
-    ("convert", ["--vc2", "{lora}", "--out", "{dir}/out"], 2, "a LoRA trained here: vc2/convert.py --export-release-lora"),
+    ("convert", ["--vc2", "{lora}", "--out", "{dir}/out"], 2,
+     "a LoRA trained here: python -m vc2.convert --export-release-lora"),
     ("convert", ["--export-release-lora", "{missing}", "--out", "{dir}/u.pt"], 2, "no such file"),
     ("convert", ["--export-release-lora", "{lora}", "--out", "{text}"], 2, "exists; give a new file name"),
     ("convert", ["--export-release-lora", "{lora}", "--vc2", "{not_vc2}", "--out", "{dir}/u.pt"], 2, "takes only"),

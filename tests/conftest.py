@@ -1,7 +1,8 @@
 """Test set-up and the helpers more than one test module uses: the repo root on sys.path, 1 CPU thread, a tiny
 toy/prepare.py folder shared by the tests, the paths they read (ROOT, the shipped toy models, the parity fixtures),
 the flags that run a command line here (TRAIN_CPU), the parity fixtures' loaders, and the before/after records
-(snapshot, mtimes) that show a command wrote nothing. A module imports the plain ones: `from conftest import ...`.
+(snapshot, mtimes) that show a command wrote nothing, and moving_frames for video files. A module imports the plain
+ones: `from conftest import ...`.
 
 One thread: the tests' tensors are small, so a second thread buys little, and two threads on a busy 2-core
 machine can make a step 100x slower (OpenMP threads spin-wait for each other)."""
@@ -10,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,3 +160,13 @@ def tiny_unet(**kw):
         if p.dim() > 1 and p.abs().sum() == 0:
             torch.nn.init.normal_(p, std=0.02)
     return m
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Videos on disk
+
+
+def moving_frames(n, h=32, w=48, seed=0):
+    """n distinct uint8 frames (n, h, w, 3): a noise picture sliding 3 pixels a frame."""
+    base = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+    return np.stack([np.roll(base, 3 * k, axis=1) for k in range(n)])

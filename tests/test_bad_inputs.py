@@ -111,7 +111,8 @@ def test_adamw8bit_without_bitsandbytes_is_refused_before_anything_loads(argv, f
 
 def test_the_count():
     n = len(CLI_CASES) + len(DATA_CASES) + len(REAL_EVAL_CASES) + 1    # + adamw8bit's
-    print(f"{n} distinct bad inputs across train.py, sample.py, toy/evaluate.py, vc2/evaluate.py, vc2/convert.py and vc2/data.py")
+    print(f"{n} distinct bad inputs across train.py, sample.py, toy/evaluate.py, vc2/evaluate.py, vc2/convert.py and "
+          f"vc2/data.py")
     assert n >= 40
 
 

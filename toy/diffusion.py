@@ -36,8 +36,8 @@ def zero_terminal_snr(abar):
 
 def diffusion_of(config, device="cpu"):
     """A UNet config -> (abar (1000,) float64 on `device`, split): the schedule and the meaning of the output that
-    its weights were trained with. VC2's (turbo.vc2_alphas_cumprod, turbo.split_eps) unless the config says v-prediction and
-    zero terminal SNR, as the toy teacher's does (a VC2 checkpoint never does)."""
+    its weights were trained with. VC2's (turbo.vc2_alphas_cumprod, turbo.split_eps) unless the config says v-prediction
+    and zero terminal SNR, as the toy teacher's does (a VC2 checkpoint never does)."""
     abar = vc2_alphas_cumprod()
     if config.zero_terminal_snr:
         abar = zero_terminal_snr(abar)

@@ -158,6 +158,7 @@ def quick_look(models, out_gif, device="cpu"):
 
 
 # Guidance tuning: the same grid for every method, on validation seeds only
+ROOT = Path(__file__).resolve().parents[1]  # the repository (train.py is there)
 GUIDANCE_GRID = (2.0, 3.0, 5.0, 8.5, 12.0)  # CFG scale g, VC2's convention (1 = none); a student samples at w = g - 1
 VALIDATION_SEED = 5000                       # the evaluation uses seeds from 1000; validation never overlaps it
 
@@ -195,7 +196,7 @@ def train_missing(run_dir, toy_models, extra=()):
     """python train.py --out RUN_DIR [--rewards X] for every student of the table that is not there yet."""
     for name, args in TRAIN_ARGS.items():
         if not (Path(run_dir) / f"{name}.safetensors").exists():
-            subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "train.py"), "--out", str(run_dir),
+            subprocess.run([sys.executable, str(ROOT / "train.py"), "--out", str(run_dir),
                             "--toy-models", str(toy_models), *args, *extra], check=True)
 
 

@@ -1,9 +1,9 @@
 """The toy world, "moving shapes", and its pixel-level judge.
 
-The world's rules (this file is its specification): 8 frames of 32 x 32 RGB, one flat-coloured shape (square, circle or triangle)
-on black, moving 2 px per frame left, right, up or down, captioned exactly `a {colour} {shape} moving {direction}`.
-84 captions; 8 of them are held out of every training stage (teacher, reward models, distillation), so generalising
-to them measures composition, not memorisation.
+The world's rules (this file is its specification): 8 frames of 32 x 32 RGB, one flat-coloured shape (square, circle or
+triangle) on black, moving 2 px per frame left, right, up or down, captioned exactly `a {colour} {shape} moving
+{direction}`. 84 captions; 8 of them are held out of every training stage (teacher, reward models, distillation), so
+generalising to them measures composition, not memorisation.
 
 Nothing here is from the paper: this file stands in for WebVid-10M (the data) and for VBench (the evaluation).
 Clips are rendered on the fly from a seed, so there is nothing to download.
@@ -206,19 +206,24 @@ def judge_dir(out_dir):
     return {"n": len(samples), **{k: v / len(samples) for k, v in tally.items()}}
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="toy.world", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.error = lambda msg: p.exit(2, f"toy.world: error: {msg}\n")     # one line, no usage dump
     p.add_argument("--judge", metavar="DIR", help="score DIR/prompts.jsonl and its videos")
-    p.add_argument("--out", default="runs/toy/real_clips.gif")
-    args = p.parse_args()
+    p.add_argument("--out", default="runs/toy/real_clips.gif", help="where the grid of real clips goes")
+    args = p.parse_args(argv)
     if args.judge:
         print(json.dumps(judge_dir(args.judge)))
-    else:
-        rng = np.random.default_rng(0)
-        caps = split_captions("all")
-        clips = np.stack([render_clip(*parse_caption(c), rng) for c in caps])
-        acc = np.mean([correct(c, t)["all"] for c, t in zip(clips, caps)])
-        print(f"judge accuracy on {len(caps)} real clips: {acc:.3f}")
-        save_grid(clips[:24], args.out, ncol=6)
-        print(f"wrote {args.out}")
+        return
+    rng = np.random.default_rng(0)
+    caps = split_captions("all")
+    clips = np.stack([render_clip(*parse_caption(c), rng) for c in caps])
+    acc = np.mean([correct(c, t)["all"] for c, t in zip(clips, caps)])
+    print(f"judge accuracy on {len(caps)} real clips: {acc:.3f}")
+    save_grid(clips[:24], args.out, ncol=6)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -532,7 +532,8 @@ def check_args(args, error):
             kind = read_meta(path).get("kind")
         except ValueError:
             continue
-        hint = " (a LoRA trained here: vc2/convert.py --export-release-lora writes it as unet_lora.pt)" * (kind == "lora")
+        hint = " (a LoRA trained here: python -m vc2.convert --export-release-lora writes it as unet_lora.pt)" \
+            * (kind == "lora")
         error(f"--{flag.replace('_', '-')} {path} is already a {kind} checkpoint of this project (sample.py and "
               f"train.py read it as it is){hint}; --vc2 takes VideoCrafter2's model.ckpt")
     out = Path(args.out)

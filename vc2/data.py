@@ -215,9 +215,9 @@ def read_frames(path, start, count, stride, fps, seek=True):
     The reference is the sequential decode: every frame from the file's first, counted (iio.imiter). With `seek`,
     ffmpeg starts at frame `start`'s time instead (a fast seek to a keyframe, then an exact one over the last 10 s,
     imageio's recipe: a fast seek alone was inexact in imageio's tests on ffmpeg 4.1) and stops after the clip, so
-    only the clip's frames come through the pipe and into numpy (python -m benchmarks data: 1.2x the clips/s on 8 s files;
-    the later the start, the more it saves). A frame k is the one shown at k / fps in both decodes (ffmpeg's image
-    pipe is constant-frame-rate), so the frames are the same where the frame rate is known exactly and the
+    only the clip's frames come through the pipe and into numpy (python -m benchmarks data: 1.2x the clips/s on 8 s
+    files; the later the start, the more it saves). A frame k is the one shown at k / fps in both decodes (ffmpeg's
+    image pipe is constant-frame-rate), so the frames are the same where the frame rate is known exactly and the
     container keeps the timestamps (SEEK_EXTS: mp4, mkv, webm and mov files at 23.976 to 30 fps, with and without
     audio, were equal, tests/vc2/test_data.py; an .avi came 2 frames early). The seek aims SEEK_MARGIN frames early:
     rounding never loses frame `start`, and ffmpeg's constant-rate output does not repeat it (aimed half a frame
@@ -510,7 +510,8 @@ def check_cache(path, teacher, frames, height, width, fps):
     """train.py --cache DIR: one line when DIR is not a finished cache, or holds other clips than train.py would
     make, or was encoded by another first stage or text tower than the teacher's; else None."""
     if not Path(path).is_dir():
-        return f"--cache {path}: no such folder (python -m vc2.data VIDEOS CAPTIONS --cache DIR --ckpt TEACHER makes one)"
+        return (f"--cache {path}: no such folder (python -m vc2.data VIDEOS CAPTIONS --cache DIR --ckpt TEACHER "
+                f"makes one)")
     try:
         index = read_index(path)
     except ValueError as e:

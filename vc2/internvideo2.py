@@ -22,8 +22,8 @@ Nothing is downloaded: the weights come from the user's file and the tokenizer's
 gives (the file itself, or a Hugging Face cache folder of bert-large-uncased). The tests use a tiny model and a
 39-word vocabulary (tests/fixtures/internvideo2_tiny_parity/), recorded by running T2V-Turbo's original code.
 
-    python -m vc2.internvideo2                 # parameter counts (full size, on the meta device) and a tiny score
-    python -m vc2.internvideo2 --bench         # a random full-size model scores a 224 px 8-frame clip, with backward
+    python -m vc2.internvideo2                 # parameter counts (full size, on the meta device)
+    python -m benchmarks.internvideo2          # a random full-size model scores a 224 px 8-frame clip, with backward
 """
 
 import re
@@ -77,10 +77,11 @@ class InternVideo2Config:
 
 
 def internvideo2_1b(num_frames=8):
-    # InternVideo2-Stage2 1B as T2V-Turbo builds it (internvideo2_stage2_config.py, pretrain_internvideo2_1b_patch14_224,
-    # config_bert_large.json with fusion_layer 19). At 8 frames: vision 1,020,708,608 parameters (the file's
-    # vision_encoder.* holds 1,049,117,056 at 4 frames, with the unused decoders), BERT layers 0..18 271,111,168,
-    # vision_proj + text_proj 918,528. num_frames=4 is T2V-Turbo v2's setting (no interpolation then).
+    # InternVideo2-Stage2 1B as T2V-Turbo builds it (internvideo2_stage2_config.py,
+    # pretrain_internvideo2_1b_patch14_224, config_bert_large.json with fusion_layer 19). At 8 frames: vision
+    # 1,020,708,608 parameters (the file's vision_encoder.* holds 1,049,117,056 at 4 frames, with the unused decoders),
+    # BERT layers 0..18 271,111,168, vision_proj + text_proj 918,528. num_frames=4 is T2V-Turbo v2's setting (no
+    # interpolation then).
     return InternVideo2Config(num_frames=num_frames)
 
 
@@ -225,8 +226,9 @@ class VisionEncoder(nn.Module):
     def forward(self, video):                                  # (b, 3, t, S, S), normalised pixels
         b, c, t, h, w = video.shape
         cfg = self.cfg
-        assert t == cfg.num_frames and h == w == cfg.image_size, \
-            f"InternVideo2 expects (b, 3, {cfg.num_frames}, {cfg.image_size}, {cfg.image_size}), got {tuple(video.shape)}"
+        assert t == cfg.num_frames and h == w == cfg.image_size, (
+            f"InternVideo2 expects (b, 3, {cfg.num_frames}, {cfg.image_size}, {cfg.image_size}), got "
+            f"{tuple(video.shape)}")
         x = self.patch_embed(video.to(self.cls_token.dtype))   # (b, t*256, d), in the model's dtype (original)
         x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + self.pos_embed   # (b, 1 + t*256, d)
         # 40 blocks of full space-time attention over 2049 tokens at 8 frames. The reward backpropagates through

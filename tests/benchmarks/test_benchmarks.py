@@ -1,5 +1,5 @@
-"""The benchmarks' scripts for a GPU and for the full-size VC2 step, run where no GPU is, at toy size: `python -m benchmarks
-gpu --tiny` (the vc2_256 step through train.py with random models, 4- vs 50-step sampling through sample.generate,
+"""The benchmarks' scripts for a GPU and for the full-size VC2 step, run where no GPU is, at toy size: `python -m
+benchmarks gpu --tiny` (the vc2_256 step through train.py with random models, 4- vs 50-step sampling through sample.generate,
 the toy main job) and `python -m benchmarks vc2 --tiny` (the same step with its accounting). Their figures mean nothing;
 that they run end to end is the point. The step runs in bf16 autocast on a GPU or a CPU with bf16 instructions
 (benchmarks/common.py: bf16_fast), in fp32 elsewhere: each branch runs here, whatever this CPU has."""

@@ -2,7 +2,8 @@
 standard error by hand, the scores equal to each reward model's own call on VC2-sized frames (320 x 512 -> 224, the
 real preprocessing), a video's score independent of its batch, the CLI end to end through the real file loaders, and
 its bad inputs as one line each. The reward towers here are tiny (width 32, 1 layer) but take 224 px inputs, so every
-preprocessing step runs at the real size; the full-size models (random weights) are timed by `python -m benchmarks eval`."""
+preprocessing step runs at the real size; the full-size models (random weights) are timed by `python -m benchmarks
+eval`."""
 import json
 
 import numpy as np
