@@ -313,7 +313,7 @@ class LinearAEConfig:
 
 def toy_linear_ae():
     # The toy's first stage: 32x32 frames -> (8, 8, 8) latents (f4, like VC2's f8 grid of 4-channel latents). 8 of the
-    # 48 patch dimensions keep 90% of the variance and every clip's colour, shape and direction (toy.judge: 1.00 on
+    # 48 patch dimensions keep 90% of the variance and every clip's colour, shape and direction (toy/world.py judge: 1.00 on
     # reconstructions); 16 kept 96.5%, but the teacher then spent half its effort on faint detail channels and
     # sampled noisy speckle (judge colour 0.47-0.75 vs 0.95 with 8, same budget).
     return LinearAEConfig(patch=4, latent_channels=8)

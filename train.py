@@ -51,7 +51,7 @@ from vc2.release import load_real_reward, resolve_release_files
 class Config:
     # the method: Algorithm 1 and eq. 10 (turbo.py Parts 2-4); what a learner sets
     out: str = "runs/toy"          # where the student, its states and pictures go
-    seed: int = 0                  # every random draw of the run derives from it (loop.step_seed)
+    seed: int = 0                  # every random draw of the run derives from it (loop.py: step_seed)
     turbo_steps: int = 10000       # optimizer steps (the release: 10K)
     turbo_batch: int = 1           # clips per micro-batch and process (the release: 1 video per GPU, 8 GPUs)
     turbo_lr: float = 1e-5         # the release's lr on VC2
@@ -91,7 +91,7 @@ class Config:
     # scale-up: processes and devices, data workers and a latent cache, memory, precision, the optimizer
     device: str = "auto"           # auto (CUDA when available, else CPU), cpu or cuda (torchrun: cuda:LOCAL_RANK)
     threads: int = 0               # torch CPU threads; 0 = torch's default (all cores)
-    data_workers: int = 0          # processes decoding the coming steps' clips ahead (data.StepLoader); 0: none
+    data_workers: int = 0          # processes decoding the coming steps' clips ahead (batches.StepLoader); 0: none
     cache: str = ""                # a latent cache (python -m vc2.data ... --cache DIR) to read instead of --data
     grad_accum: int = 1            # micro-batches per optimizer step
     precision: str = "fp32"        # "bf16": bf16 autocast for every model, fp32 weights (the release: the same)

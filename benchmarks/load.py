@@ -50,7 +50,7 @@ print(json.dumps({"base": base, "peak": peak_rss(), "seconds": seconds, "numbers
 
 
 def bench_load(workdir=None):
-    """Peak RSS of checkpoint.load_models on a synthetic full-size VC2 teacher checkpoint (what sample.py loads:
+    """Peak RSS of machinery.checkpoint.load_models on a synthetic full-size VC2 teacher checkpoint (what sample.py loads:
     our safetensors file, 2026 tensors of the real shapes, random values; 1.85 B numbers, 6.9 GiB in fp32), over the
     file's size. The load runs in a fresh interpreter; its peak RSS after importing torch and this repo is subtracted.
     Needs ~6.9 GiB of disk (a temporary folder in `workdir`) and of RAM; where RAM is short it measures fp16 instead

@@ -138,7 +138,7 @@ def read_meta(path):
         raise ValueError(f"{path} is not a readable safetensors checkpoint ({str(e).splitlines()[0][:200]})") from None
     raw = metadata.get(META_KEY)
     if raw is None:
-        other = {"reward": "a reward model (toy/prepare.py / rewards.save_reward wrote it)",
+        other = {"reward": "a reward model (toy/prepare.py / save_reward wrote it)",
                  "t2v_turbo_state": "a resumable training state (--resume reads it)"}
         what = next((v for k, v in other.items() if k in metadata), None)
         raise ValueError(f"{path} is {what}, not a model checkpoint" if what else
@@ -270,7 +270,7 @@ def load_reward(path):
     with safe_open(str(path), framework="pt") as f:            # reads the header only
         meta = (f.metadata() or {}).get("reward")
     if meta is None:
-        raise ValueError(f"{path} has no 'reward' metadata: not written by rewards.save_reward")
+        raise ValueError(f"{path} has no 'reward' metadata: not written by save_reward")
     meta = json.loads(meta)
     return reward_from_state(load_file(str(path)), meta["config"]), meta["stats"]
 

@@ -39,6 +39,19 @@ def field_help(cls):
     return {m[1]: m[2] for m in re.finditer(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(cls), re.M)}
 
 
+def field_groups(cls):
+    """{field: the comment lines above its block in the dataclass's source, or None}: --help lists each block of
+    fields under its comment, in the order of the source."""
+    groups, title, pending = {}, None, []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        if m := re.match(r"^\s+#\s?(.*)$", line):
+            pending.append(m[1])
+        elif m := re.match(r"^\s+(\w+): ", line):
+            title, pending = (" ".join(pending) or title), []
+            groups[m[1]] = title
+    return groups
+
+
 def cli_config(cls, argv=None, doc=None, check=None, presets=None):
     """A dataclass config from the command line: --preset NAME picks a preset function (when `presets` is given),
     then every field is a --flag that overrides it. --help shows each flag's one-line help and its default under
@@ -53,15 +66,17 @@ def cli_config(cls, argv=None, doc=None, check=None, presets=None):
     if presets:
         p.add_argument("--preset", default=name, choices=list(presets),
                        help=f"a preset function of this file: {', '.join(presets)} (default {next(iter(presets))})")
-    helps = field_help(cls)
+    helps, groups, sections = field_help(cls), field_groups(cls), {}
     under = f" under --preset {name}" if presets else ""
     for f in dataclasses.fields(cls):
         flag, h = "--" + f.name.replace("_", "-"), helps.get(f.name, "").replace("%", "%%")
-        default = getattr(base, f.name)
+        default, title = getattr(base, f.name), groups.get(f.name)
+        group = sections.setdefault(title, p.add_argument_group(title.replace("%", "%%"))) if title else p
         if f.type is bool or f.type == "bool":  # --flag / --no-flag: a preset may have turned it on
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{h} ({default}{under})")
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{h} ({default}{under})")
         else:
-            p.add_argument(flag, type=type(f.default), default=None, help=f"{h} (default {default!r}{under})")
+            group.add_argument(flag, type=type(f.default), default=None, help=f"{h} (default {default!r}{under})")
     args = vars(p.parse_args(argv))
     args.pop("preset", None)
     cfg = dataclasses.replace(base, **{k: v for k, v in args.items() if v is not None})

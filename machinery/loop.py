@@ -87,7 +87,7 @@ def step_draws(cfg, run, stage, step, micro, b):
 
 def data_draws(cfg, run, stage, step, micro, b):
     """-> (numpy rng, B, rows): step_draws' data half, the same draws, but torch's RNG is left alone (a DataLoader
-    worker process calls it to decode the batch of (step, micro) ahead: data.StepLoader)."""
+    worker process calls it to decode the batch of (step, micro) ahead: machinery/batches.py: StepLoader)."""
     first = (micro * run.world + run.rank) * b
     return np.random.default_rng(step_seed(cfg, stage, step)), b * run.world * cfg.grad_accum, range(first, first + b)
 

@@ -117,7 +117,7 @@ def test_the_count():
 
 
 def test_a_failed_run_is_one_line_unless_debug(monkeypatch):
-    """Every script's __main__ runs loop.run_cli(main): a run that fails ends with one line and exit code 1;
+    """Every script's __main__ runs machinery.cli.run_cli(main): a run that fails ends with one line and exit code 1;
     --debug re-raises, with the traceback."""
 
     def fails():

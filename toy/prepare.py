@@ -207,7 +207,7 @@ def text_and_first_stage(cfg, run, out):
 def train_teacher(cfg, run, ae, text):
     """The toy teacher: diffusion.diffusion_loss on toy clips, 10% of captions dropped (CFG), the frozen text tower.
     -> (EMA UNet, stats). Everything random in step k is drawn from generators seeded by (seed, "teacher", k)
-    (loop.step_draws), so --resume replays exactly what the killed run would have done."""
+    (machinery/loop.py: step_draws), so --resume replays exactly what the killed run would have done."""
     torch.manual_seed(cfg.seed)
     data = ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 1)
     unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,

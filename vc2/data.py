@@ -1,4 +1,4 @@
-"""Real training data: a folder of videos with captions, behind the toy world's interface (toy.ToyWorld).
+"""Real training data: a folder of videos with captions, behind the toy world's interface (toy/world.py: ToyWorld).
 
 T2V-Turbo trains on WebVid-10M: 16 frames at 320 x 512, sampled at 16 fps (paper Sec. 4 and App. A). VideoFolder
 serves the same thing from your own files:
@@ -249,7 +249,7 @@ def read_frames(path, start, count, stride, fps, seek=True):
 
 
 class VideoFolder:
-    """(video, caption) batches from a folder of videos; the same batch(n, rng, rows) as toy.ToyWorld.
+    """(video, caption) batches from a folder of videos; the same batch(n, rng, rows) as toy/world.py's ToyWorld.
 
     skipped: reason -> count, every row skipped so far (caption-file rows at load, videos as they are tried).
     caption_skipped: the caption file's part of it, the same in every process (count it once across processes).

@@ -1,6 +1,6 @@
 """vc2/convert.py: the real VC2 checkpoint's 2039-key manifest on the meta device, the T2V-Turbo LoRA order rule against
 the release manifest, refusal of pickles that run code, the CLI's failures, and a tiny end-to-end conversion that
-checkpoint.load_models reads back (checked against the ORIGINAL VideoCrafter2 parity fixtures).
+machinery.checkpoint.load_models reads back (checked against the ORIGINAL VideoCrafter2 parity fixtures).
 
     OMP_NUM_THREADS=1 python -m pytest -q tests/vc2/test_convert.py
 """
@@ -315,7 +315,7 @@ def test_load_models_checks_everything_and_casts(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Tiny end to end: a VC2-layout model.ckpt -> vc2/convert.py -> checkpoint.load_models
+# Tiny end to end: a VC2-layout model.ckpt -> vc2/convert.py -> machinery.checkpoint.load_models
 
 
 def test_tiny_end_to_end(tmp_path, tiny):
