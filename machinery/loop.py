@@ -12,7 +12,8 @@ over the steps, and toy/prepare.py writes the toy teacher's; both call these pie
     - resumable states, OUT/<stage>.state-<step>.safetensors, written atomically, the newest `keep` kept
       (save_if_due, resume);
     - tqdm with every loss term, and TensorBoard when it is installed (Progress).
-It also holds the config-to-command-line helper all scripts use (one --flag per dataclass field).
+The command line (one --flag per dataclass field) is machinery/cli.py's; the batches decoded ahead in worker processes,
+machinery/batches.py's.
 
     python -m pytest tests/machinery/test_loop.py   # DDP == one process, kill -9 + --resume == uninterrupted, NaN
 """

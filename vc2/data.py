@@ -19,8 +19,9 @@ no caption column, ...) is an error of one line that names the file.
 Keeping a GPU busy (train.py --data-workers N, --cache DIR; `python -m benchmarks data` measures each):
     - a clip is decoded from its first frame, not from the file's: ffmpeg seeks to it (read_frames), where that is
       known to give exactly the frames the sequential decode gives, which is the fallback everywhere else;
-    - StepLoader decodes the batches of the coming steps in N worker processes while this one trains. The step
-      number is still the data position: a batch is the same with 0 or N workers, and after --resume;
+    - StepLoader (machinery/batches.py) decodes the batches of the coming steps in N worker processes while this one
+      trains. The step number is still the data position: a batch is the same with 0 or N workers, and after
+      --resume;
     - a latent cache: `--cache DIR --ckpt TEACHER` encodes one clip of every video with the teacher's first stage
       and text tower, once, and train.py --cache DIR reads those instead of decoding and encoding (LatentCache says
       what that gives up: a fixed clip per video instead of a new random start each time).

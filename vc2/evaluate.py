@@ -243,7 +243,7 @@ def check_real_args(args, error):
     if args.num_per_prompt < 1 or args.batch_size < 1:
         error("--num-per-prompt and --batch-size must be >= 1")
     args.device = check_device(args.device, error)
-    out = Path(args.out or REAL_OUT)
+    out = Path(args.out)
     if args.samples:
         if args.ckpt:
             error("--ckpt goes with --prompts; --samples folders are already sampled")
@@ -299,7 +299,7 @@ def check_real_flags(args, error):
 def real_main(args):
     """The real-model evaluation, its inputs checked: sample (with --prompts), then load the rewards, then score.
     The reward models load after sampling, so the sampler's memory is free again."""
-    out = Path(args.out or REAL_OUT)
+    out = Path(args.out)
     if args.prompts:
         folders = sample_methods(list(args.methods.values()), args.prompts, out, args.num_per_prompt, args.seed,
                                  args.device, args.batch_size, args.dtype)
