@@ -200,14 +200,14 @@ def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False,
     """Student = teacher + the w projection w_proj, zero (at step 0 it predicts exactly what the teacher does), with
     LoRA on every Linear/Conv the release wraps (w_proj too: its zero base stays frozen, vc2/convert.py W_PROJ_POLICY),
     so the release's unet_lora.pt carries the whole student. Returns (student, trainable parameters)."""
-    with torch.device("meta"):                      # shapes only: the weights come from the teacher, no init
-        student = UNet3D(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
-                                             temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
+    with torch.device("meta"):  # shapes only: the weights come from the teacher, no init; the teacher's own class
+        student = type(teacher_unet)(dataclasses.replace(teacher_unet.config, guidance_embed_dim=256,
+                                                         temporal_dropout=temporal_dropout, use_checkpoint=grad_ckpt))
     sd = teacher_unet.state_dict()                  # LoRA: the frozen base IS the teacher's tensors (shared, no copy)
     sd = {k: v if lora_rank else v.clone() for k, v in sd.items()}     # full fine-tuning changes them: a copy
-    dev = teacher_unet.time_embed[0].weight.device
-    sd["w_proj.weight"] = torch.zeros_like(student.w_proj.weight, device=dev)          # zero: student == teacher
-    student.load_state_dict(sd, strict=True, assign=True)
+    (w_key,) = set(student.state_dict()) - set(sd)                     # the one new tensor: the w projection
+    sd[w_key] = torch.zeros_like(student.state_dict()[w_key], device=next(teacher_unet.parameters()).device)  # zero
+    student.load_state_dict(sd, strict=True, assign=True)                # ... so that at step 0 student == teacher
     if not lora_rank:                                                       # full fine-tuning (the toy)
         return student, list(student.parameters())
     loras = add_lora(student, lora_rank, dropout=lora_dropout, skip=RELEASE_UNWRAPPED)

@@ -23,8 +23,8 @@ MAINS = {"train.py": train.main, "sample.py": sample.main, "toy.prepare": prepar
          "benchmarks.internvideo2": bench_internvideo2.main}
 # the ones that take no flags: a module's demo, or one file to print
 PLAIN = {"turbo.py", "tiny_unet3d.py", "encoders.py", "rewards.py", "lora.py", "toy.diffusion", "vc2.internvideo2",
-         "vc2.release", "machinery.checkpoint"}
-REPO_PATH = re.compile(r"^(toy|vc2|machinery|benchmarks|tests)/[\w./-]*$|^\w+\.py$")
+         "vc2.release", "machinery.checkpoint", "ms.models"}
+REPO_PATH = re.compile(r"^(toy|vc2|ms|machinery|benchmarks|tests)/[\w./-]*$|^\w+\.py$")
 
 
 def documented_commands():

@@ -1,0 +1,101 @@
+"""ModelScopeT2V's UNet (ali-vilab/text-to-video-ms-1.7b) behind the interface turbo.py calls, through diffusers'
+own UNet3DConditionModel: the teacher and the student of T2V-Turbo (MS) (paper Sec. 4; the release's app_ms.py and
+pipeline/t2v_turbo_ms_pipeline.py).
+
+    unet(z_t (b, 4, t, h, w), t (b,), context (b, 77, 1024), fps, w=None) -> eps_hat (b, 4, t, h, w)
+
+- ModelScope predicts eps on the same scaled-linear schedule as VideoCrafter2 (beta 0.00085 .. 0.012, 1000 steps),
+  so turbo.py's Part 0 (vc2_alphas_cumprod, split_eps) reads it as it is. It has no fps input: `fps` is ignored.
+- The student is the teacher's config with time_cond_proj_dim = 256 (app_ms.py): diffusers adds
+  time_embedding.cond_proj (Linear 256 -> 320, no bias) to the timestep embedding, fed the same LCM embedding of w
+  as VC2's student (tiny_unet3d.guidance_embedding; the pipeline's get_w_embedding). lora.make_student builds it
+  from the teacher like VC2's, with a zero cond_proj (the release leaves it random and never saves it).
+- The release's LoRA (unet_lora.pt of jiachenli-ucsb/T2V-Turbo-MS) is rank 32 on every Linear, Conv2d and Conv3d
+  of that student, in module order: exactly what lora.add_lora wraps, in the same order, at full size
+  (tests/fixtures/ms_lora_manifest, made by running the release's own injector).
+
+    python -m ms.models      # parameter counts at full size (meta device) and the release LoRA's tensor count
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from diffusers import UNet3DConditionModel
+
+from lora import add_lora
+from tiny_unet3d import guidance_embedding
+
+MS_RANK = 32           # the release's LoRA rank for MS (app_ms.py: r=32; clipped to 4 on conv_in and conv_out)
+
+
+@dataclass
+class MSUNetConfig:
+    diffusers: dict = field(default_factory=dict)  # UNet3DConditionModel's keyword arguments (its unet/config.json)
+    guidance_embed_dim: int = 0                    # 0: the teacher; 256: the student (time_cond_proj_dim)
+    temporal_dropout: float = 0.1                  # diffusers' temporal convs hard-code 0.1 (as ModelScope)
+    use_checkpoint: bool = False                   # gradient checkpointing of the UNet's blocks while training
+    prediction: str = "eps"                        # ModelScope predicts eps ...
+    zero_terminal_snr: bool = False                # ... on VC2's schedule (toy/diffusion.py: diffusion_of)
+    kind: str = "ms"
+
+    @property
+    def in_channels(self):
+        return self.diffusers.get("in_channels", 4)
+
+
+def ms_unet():
+    """text-to-video-ms-1.7b's UNet: diffusers' UNet3DConditionModel defaults (that class was written for it), 1.41 B
+    parameters. The values are those of the model's unet/config.json as diffusers documents it; the real file has
+    not been read here (tests/fixtures/ms_lora_manifest/README.md)."""
+    return MSUNetConfig(diffusers=dict(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=[320, 640, 1280, 1280],
+        down_block_types=["CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"],
+        up_block_types=["UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"],
+        downsample_padding=1, mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5,
+        cross_attention_dim=1024, attention_head_dim=64))
+
+
+def tiny_ms_unet():
+    """The same class at toy size (two levels, 32 and 64 channels), for tests and the toy-size checks."""
+    cfg = ms_unet()
+    cfg.diffusers.update(block_out_channels=[32, 64], layers_per_block=1, norm_num_groups=8, cross_attention_dim=64,
+                         attention_head_dim=8, down_block_types=["CrossAttnDownBlock3D", "DownBlock3D"],
+                         up_block_types=["UpBlock3D", "CrossAttnUpBlock3D"], sample_size=8)
+    return cfg
+
+
+class MSUNet(nn.Module):
+    """diffusers' UNet3DConditionModel with turbo.py's calling convention. Its state dict is diffusers' own under
+    `unet.`, so a diffusers unet/ folder loads into it by adding that prefix."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.unet = UNet3DConditionModel(**config.diffusers, time_cond_proj_dim=config.guidance_embed_dim or None)
+        if config.use_checkpoint:
+            self.unet.enable_gradient_checkpointing()
+
+    @property
+    def w_proj(self):
+        """The student's w projection (diffusers' time_embedding.cond_proj), as tiny_unet3d.UNet3D.w_proj."""
+        return self.unet.time_embedding.cond_proj
+
+    def forward(self, x, t, context, fps=None, w=None):
+        """x: (b, 4, t, h, w); t: (b,) or a number; context: (b, 77, 1024); w: (b,) or a number, a student only."""
+        t = torch.as_tensor(t, device=x.device).expand(x.shape[0])
+        cond = None
+        if self.config.guidance_embed_dim:        # the student: w -> its 256-d LCM embedding -> cond_proj
+            w = torch.as_tensor(w, device=x.device, dtype=torch.float32).expand(x.shape[0])
+            cond = guidance_embedding(w, self.config.guidance_embed_dim).to(x.dtype)
+        return self.unet(x, t, encoder_hidden_states=context, timestep_cond=cond).sample
+
+
+if __name__ == "__main__":
+    with torch.device("meta"):                     # shapes only: the full-size models build instantly
+        teacher, student = MSUNet(ms_unet()), MSUNet(MSUNetConfig(ms_unet().diffusers, guidance_embed_dim=256))
+        loras = add_lora(student, MS_RANK)
+    count = lambda ps: sum(p.numel() for p in ps)
+    lora = count(p for l in loras for p in (l.up.weight, l.down.weight))
+    print(f"teacher {count(teacher.parameters()):,} parameters; student {count(student.parameters()) - lora:,} plus "
+          f"LoRA rank {MS_RANK}: {lora:,} in {len(loras)} modules, {2 * len(loras)} tensors in the release's list")
