@@ -33,10 +33,12 @@ from pathlib import Path
 
 import open_clip
 import torch
+import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from encoders import TextConfig, TextEncoder, first_stage_from_config
+from lora import LoRA, add_lora
 from machinery.cli import one_line
 from rewards import ImageTextReward, ViCLIP, ViCLIPConfig, VideoTextReward
 from tiny_unet3d import UNet3D, UNetConfig
@@ -339,6 +341,52 @@ def load_strict(model, state_dict, what, shown=8):
     assign = any(t.is_meta for t in own.values())
     model.load_state_dict(state_dict, strict=True, assign=assign)
     return model
+
+
+def load_lora_list(student, tensors, rank, skip=(), name=lambda n: n, order=None):
+    """A LoRA in the release's unet_lora.pt format (a plain list, no names: up, down for each wrapped module, in
+    named_modules() order) onto a student UNet as lora.py wrappers, matched purely by position as the release does
+    (app.py: lora_up.weight = loras.pop(0)):
+      - modules: every Linear/Conv2d/Conv3d of the student (lora.add_lora at `rank`, except `skip`), in
+        named_modules() order;
+      - tensors 2k and 2k+1 are module k's up (out, r[, 1, 1(, 1)]) and down (r, in[, kernel]);
+      - `order` (optional): the release's module names, `name` turning ours into its spelling; ours must come in
+        exactly that order.
+    A wrong length or any wrong shape raises ONE ValueError listing every mismatch. The tensors are adopted, not
+    copied, so a student built on the meta device costs nothing. Returns the number of tensors loaded. After an
+    error the student is left wrapped but unloaded: build a fresh one."""
+    if not isinstance(tensors, (list, tuple)) or not all(torch.is_tensor(t) for t in tensors):
+        raise ValueError(f"a T2V-Turbo LoRA file holds a list of tensors, not a {type(tensors).__name__}")
+    if not student.config.guidance_embed_dim:
+        raise ValueError("the release's LoRA is for the student UNet (guidance_embed_dim=256); this one is a teacher")
+    if any(isinstance(m, LoRA) for m in student.modules()):
+        raise ValueError("this UNet already has LoRA wrappers")
+    with torch.device(next(student.parameters()).device):  # a meta student gets meta wrappers: no memory, no init
+        add_lora(student, rank, skip=skip)
+    # the order the release walks: named_modules() after wrapping (a wrapper keeps its layer's slot). NB: add_lora's
+    # own return value is not in this order (it wraps a module's direct children before descending)
+    loras = [(name(n), m) for n, m in student.named_modules() if isinstance(m, LoRA)]
+    problems = []
+    if order is not None and list(order) != [n for n, _ in loras]:
+        names = [n for n, _ in loras]
+        i = next((i for i, (a, b) in enumerate(zip(names, order)) if a != b), min(len(names), len(order)))
+        problems.append(f"  module order: ours and the release's first differ at module {i}: "
+                        f"{names[i] if i < len(names) else '(end)'} vs {order[i] if i < len(order) else '(end)'} "
+                        f"({len(names)} vs {len(order)} modules)")
+    if len(tensors) != 2 * len(loras):
+        problems.append(f"  list length: {len(tensors)} tensors; the student needs {2 * len(loras)} (up, down for "
+                        f"each of {len(loras)} modules)")
+    for k, (n, m) in enumerate(loras):
+        for i, role, p in ((2 * k, "up", m.up.weight), (2 * k + 1, "down", m.down.weight)):
+            if i < len(tensors) and tensors[i].shape != p.shape:
+                problems.append(f"  wrong shape: tensor {i} ({n} {role}) {tuple(tensors[i].shape)}, "
+                                f"expected {tuple(p.shape)}")
+    if problems:
+        raise ValueError(problem_report("the LoRA list does not fit the student UNet", problems))
+    for k, (_, m) in enumerate(loras):
+        m.up.weight = nn.Parameter(tensors[2 * k].to(m.up.weight.dtype), requires_grad=False)
+        m.down.weight = nn.Parameter(tensors[2 * k + 1].to(m.down.weight.dtype), requires_grad=False)
+    return 2 * len(loras)
 
 
 def stored_shapes(f):

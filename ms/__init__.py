@@ -2,5 +2,5 @@
 text-to-video-ms-1.7b through diffusers' own classes. Only this folder imports diffusers; the toy and the VC2 paths
 never need it.
 
-    models.py    the teacher's UNet behind turbo.py's interface, and the release's LoRA layout (rank 32)
+    models.py    the teacher's UNet behind turbo.py's interface, the release's LoRA layout (rank 32) and loader
 """

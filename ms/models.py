@@ -14,6 +14,9 @@ pipeline/t2v_turbo_ms_pipeline.py).
   of that student, in module order: exactly what lora.add_lora wraps, in the same order, at full size
   (tests/fixtures/ms_lora_manifest, made by running the release's own injector).
 
+Parity with the release's own code (its vendored UNet, LoRA handler and w embedding) on a tiny model:
+tests/ms/test_parity.py (max abs error 1.3e-7).
+
     python -m ms.models      # parameter counts at full size (meta device) and the release LoRA's tensor count
 """
 
@@ -24,6 +27,7 @@ import torch.nn as nn
 from diffusers import UNet3DConditionModel
 
 from lora import add_lora
+from machinery.checkpoint import load_lora_list, load_strict
 from tiny_unet3d import guidance_embedding
 
 MS_RANK = 32           # the release's LoRA rank for MS (app_ms.py: r=32; clipped to 4 on conv_in and conv_out)
@@ -57,9 +61,10 @@ def ms_unet():
 
 
 def tiny_ms_unet():
-    """The same class at toy size (two levels, 32 and 64 channels), for tests and the toy-size checks."""
+    """The same class at toy size (two levels, 32 and 64 channels; ModelScope's 32 norm groups, the only value at which
+    the release's vendored copy and diffusers agree: tests/fixtures/ms_tiny_parity/README.md), for the tests."""
     cfg = ms_unet()
-    cfg.diffusers.update(block_out_channels=[32, 64], layers_per_block=1, norm_num_groups=8, cross_attention_dim=64,
+    cfg.diffusers.update(block_out_channels=[32, 64], layers_per_block=1, cross_attention_dim=64,
                          attention_head_dim=8, down_block_types=["CrossAttnDownBlock3D", "DownBlock3D"],
                          up_block_types=["UpBlock3D", "CrossAttnUpBlock3D"], sample_size=8)
     return cfg
@@ -89,6 +94,19 @@ class MSUNet(nn.Module):
             w = torch.as_tensor(w, device=x.device, dtype=torch.float32).expand(x.shape[0])
             cond = guidance_embedding(w, self.config.guidance_embed_dim).to(x.dtype)
         return self.unet(x, t, encoder_hidden_states=context, timestep_cond=cond).sample
+
+
+def load_diffusers_unet(model, state_dict):
+    """MSUNet <- a diffusers UNet3DConditionModel state dict (unet/diffusion_pytorch_model.*, or a student's with
+    time_embedding.cond_proj): strict, one ValueError naming every key that does not fit."""
+    return load_strict(model.unet, state_dict, "ModelScope UNet (diffusers UNet3DConditionModel)")
+
+
+def load_release_lora(student, tensors, rank=MS_RANK):
+    """T2V-Turbo (MS)'s unet_lora.pt (a list of 1150 tensors, no names) onto an MSUNet student as lora.py wrappers,
+    by position as app_ms.py loads it (machinery/checkpoint.py: load_lora_list; the order is the manifest's,
+    tests/fixtures/ms_lora_manifest). Returns the number of tensors loaded."""
+    return load_lora_list(student, tensors, rank, name=lambda n: n.removeprefix("unet."))
 
 
 if __name__ == "__main__":

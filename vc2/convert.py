@@ -54,8 +54,8 @@ from safetensors import safe_open
 import turbo
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
 from lora import RELEASE_UNWRAPPED, LoRA, add_lora, lora_tensors
-from machinery.checkpoint import (META_KEY, key_problems, load_strict, problem_report, read_meta, safe_torch_load,
-                                  save_tensors, stored_shapes, unwrap, written_atomically)
+from machinery.checkpoint import (META_KEY, key_problems, load_lora_list, load_strict, problem_report, read_meta,
+                                  safe_torch_load, save_tensors, stored_shapes, unwrap, written_atomically)
 from machinery.cli import Parser
 from tiny_unet3d import UNet3D, UNetConfig, vc2
 from vc2.release import resolve_release_files
@@ -308,50 +308,16 @@ def release_lora_order(vc2_unet_sd):
 
 def load_release_lora(student, tensors, order=None, rank=RELEASE_RANK):
     """Puts T2V-Turbo's released LoRA (a plain list of 1150 tensors, no names) onto our student UNet3D as lora.py
-    wrappers; merge it with lora.merge_lora or merged_tensors. The release matches the list purely by position
-    (app.py: lora_up.weight = loras.pop(0)), so that rule is spelled out and checked here:
+    wrappers; merge it with lora.merge_lora or merged_tensors. machinery/checkpoint.py: load_lora_list spells out and
+    checks the release's rule (by position: app.py's lora_up.weight = loras.pop(0)); for VC2:
       - modules: every Linear/Conv2d/Conv3d in named_modules() (registration) order, which is VC2's, minus
         init_attn's proj_in/proj_out (Conv1d in VC2: no LoRA in the release; Linear here, so left unwrapped);
-      - tensors 2k and 2k+1 are module k's up (out, r[, 1, 1(, 1)]) and down (r, in[, kernel]);
       - `order` (optional): the release's module names in VC2 spelling (release_lora_order, or the manifest's
         lora_modules.tsv); our wrappers must come in exactly that order;
       - `rank`: 64, the release's (clipped to min(in, out) per layer); a list exported from a student trained here
         (--export-release-lora) has that student's --lora-rank. The list has no field to say which.
-    A wrong length or any wrong shape raises ONE ValueError listing every mismatch. The tensors are adopted, not
-    copied, so a student built on the meta device costs nothing. Returns the number of tensors loaded (1150).
-    After an error the student is left wrapped but unloaded: build a fresh one."""
-    if not isinstance(tensors, (list, tuple)) or not all(torch.is_tensor(t) for t in tensors):
-        raise ValueError(f"a T2V-Turbo LoRA file holds a list of tensors, not a {type(tensors).__name__}")
-    if not student.config.guidance_embed_dim:
-        raise ValueError("the release's LoRA is for the student UNet (guidance_embed_dim=256); this one is a teacher")
-    if any(isinstance(m, LoRA) for m in student.modules()):
-        raise ValueError("this UNet already has LoRA wrappers")
-    with torch.device(next(student.parameters()).device):  # a meta student gets meta wrappers: no memory, no init
-        add_lora(student, rank, skip=RELEASE_UNWRAPPED)
-    # the order the release walks: named_modules() after wrapping (a wrapper keeps its layer's slot). NB: add_lora's
-    # own return value is not in this order (it wraps a module's direct children before descending)
-    loras = [(ours_key_to_vc2(n), m) for n, m in student.named_modules() if isinstance(m, LoRA)]
-    problems = []
-    if order is not None and list(order) != [n for n, _ in loras]:
-        names = [n for n, _ in loras]
-        i = next((i for i, (a, b) in enumerate(zip(names, order)) if a != b), min(len(names), len(order)))
-        problems.append(f"  module order: ours and the release's first differ at module {i}: "
-                        f"{names[i] if i < len(names) else '(end)'} vs {order[i] if i < len(order) else '(end)'} "
-                        f"({len(names)} vs {len(order)} modules)")
-    if len(tensors) != 2 * len(loras):
-        problems.append(f"  list length: {len(tensors)} tensors; the student needs {2 * len(loras)} (up, down for "
-                        f"each of {len(loras)} modules)")
-    for k, (name, m) in enumerate(loras):
-        for i, role, p in ((2 * k, "up", m.up.weight), (2 * k + 1, "down", m.down.weight)):
-            if i < len(tensors) and tensors[i].shape != p.shape:
-                problems.append(f"  wrong shape: tensor {i} ({name} {role}) {tuple(tensors[i].shape)}, "
-                                f"expected {tuple(p.shape)}")
-    if problems:
-        raise ValueError(_report("the LoRA list does not fit the student UNet", problems))
-    for k, (_, m) in enumerate(loras):
-        m.up.weight = nn.Parameter(tensors[2 * k].to(m.up.weight.dtype), requires_grad=False)
-        m.down.weight = nn.Parameter(tensors[2 * k + 1].to(m.down.weight.dtype), requires_grad=False)
-    return 2 * len(loras)
+    Returns the number of tensors loaded (1150)."""
+    return load_lora_list(student, tensors, rank, RELEASE_UNWRAPPED, ours_key_to_vc2, order)
 
 
 def export_release_lora(path):
