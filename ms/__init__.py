@@ -2,5 +2,6 @@
 text-to-video-ms-1.7b through diffusers' own classes. Only this folder imports diffusers; the toy and the VC2 paths
 never need it.
 
-    models.py    the teacher's UNet behind turbo.py's interface, the release's LoRA layout (rank 32) and loader
+    models.py    the UNet, the KL autoencoder and the CLIP text tower behind this project's interfaces, loaded
+                 from a local diffusers folder; the release's LoRA layout (rank 32) and its loader
 """

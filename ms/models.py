@@ -20,14 +20,21 @@ tests/ms/test_parity.py (max abs error 1.3e-7).
     python -m ms.models      # parameter counts at full size (meta device) and the release LoRA's tensor count
 """
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import open_clip
 import torch
 import torch.nn as nn
-from diffusers import UNet3DConditionModel
+from diffusers import AutoencoderKL, UNet3DConditionModel
+from einops import rearrange
+from torch.utils.checkpoint import checkpoint as grad_checkpoint
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from lora import add_lora
 from machinery.checkpoint import load_lora_list, load_strict
+from machinery.cli import one_line
 from tiny_unet3d import guidance_embedding
 
 MS_RANK = 32           # the release's LoRA rank for MS (app_ms.py: r=32; clipped to 4 on conv_in and conv_out)
@@ -74,10 +81,11 @@ class MSUNet(nn.Module):
     """diffusers' UNet3DConditionModel with turbo.py's calling convention. Its state dict is diffusers' own under
     `unet.`, so a diffusers unet/ folder loads into it by adding that prefix."""
 
-    def __init__(self, config):
+    def __init__(self, config, unet=None):
         super().__init__()
         self.config = config
-        self.unet = UNet3DConditionModel(**config.diffusers, time_cond_proj_dim=config.guidance_embed_dim or None)
+        self.unet = unet or UNet3DConditionModel(**config.diffusers,
+                                                 time_cond_proj_dim=config.guidance_embed_dim or None)
         if config.use_checkpoint:
             self.unet.enable_gradient_checkpointing()
 
@@ -94,6 +102,125 @@ class MSUNet(nn.Module):
             w = torch.as_tensor(w, device=x.device, dtype=torch.float32).expand(x.shape[0])
             cond = guidance_embedding(w, self.config.guidance_embed_dim).to(x.dtype)
         return self.unet(x, t, encoder_hidden_states=context, timestep_cond=cond).sample
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The frozen encoders around the UNet: diffusers' AutoencoderKL and transformers' CLIPTextModel, behind the
+# interfaces of encoders.py (encode / decode of (b, c, t, h, w) videos; encode_text of captions)
+
+
+@dataclass
+class MSVAEConfig:
+    diffusers: dict = field(default_factory=dict)  # AutoencoderKL's keyword arguments (its vae/config.json)
+    kind: str = "ms"
+
+    @property
+    def scale_factor(self):                        # SD's 0.18215 (the pipeline: vae.config.scaling_factor)
+        return self.diffusers.get("scaling_factor", 0.18215)
+
+    @property
+    def ch_mult(self):                             # 2 ** (len - 1) is the downsampling factor, as encoders.AEConfig
+        return (1,) * len(self.diffusers.get("block_out_channels", (128, 256, 512, 512)))
+
+
+class MSVAE(nn.Module):
+    """SD's KL-f8 autoencoder (diffusers' AutoencoderKL), applied to every frame on its own as the MS pipeline does,
+    latents times scaling_factor. video (b, 3, t, H, W) in [-1, 1] <-> latents (b, 4, t, H/8, W/8)."""
+
+    def __init__(self, config, vae=None):
+        super().__init__()
+        self.config = config
+        self.vae = vae or AutoencoderKL(**config.diffusers)
+
+    def encode(self, video, sample=True, generator=None, chunk_size=None):
+        b = video.shape[0]
+        frames = rearrange(video, "b c t h w -> (b t) c h w")
+        dist = self.vae.encode(frames).latent_dist
+        z = dist.sample(generator) if sample else dist.mode()                        # (b t, 4, h, w)
+        return rearrange(z * self.config.scale_factor, "(b t) c h w -> b c t h w", b=b)
+
+    def decode(self, latents, checkpoint=False, chunk_size=None):
+        """latents (b, 4, t, h, w) -> video (b, 3, t, 8h, 8w); checkpoint: recompute the decoder in backward (the
+        reward path's memory, as encoders.AutoencoderKL.decode)."""
+        b = latents.shape[0]
+        z = rearrange(latents, "b c t h w -> (b t) c h w") / self.config.scale_factor
+        run = lambda zc: self.vae.decode(zc).sample
+        frames = [grad_checkpoint(run, zc, use_reentrant=False) if checkpoint else run(zc)
+                  for zc in z.split(chunk_size or z.shape[0])]
+        return rearrange(torch.cat(frames), "(b t) c h w -> b c t h w", b=b)
+
+
+@dataclass
+class MSTextConfig:
+    transformers: dict = field(default_factory=dict)  # CLIPTextConfig's fields (its text_encoder/config.json)
+    pad_id: int = 0                                   # the tokenizer's pad token id (tokenizer/, read at load time)
+    context_length: int = 77
+    kind: str = "ms"
+
+
+class MSText(nn.Module):
+    """ModelScope's text tower: transformers' CLIPTextModel, its last hidden state (after the final layer norm) for
+    all 77 positions, as the MS pipeline reads it (text_encoder(input_ids)[0]). Tokens: OpenAI's CLIP BPE, which the
+    pipeline's CLIPTokenizer and open_clip share (open_clip's copy ships in its package, so nothing is read at run
+    time), padded to 77 with the folder's pad id."""
+
+    def __init__(self, config, model=None):
+        super().__init__()
+        self.config = config
+        self.model = model or CLIPTextModel(CLIPTextConfig(**config.transformers))
+
+    def tokenize(self, texts):
+        """list of n str -> (n, 77) ids: [SOT] bpe [EOT], then the pad id (open_clip pads with 0)."""
+        ids = open_clip.tokenize(list(texts), context_length=self.config.context_length)
+        after_eot = torch.arange(ids.shape[1])[None] > ids.argmax(dim=1, keepdim=True)   # EOT is the largest id
+        return ids.masked_fill(after_eot, self.config.pad_id)
+
+    def encode_text(self, texts):
+        """list of str -> context (n, 77, hidden) on the model's device."""
+        ids = self.tokenize(texts).to(self.model.device)
+        return self.model(input_ids=ids).last_hidden_state
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _folder_part(folder, part):
+    """folder/part with its config.json, or one ValueError saying what a ModelScope folder holds."""
+    path = Path(folder).expanduser() / part
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{folder}: no {part}/config.json; give the folder of ali-vilab/text-to-video-ms-1.7b "
+                         f"(a Hugging Face snapshot: unet/, vae/, text_encoder/, tokenizer/)")
+    return path
+
+
+def tokenizer_pad_id(folder):
+    """The pad token's id of the folder's CLIPTokenizer (tokenizer/special_tokens_map.json and vocab.json)."""
+    path = _folder_part(folder, "text_encoder").parent / "tokenizer"
+    try:
+        pad = json.loads((path / "special_tokens_map.json").read_text())["pad_token"]
+        pad = pad["content"] if isinstance(pad, dict) else pad
+        return json.loads((path / "vocab.json").read_text())[pad]
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{folder}: tokenizer/ does not say its pad token ({type(e).__name__}: {e})") from None
+
+
+def load_ms_folder(folder, dtype=torch.float32):
+    """ModelScopeT2V from a local diffusers folder (nothing is downloaded) -> {'unet': MSUNet, 'text': MSText,
+    'ae': MSVAE}, frozen, in eval mode. A missing or unreadable part: one ValueError that names it."""
+    parts = {p: _folder_part(folder, p) for p in ("unet", "vae", "text_encoder")}
+    pad_id = tokenizer_pad_id(folder)
+    try:
+        unet = UNet3DConditionModel.from_pretrained(parts["unet"], local_files_only=True, torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(parts["vae"], local_files_only=True, torch_dtype=dtype)
+        text = CLIPTextModel.from_pretrained(parts["text_encoder"], local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ValueError(f"{folder}: {one_line(e)}") from None
+    own = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_") and k != "time_cond_proj_dim"}
+    models = {"unet": MSUNet(MSUNetConfig(diffusers=own(unet.config)), unet),
+              "ae": MSVAE(MSVAEConfig(diffusers=own(vae.config)), vae),
+              "text": MSText(MSTextConfig(transformers=text.config.to_dict(), pad_id=pad_id), text)}
+    return {k: m.eval().requires_grad_(False) for k, m in models.items()}
 
 
 def load_diffusers_unet(model, state_dict):
