@@ -26,6 +26,7 @@ import turbo
 from machinery.checkpoint import find_checkpoint, load_models
 from machinery.cli import Parser, check_device, check_fields, one_line, run_cli
 from machinery.videoio import read_prompts, save_grid, save_video, slug, to_uint8, unique_path
+from ms.models import build_models
 from toy.diffusion import diffusion_of
 
 
@@ -164,7 +165,7 @@ def main(argv=None):
                              f"give a new --out")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     try:
-        models = load_models(args.ckpt, args.device, dtype=dtype)
+        models = load_models(args.ckpt, args.device, dtype=dtype, build=build_models)   # any world's checkpoint
     except (ValueError, OSError) as e:
         raise SystemExit(f"sample.py: {args.ckpt} does not load: {one_line(e)}") from None
     student, steps, guidance = sampler_settings(models["meta"], args.steps, args.guidance)

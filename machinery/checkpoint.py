@@ -165,8 +165,9 @@ def build_models(meta):
                 "ae": first_stage_from_config(meta["ae"])}
 
 
-def load_models(path, device="cpu", dtype=None):
-    """Rebuilds {'unet', 'text', 'ae', 'meta'} from a checkpoint, in eval mode, frozen.
+def load_models(path, device="cpu", dtype=None, build=build_models):
+    """Rebuilds {'unet', 'text', 'ae', 'meta'} from a checkpoint, in eval mode, frozen; `build` makes the empty
+    models from its configs (ms/models.py: build_models also knows ModelScope's).
     Strict: every key and shape is checked against the configs before any data is read, and ONE ValueError
     lists every missing, unexpected and misshapen tensor. dtype (e.g. torch.float16) casts floating tensors as
     they are read; None keeps the stored dtype. Peak memory is one copy of the weights (see the docstring)."""
@@ -174,7 +175,7 @@ def load_models(path, device="cpu", dtype=None):
     if meta.get("kind") == "lora":
         raise ValueError(f"{path} is a LoRA on its own, not a whole model: sample the merged checkpoint written beside "
                          f"it (turbo.safetensors), or give it to vc2/convert.py --export-release-lora")
-    models = build_models(meta)
+    models = build(meta)
     expected = {f"{name}.{k}": v for name, m in models.items() for k, v in m.state_dict().items()}
     try:
         with _open(path) as f:

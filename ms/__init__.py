@@ -3,5 +3,6 @@ text-to-video-ms-1.7b through diffusers' own classes. Only this folder imports d
 never need it.
 
     models.py    the UNet, the KL autoencoder and the CLIP text tower behind this project's interfaces, loaded
-                 from a local diffusers folder; the release's LoRA layout (rank 32) and its loader
+                 from a local diffusers folder; the release's LoRA layout (rank 32), its loader and exporter
+    convert.py   the folder (+ the released unet_lora.pt) -> this project's checkpoints: python -m ms.convert
 """

@@ -10,6 +10,8 @@ pipeline/t2v_turbo_ms_pipeline.py).
   time_embedding.cond_proj (Linear 256 -> 320, no bias) to the timestep embedding, fed the same LCM embedding of w
   as VC2's student (tiny_unet3d.guidance_embedding; the pipeline's get_w_embedding). lora.make_student builds it
   from the teacher like VC2's, with a zero cond_proj (the release leaves it random and never saves it).
+- diffusers and transformers are imported where a ModelScope model is built, not at the top: sample.py and
+  train.py import this module to read any checkpoint, and the toy and VC2 paths never load either library.
 - The release's LoRA (unet_lora.pt of jiachenli-ucsb/T2V-Turbo-MS) is rank 32 on every Linear, Conv2d and Conv3d
   of that student, in module order: exactly what lora.add_lora wraps, in the same order, at full size
   (tests/fixtures/ms_lora_manifest, made by running the release's own injector).
@@ -24,16 +26,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn as nn
-from diffusers import AutoencoderKL, UNet3DConditionModel
 from einops import rearrange
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
-from transformers import CLIPTextConfig, CLIPTextModel
 
-from lora import add_lora
-from machinery.checkpoint import load_lora_list, load_strict
+from lora import add_lora, lora_tensors
+from machinery.checkpoint import build_models as build_vc2_models, load_lora_list, load_strict
 from machinery.cli import one_line
 from tiny_unet3d import guidance_embedding
 
@@ -84,6 +83,7 @@ class MSUNet(nn.Module):
     def __init__(self, config, unet=None):
         super().__init__()
         self.config = config
+        from diffusers import UNet3DConditionModel  # here, not at the top: see the module docstring
         self.unet = unet or UNet3DConditionModel(**config.diffusers,
                                                  time_cond_proj_dim=config.guidance_embed_dim or None)
         if config.use_checkpoint:
@@ -130,6 +130,7 @@ class MSVAE(nn.Module):
     def __init__(self, config, vae=None):
         super().__init__()
         self.config = config
+        from diffusers import AutoencoderKL
         self.vae = vae or AutoencoderKL(**config.diffusers)
 
     def encode(self, video, sample=True, generator=None, chunk_size=None):
@@ -167,10 +168,21 @@ class MSText(nn.Module):
     def __init__(self, config, model=None):
         super().__init__()
         self.config = config
+        from transformers import CLIPTextConfig, CLIPTextModel
         self.model = model or CLIPTextModel(CLIPTextConfig(**config.transformers))
+        # position_ids is a buffer that state dicts do not carry: after a load onto the meta device, make it again
+        self.register_load_state_dict_post_hook(lambda module, keys: module.position_ids_again())
+
+    def position_ids_again(self):
+        emb = self.model.embeddings                # (transformers 5's CLIPTextModel: no text_model level)
+        if emb.position_ids.is_meta:
+            n = emb.position_embedding.weight.shape[0]
+            emb.register_buffer("position_ids", torch.arange(n, device=emb.position_embedding.weight.device)[None],
+                                persistent=False)
 
     def tokenize(self, texts):
         """list of n str -> (n, 77) ids: [SOT] bpe [EOT], then the pad id (open_clip pads with 0)."""
+        import open_clip  # here: importing it takes seconds (encoders.py does the same)
         ids = open_clip.tokenize(list(texts), context_length=self.config.context_length)
         after_eot = torch.arange(ids.shape[1])[None] > ids.argmax(dim=1, keepdim=True)   # EOT is the largest id
         return ids.masked_fill(after_eot, self.config.pad_id)
@@ -208,11 +220,16 @@ def tokenizer_pad_id(folder):
 def load_ms_folder(folder, dtype=torch.float32):
     """ModelScopeT2V from a local diffusers folder (nothing is downloaded) -> {'unet': MSUNet, 'text': MSText,
     'ae': MSVAE}, frozen, in eval mode. A missing or unreadable part: one ValueError that names it."""
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextModel
     parts = {p: _folder_part(folder, p) for p in ("unet", "vae", "text_encoder")}
     pad_id = tokenizer_pad_id(folder)
     try:
-        unet = UNet3DConditionModel.from_pretrained(parts["unet"], local_files_only=True, torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(parts["vae"], local_files_only=True, torch_dtype=dtype)
+        # low_cpu_mem_usage=False: diffusers' low-memory path needs accelerate, which this project does not install
+        unet = UNet3DConditionModel.from_pretrained(parts["unet"], local_files_only=True, torch_dtype=dtype,
+                                                    low_cpu_mem_usage=False)
+        vae = AutoencoderKL.from_pretrained(parts["vae"], local_files_only=True, torch_dtype=dtype,
+                                            low_cpu_mem_usage=False)
         text = CLIPTextModel.from_pretrained(parts["text_encoder"], local_files_only=True, dtype=dtype)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ValueError(f"{folder}: {one_line(e)}") from None
@@ -221,6 +238,16 @@ def load_ms_folder(folder, dtype=torch.float32):
               "ae": MSVAE(MSVAEConfig(diffusers=own(vae.config)), vae),
               "text": MSText(MSTextConfig(transformers=text.config.to_dict(), pad_id=pad_id), text)}
     return {k: m.eval().requires_grad_(False) for k, m in models.items()}
+
+
+def build_models(meta):
+    """{'unet', 'text', 'ae'} of a checkpoint's configs, on the meta device, for machinery.checkpoint.load_models:
+    ModelScope's parts when the checkpoint's UNet config says kind 'ms', else VideoCrafter2's or the toy's."""
+    if meta["unet"].get("kind") != "ms":
+        return build_vc2_models(meta)
+    with torch.device("meta"):
+        return {"unet": MSUNet(MSUNetConfig(**meta["unet"])), "text": MSText(MSTextConfig(**meta["text"])),
+                "ae": MSVAE(MSVAEConfig(**meta["ae"]))}
 
 
 def load_diffusers_unet(model, state_dict):
@@ -234,6 +261,12 @@ def load_release_lora(student, tensors, rank=MS_RANK):
     by position as app_ms.py loads it (machinery/checkpoint.py: load_lora_list; the order is the manifest's,
     tests/fixtures/ms_lora_manifest). Returns the number of tensors loaded."""
     return load_lora_list(student, tensors, rank, name=lambda n: n.removeprefix("unet."))
+
+
+def release_lora_list(student):
+    """The student's LoRA as the release's unet_lora.pt holds it: [up, down] per module in module order, fp32, no
+    names (the list load_release_lora reads back, tensor for tensor)."""
+    return [t.float() for t in lora_tensors(student).values()]
 
 
 if __name__ == "__main__":

@@ -9,18 +9,17 @@ import pytest
 
 import sample
 import train
-from benchmarks import __main__ as benchmarks
-from benchmarks import internvideo2 as bench_internvideo2
+from benchmarks import __main__ as benchmarks, internvideo2 as bench_internvideo2
 from conftest import ROOT
+from ms import convert as ms_convert
 from toy import evaluate, prepare, world
-from vc2 import convert, data
-from vc2 import evaluate as real_evaluate
+from vc2 import convert, data, evaluate as real_evaluate
 
 # the command lines with flags, by what a user types after `python` (or `torchrun`)
 MAINS = {"train.py": train.main, "sample.py": sample.main, "toy.prepare": prepare.main, "toy.evaluate": evaluate.main,
          "toy.world": world.main, "vc2.convert": convert.main, "vc2.data": data.main,
          "vc2.evaluate": real_evaluate.main, "benchmarks": benchmarks.main,
-         "benchmarks.internvideo2": bench_internvideo2.main}
+         "benchmarks.internvideo2": bench_internvideo2.main, "ms.convert": ms_convert.main}
 # the ones that take no flags: a module's demo, or one file to print
 PLAIN = {"turbo.py", "tiny_unet3d.py", "encoders.py", "rewards.py", "lora.py", "toy.diffusion", "vc2.internvideo2",
          "vc2.release", "machinery.checkpoint", "ms.models"}

@@ -8,9 +8,15 @@ import torch
 from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel
 
+import sample
 import turbo
-from lora import make_student
-from ms.models import MSUNet, load_ms_folder, tiny_ms_unet
+from conftest import FIXTURES
+from lora import add_lora, make_student
+from machinery.checkpoint import load_models
+from machinery.cli import run_cli
+from ms import convert
+from ms.models import (MS_RANK, MSUNet, MSUNetConfig, build_models, load_ms_folder, load_release_lora,
+                       release_lora_list, tiny_ms_unet)
 
 TINY_VAE = dict(block_out_channels=[32, 32], down_block_types=["DownEncoderBlock2D"] * 2,
                 up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=32, sample_size=16)
@@ -75,3 +81,46 @@ def test_a_bad_folder_is_one_line(folder, tmp_path, broken, phrase):
     with pytest.raises(ValueError) as e:
         load_ms_folder(bad)
     assert len(str(e.value).splitlines()) == 1 and str(bad) in str(e.value) and phrase in str(e.value)
+
+
+def test_convert_writes_checkpoints_that_sample_py_samples(folder, tmp_path, capsys):
+    """ms.convert (FOLDER + a LoRA list), then python sample.py --ckpt: the student (its LoRA merged) and the teacher
+    sample from their own checkpoints and configs alone (a 2-frame 16 x 16 clip, 2 steps)."""
+    teacher = load_ms_folder(folder)["unet"]
+    student, _ = make_student(teacher, 0)
+    with torch.no_grad():
+        add_lora(student, MS_RANK)
+        for p in student.parameters():
+            p.normal_(0, 0.02) if p.requires_grad else None
+    lora = tmp_path / "unet_lora.pt"
+    torch.save(release_lora_list(student), lora)
+    out = tmp_path / "weights"
+    convert.convert(folder, out, lora, train={**convert.MS_TRAIN, "frames": 2, "height": 16, "width": 16})
+    for kind in ("turbo", "teacher"):
+        rows = sample.main(["--ckpt", str(out / f"{kind}.safetensors"), "--prompt", "a cat", "--out",
+                            str(tmp_path / kind), "--device", "cpu", "--quiet", "--steps", "2"])
+        assert rows[0]["steps"] == 2 and (tmp_path / kind / rows[0]["file"]).is_file()
+    models = load_models(out / "turbo.safetensors", build=build_models)
+    assert models["meta"]["unet"]["kind"] == "ms" and models["meta"]["train"]["fps"] == 8
+
+
+def test_the_released_list_round_trips_tensor_for_tensor():
+    """load_release_lora then release_lora_list gives back the very list (the parity fixture's)."""
+    fix = FIXTURES / "ms_tiny_parity"
+    cfg = json.loads((fix / "config.json").read_text())
+    tensors = torch.load(fix / "unet_lora.pt", weights_only=True)
+    student = MSUNet(MSUNetConfig(diffusers=cfg["unet_config"], guidance_embed_dim=256))
+    load_release_lora(student, tensors, rank=cfg["lora_rank"])
+    again = release_lora_list(student)
+    assert len(again) == len(tensors) and all(torch.equal(a, b) for a, b in zip(again, tensors))
+
+
+@pytest.mark.parametrize("argv, phrase", [(["--ms", "{nope}", "--out", "{out}"], "no unet/config.json"),
+                                          (["--ms", "{folder}", "--out", "{out}", "--lora", "{nope}"], "--lora"),
+                                          (["--ms", "{folder}"], "the following arguments are required: --out")])
+def test_convert_refuses_bad_input_in_one_line(folder, tmp_path, capsys, argv, phrase):
+    fill = {"nope": tmp_path / "nope", "out": tmp_path / "out", "folder": folder}
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: convert.main([a.format(**fill) for a in argv]))
+    err = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and phrase in err and not (tmp_path / "out").exists()
