@@ -39,6 +39,7 @@ from machinery.cli import check_fields, cli_config, one_line, run_cli
 from machinery.loop import (Progress, accumulate, autocast_for, barrier, check_in_sync, check_optim, clipped,
                             data_draws, make_optimizer, resume, save_if_due, set_lr, setup_processes, skip_step,
                             state_paths, step_draws, sum_over_processes)
+from ms.models import MS_RECIPE, build_models
 from toy.diffusion import diffusion_of
 from toy.evaluate import closing_comparison, quick_look
 from toy.world import TOY_MODELS, ToyWorld
@@ -136,7 +137,7 @@ def vc2():
     return dataclasses.replace(vc2_256(), out="runs/vc2", height=320, width=512, save_every=2000, optim="adamw8bit")
 
 
-PRESETS = {"toy": toy, "vc2_256": vc2_256, "vc2": vc2}
+PRESETS = {"toy": toy, "vc2_256": vc2_256, "vc2": vc2, "ms": lambda: dataclasses.replace(vc2_256(), **MS_RECIPE)}
 CHOICES = {"rewards": ("image+video", "image", "video", "none"), "target": ("ema", "online"),
            "precision": ("fp32", "bf16"), "optim": ("adamw", "adamw8bit"), "lr_schedule": ("constant", "cosine")}
 
@@ -164,7 +165,7 @@ def check_config(cfg, error):
         error(f"--teacher {teacher} is a {meta.get('kind')!r} checkpoint, not a teacher")
     if cfg.internvideo2 and (cfg.viclip or not find_vocab(cfg.bert_vocab, must=False)):
         error("--internvideo2 takes the place of --viclip, and needs --bert-vocab (bert-large-uncased's vocab.txt)")
-    real = "real data" if cfg.data or cfg.cache else "a VideoCrafter2 teacher" if "vc2" in meta.get("source", {}) \
+    real = "real data" if cfg.data or cfg.cache else "a real teacher" if {"vc2", "ms"} & set(meta.get("source", {})) \
         else None
     for kind in wanted_rewards(cfg):
         flag = "--hps" if kind == "image" else "--viclip or --internvideo2"
@@ -358,7 +359,7 @@ def main(argv=None):
     else:
         try:  # frozen, in eval mode: no temporal dropout in its ODE step (the release's teacher is in train mode,
             # so its targets carry dropout noise); fp32 weights (the toy files are fp16), --precision bf16: autocast
-            teacher = load_models(teacher_path(cfg), run.device, dtype=torch.float32)
+            teacher = load_models(teacher_path(cfg), run.device, dtype=torch.float32, build=build_models)
         except (ValueError, OSError) as e:
             raise SystemExit(f"train.py: the teacher {teacher_path(cfg)} does not load: {one_line(e)}") from None
         try:

@@ -37,6 +37,11 @@ from machinery.cli import one_line
 from tiny_unet3d import guidance_embedding
 
 MS_RANK = 32           # the release's LoRA rank for MS (app_ms.py: r=32; clipped to 4 on conv_in and conv_out)
+# T2V-Turbo (MS)'s training recipe over train.py's vc2_256 (one GPU, bf16, checkpointing): `train.py --preset ms`.
+# The paper (Sec. 4, App. A): 256 x 256, 16 frames, HPSv2.1 and ViCLIP with beta_img 2 and beta_vid 3, M = 6 frames
+# for R_img; ModelScope was trained at 8 fps. The release has no MS training script; its app loads LoRA rank 32.
+MS_RECIPE = dict(out="runs/ms", teacher="weights/ms/teacher.safetensors", height=256, width=256, frames=16, fps=8,
+                 lora_rank=MS_RANK, beta_img=2.0, beta_vid=3.0, reward_frames=6)
 
 
 @dataclass

@@ -9,8 +9,9 @@ from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel
 
 import sample
+import train
 import turbo
-from conftest import FIXTURES
+from conftest import FIXTURES, TRAIN_CPU
 from lora import add_lora, make_student
 from machinery.checkpoint import load_models
 from machinery.cli import run_cli
@@ -124,3 +125,20 @@ def test_convert_refuses_bad_input_in_one_line(folder, tmp_path, capsys, argv, p
         run_cli(lambda: convert.main([a.format(**fill) for a in argv]))
     err = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and phrase in err and not (tmp_path / "out").exists()
+
+
+def test_train_py_distils_an_ms_teacher_with_lora(folder, tmp_path):
+    """train.py, unchanged, on a ModelScope teacher (converted from the folder): 2 steps of CD on the toy world's
+    clips with a rank-4 LoRA student sharing one UNet with its teacher and EMA target; the merged student it writes
+    is an MS checkpoint that starts where its teacher was and has moved."""
+    w = tmp_path / "weights"
+    convert.convert(folder, w, train={**convert.MS_TRAIN, "frames": 2, "height": 16, "width": 16})
+    out = tmp_path / "run"
+    train.main(["--teacher", str(w / "teacher.safetensors"), "--rewards", "none", "--lora-rank", "4",
+                "--turbo-steps", "2", "--turbo-lr", "1e-3", "--size", "16", "--frames", "2", "--out", str(out),
+                *TRAIN_CPU])
+    student = load_models(out / "vcm.safetensors", build=build_models)
+    assert student["meta"]["unet"]["kind"] == "ms" and student["meta"]["unet"]["guidance_embed_dim"] == 256
+    teacher = load_models(w / "teacher.safetensors", build=build_models)["unet"].state_dict()
+    moved = [k for k, v in student["unet"].state_dict().items() if k in teacher and not torch.equal(v, teacher[k])]
+    assert moved                                          # the merged LoRA changed the student's weights
