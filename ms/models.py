@@ -37,6 +37,7 @@ from machinery.cli import one_line
 from tiny_unet3d import guidance_embedding
 
 MS_RANK = 32           # the release's LoRA rank for MS (app_ms.py: r=32; clipped to 4 on conv_in and conv_out)
+WITHOUT_PEFT = 250     # tensors in the list the same release code writes when diffusers lacks its PEFT backend
 # T2V-Turbo (MS)'s training recipe over train.py's vc2_256 (one GPU, bf16, checkpointing): `train.py --preset ms`.
 # The paper (Sec. 4, App. A): 256 x 256, 16 frames, HPSv2.1 and ViCLIP with beta_img 2 and beta_vid 3, M = 6 frames
 # for R_img; ModelScope was trained at 8 fps. The release has no MS training script; its app loads LoRA rank 32.
@@ -265,6 +266,10 @@ def load_release_lora(student, tensors, rank=MS_RANK):
     """T2V-Turbo (MS)'s unet_lora.pt (a list of 1150 tensors, no names) onto an MSUNet student as lora.py wrappers,
     by position as app_ms.py loads it (machinery/checkpoint.py: load_lora_list; the order is the manifest's,
     tests/fixtures/ms_lora_manifest). Returns the number of tensors loaded."""
+    if isinstance(tensors, (list, tuple)) and len(tensors) == WITHOUT_PEFT and rank == MS_RANK:
+        raise ValueError(f"a list of {WITHOUT_PEFT} tensors: the layout the release's injector writes when diffusers "
+                         f"runs without its PEFT backend (LoRA on 125 modules, not 575; "
+                         f"tests/fixtures/ms_lora_manifest/README.md); this project builds the student with LoRA on all 575 (1150 tensors)")
     return load_lora_list(student, tensors, rank, name=lambda n: n.removeprefix("unet."))
 
 

@@ -5,12 +5,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import turbo
 from conftest import FIXTURES, ROOT
 from lora import AdaptersOff, lora_tensors, make_student
-from ms.models import MS_RANK, MSUNet, ms_unet, tiny_ms_unet
+from ms.models import MS_RANK, MSUNet, MSUNetConfig, load_release_lora, ms_unet, tiny_ms_unet
 
 MANIFEST = FIXTURES / "ms_lora_manifest"
 
@@ -72,3 +73,15 @@ def test_the_toy_and_vc2_paths_never_import_diffusers():
             "benchmarks.__main__; print(sorted(m for m in sys.modules if m.split('.')[0] == 'diffusers'))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr[-2000:]
+
+
+def test_a_list_in_the_layout_without_diffusers_peft_backend_is_named_as_such():
+    """The release's injector skips diffusers 0.25's LoRACompatible layers when peft is not installed: 250 tensors
+    instead of 1150 (tests/fixtures/ms_lora_manifest/README.md). Such a list is refused in one line that says so."""
+    rows = [l.split("\t") for l in (MANIFEST / "lora_list_without_peft.tsv").read_text().splitlines()]
+    tensors = [torch.zeros(*map(int, r[3].split("x")), device="meta") for r in rows]
+    with torch.device("meta"):
+        student = MSUNet(MSUNetConfig(ms_unet().diffusers, guidance_embed_dim=256))
+    with pytest.raises(ValueError, match="a list of 250 tensors: the layout the release's injector writes when "
+                                         "diffusers runs without its PEFT backend"):
+        load_release_lora(student, tensors)
