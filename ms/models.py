@@ -269,7 +269,8 @@ def load_release_lora(student, tensors, rank=MS_RANK):
     if isinstance(tensors, (list, tuple)) and len(tensors) == WITHOUT_PEFT and rank == MS_RANK:
         raise ValueError(f"a list of {WITHOUT_PEFT} tensors: the layout the release's injector writes when diffusers "
                          f"runs without its PEFT backend (LoRA on 125 modules, not 575; "
-                         f"tests/fixtures/ms_lora_manifest/README.md); this project builds the student with LoRA on all 575 (1150 tensors)")
+                         f"tests/fixtures/ms_lora_manifest/README.md); this project builds the student with LoRA on "
+                         f"all 575 (1150 tensors)")
     return load_lora_list(student, tensors, rank, name=lambda n: n.removeprefix("unet."))
 
 
