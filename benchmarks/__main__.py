@@ -12,6 +12,7 @@ One file per concern; each section is a function bench_<section> that returns {n
     python -m benchmarks vc2_sample   # vc2_sample.py: sample.py on full-size checkpoints (random weights), 1 step
     python -m benchmarks eval         # evaluation.py: vc2.evaluate's scores with full-size HPSv2.1 and ViCLIP
     python -m benchmarks data         # data.py: clips/s, seek vs sequential decode, 1 and N workers, a latent cache
+    python -m benchmarks ms           # ms_step.py: 2 steps of --preset ms, every model at ModelScope size
     python -m benchmarks gpu          # gpu.py, on a CUDA machine: the vc2_256 step, 4- vs 50-step latency, the toy
                                       # main job (--tiny: the same script with toy-size models on a CPU, a check)
     python -m benchmarks.internvideo2 # InternVideo2-1B's reward call and backward at full size
@@ -29,6 +30,7 @@ from benchmarks.ddp import bench_ddp
 from benchmarks.evaluation import bench_eval
 from benchmarks.gpu import bench_gpu
 from benchmarks.load import bench_load
+from benchmarks.ms_step import bench_ms
 from benchmarks.toy_speed import bench_main, bench_sample, bench_train
 from benchmarks.vc2_sample import bench_vc2_sample
 from benchmarks.vc2_step import bench_vc2, bench_vc2_iv2
@@ -36,8 +38,8 @@ from machinery.cli import Parser
 
 SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp,
             "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2, "vc2_sample": bench_vc2_sample, "gpu": bench_gpu,
-            "eval": bench_eval, "data": bench_data}
-TINY = ("gpu", "vc2")                       # the sections --tiny checks at toy size on a CPU
+            "eval": bench_eval, "data": bench_data, "ms": bench_ms}
+TINY = ("gpu", "vc2", "ms")                       # the sections --tiny checks at toy size on a CPU
 DEFAULT = ["main", "sample", "train"]       # the quick ones; load, ddp and the vc2 ones take minutes: name them
 
 

@@ -41,8 +41,10 @@ WITHOUT_PEFT = 250     # tensors in the list the same release code writes when d
 # T2V-Turbo (MS)'s training recipe over train.py's vc2_256 (one GPU, bf16, checkpointing): `train.py --preset ms`.
 # The paper (Sec. 4, App. A): 256 x 256, 16 frames, HPSv2.1 and ViCLIP with beta_img 2 and beta_vid 3, M = 6 frames
 # for R_img; ModelScope was trained at 8 fps. The release has no MS training script; its app loads LoRA rank 32.
+# diffusers' UNet3DConditionModel cannot checkpoint its blocks, so --grad-ckpt-unet is off (the decoder's and the
+# rewards' stay on).
 MS_RECIPE = dict(out="runs/ms", teacher="weights/ms/teacher.safetensors", height=256, width=256, frames=16, fps=8,
-                 lora_rank=MS_RANK, beta_img=2.0, beta_vid=3.0, reward_frames=6)
+                 lora_rank=MS_RANK, beta_img=2.0, beta_vid=3.0, reward_frames=6, grad_ckpt_unet=False)
 
 
 @dataclass
@@ -50,7 +52,7 @@ class MSUNetConfig:
     diffusers: dict = field(default_factory=dict)  # UNet3DConditionModel's keyword arguments (its unet/config.json)
     guidance_embed_dim: int = 0                    # 0: the teacher; 256: the student (time_cond_proj_dim)
     temporal_dropout: float = 0.1                  # diffusers' temporal convs hard-code 0.1 (as ModelScope)
-    use_checkpoint: bool = False                   # gradient checkpointing of the UNet's blocks while training
+    use_checkpoint: bool = False                   # must stay False: diffusers' UNet3DConditionModel has none
     prediction: str = "eps"                        # ModelScope predicts eps ...
     zero_terminal_snr: bool = False                # ... on VC2's schedule (toy/diffusion.py: diffusion_of)
     kind: str = "ms"
@@ -92,8 +94,9 @@ class MSUNet(nn.Module):
         from diffusers import UNet3DConditionModel  # here, not at the top: see the module docstring
         self.unet = unet or UNet3DConditionModel(**config.diffusers,
                                                  time_cond_proj_dim=config.guidance_embed_dim or None)
-        if config.use_checkpoint:
-            self.unet.enable_gradient_checkpointing()
+        if config.use_checkpoint:                  # diffusers' class has none: say so rather than run without
+            raise ValueError("diffusers' UNet3DConditionModel has no gradient checkpointing: drop --grad-ckpt-unet "
+                             "(--preset ms does)")
 
     @property
     def w_proj(self):

@@ -29,3 +29,12 @@ def test_the_vc2_step_runs_in_bf16_as_on_a_cpu_with_bf16_instructions(capsys, mo
     assert ", bf16, " in printed                                   # the accounting names the precision it ran
     assert "vc2_train_step_s: " in printed and "vc2_train_peak_rss_gb: " in printed
     assert out["vc2_train_step_s"] > 0 and out["vc2_train_trainable_m"] > 0
+
+
+def test_the_ms_step_runs_through_train_py_at_tiny_size(capsys):
+    """`python -m benchmarks ms --tiny`: --preset ms through train.py's distill, with ModelScope's classes (diffusers'
+    UNet and VAE, transformers' CLIP text tower) at toy size, a LoRA student, HPSv2.1's and ViCLIP's classes."""
+    out = main(["ms", "--tiny", "--threads", "1"])
+    assert set(out) == {"ms_train_step_s", "ms_train_peak_rss_gb", "ms_train_trainable_m"}
+    assert out["ms_train_step_s"] > 0 and out["ms_train_trainable_m"] > 0
+    assert "ms_train_step_s: " in capsys.readouterr().out
