@@ -1,7 +1,8 @@
 """Test set-up and the helpers more than one test module uses: the repo root on sys.path, 1 CPU thread, a tiny
 toy/prepare.py folder shared by the tests, the paths they read (ROOT, the shipped toy models, the parity fixtures),
 the flags that run a command line here (TRAIN_CPU), the parity fixtures' loaders, and the before/after records
-(snapshot, mtimes) that show a command wrote nothing, and moving_frames for video files. A module imports the plain
+(snapshot, mtimes) that show a command wrote nothing, moving_frames for video files, and tiny reward configs at
+the real 224 px input (CLIP_224, VICLIP_224). A module imports the plain
 ones: `from conftest import ...`.
 
 One thread: the tests' tensors are small, so a second thread buys little, and two threads on a busy 2-core
@@ -20,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
 
 from encoders import AEConfig, TextConfig  # noqa: E402
+from rewards import ViCLIPConfig  # noqa: E402
 from tiny_unet3d import UNet3D, toy_unet  # noqa: E402
 from toy import prepare  # noqa: E402 (after the repo root is on sys.path)
 
@@ -170,3 +172,12 @@ def moving_frames(n, h=32, w=48, seed=0):
     """n distinct uint8 frames (n, h, w, 3): a noise picture sliding 3 pixels a frame."""
     base = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
     return np.stack([np.roll(base, 3 * k, axis=1) for k in range(n)])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny reward models of the real ones' classes, at the real 224 px input (HPSv2.1's open_clip CLIP, ViCLIP)
+
+CLIP_224 = dict(embed_dim=32, vision_cfg=dict(image_size=224, patch_size=32, width=32, layers=1, head_width=16),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+VICLIP_224 = ViCLIPConfig(image_size=224, patch_size=32, vision_width=32, vision_layers=1, vision_heads=2,
+                          text_width=32, text_layers=1, text_heads=2, embed_dim=32)

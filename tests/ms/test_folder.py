@@ -3,6 +3,7 @@ behind encoders.py's interfaces, and one line for a folder that is not one."""
 import json
 import shutil
 
+import open_clip
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -11,13 +12,15 @@ from transformers import CLIPTextConfig, CLIPTextModel
 import sample
 import train
 import turbo
-from conftest import FIXTURES, TRAIN_CPU
+from conftest import CLIP_224, FIXTURES, TRAIN_CPU, VICLIP_224
 from lora import add_lora, make_student
 from machinery.checkpoint import load_models
 from machinery.cli import run_cli
 from ms import convert
 from ms.models import (MS_RANK, MSUNet, MSUNetConfig, build_models, load_ms_folder, load_release_lora,
                        release_lora_list, tiny_ms_unet)
+from rewards import ViCLIP
+from vc2 import release
 
 TINY_VAE = dict(block_out_channels=[32, 32], down_block_types=["DownEncoderBlock2D"] * 2,
                 up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=32, sample_size=16)
@@ -142,3 +145,23 @@ def test_train_py_distils_an_ms_teacher_with_lora(folder, tmp_path):
     teacher = load_models(w / "teacher.safetensors", build=build_models)["unet"].state_dict()
     moved = [k for k, v in student["unet"].state_dict().items() if k in teacher and not torch.equal(v, teacher[k])]
     assert moved                                          # the merged LoRA changed the student's weights
+
+
+def test_train_py_distils_an_ms_teacher_with_both_real_rewards(folder, tmp_path, monkeypatch):
+    """--preset ms's path at toy size: a converted MS teacher, a rank-4 LoRA student, and HPSv2.1 and ViCLIP read
+    from files in the release's formats by the real loaders (their architectures swapped for tiny ones at 224 px),
+    2 steps through train.py; both reward terms are logged."""
+    hps, viclip = tmp_path / "HPS_v2.1_compressed.pt", tmp_path / "ViClip-InternVid-10M-FLT.pth"
+    torch.save({"state_dict": open_clip.CLIP(**CLIP_224).state_dict()}, hps)
+    torch.save({"model": ViCLIP(VICLIP_224).state_dict()}, viclip)
+    real_hps = release.load_hpsv21
+    monkeypatch.setattr(release, "load_hpsv21", lambda p: real_hps(p, clip_cfg=CLIP_224))
+    monkeypatch.setattr(release, "viclip_l14", lambda: VICLIP_224)
+    w = tmp_path / "weights"
+    convert.convert(folder, w, train={**convert.MS_TRAIN, "frames": 8, "height": 16, "width": 16})
+    train.main(["--preset", "ms", "--teacher", str(w / "teacher.safetensors"), "--hps", str(hps), "--viclip",
+                str(viclip), "--lora-rank", "4", "--turbo-steps", "2", "--size", "16", "--height", "0", "--width",
+                "0", "--frames", "8", "--precision", "fp32", "--out", str(tmp_path / "run"), "--save-every", "100",
+                "--val-every", "0", "--grad-ckpt-reward", *TRAIN_CPU])
+    log = load_models(tmp_path / "run" / "turbo.safetensors", build=build_models)["meta"]["stats"]["log"]
+    assert len(log) == 2 and all({"cd", "r_img", "r_vid"} <= set(step) for step in log)

@@ -13,21 +13,15 @@ import torch
 from PIL import Image
 
 from cases import REAL_EVAL_CASES
-from conftest import FIXTURES, TOY, run_main, snapshot
+from conftest import CLIP_224, FIXTURES, TOY, VICLIP_224, run_main, snapshot
 from machinery.checkpoint import META_KEY, read_checkpoint, save_tensors
-from rewards import ImageTextReward, ViCLIP, ViCLIPConfig, VideoTextReward
+from rewards import ImageTextReward, ViCLIP, VideoTextReward
 from vc2 import evaluate, internvideo2, release
 
 PROMPTS = ["a corgi running on the beach", "a red car at night", "fireworks over a city"]
 
 # the CLIP vocabulary and contexts of the real models (77 for HPS's ViT-H-14, 32 for ViCLIP), 224 px inputs; tiny
 # towers so a forward pass costs milliseconds
-CLIP_224 = dict(embed_dim=32, vision_cfg=dict(image_size=224, patch_size=32, width=32, layers=1, head_width=16),
-                text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
-VICLIP_224 = ViCLIPConfig(image_size=224, patch_size=32, vision_width=32, vision_layers=1, vision_heads=2,
-                          text_width=32, text_layers=1, text_heads=2, embed_dim=32)
-
-
 def tiny_rewards(seed=0):
     torch.manual_seed(seed)
     return {"image": ImageTextReward(open_clip.CLIP(**CLIP_224), clip_cfg=CLIP_224),
