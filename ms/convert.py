@@ -9,15 +9,20 @@ holds it (TUTORIAL.md section 9 says the same of VC2's).
 
     python -m ms.convert --ms text-to-video-ms-1.7b/ --out weights/ms --lora unet_lora.pt
     python sample.py --ckpt weights/ms --prompt "a corgi running on the beach"     # the student, 4 steps
+    python -m ms.convert --export-release-lora runs/ms/turbo_lora.safetensors --out unet_lora.pt   # for app_ms.py
 """
 
 import argparse
 from pathlib import Path
 
-from lora import make_student, merge_lora
-from machinery.checkpoint import model_meta, safe_torch_load, save_checkpoint
+import torch
+from safetensors import safe_open
+
+from lora import add_lora, lora_tensors, make_student, merge_lora
+from machinery.checkpoint import (key_problems, model_meta, problem_report, read_meta, safe_torch_load, save_checkpoint,
+                                  stored_shapes, written_atomically)
 from machinery.cli import Parser, run_cli
-from ms.models import MS_RANK, load_ms_folder, load_release_lora
+from ms.models import MS_RANK, MSUNet, MSUNetConfig, load_ms_folder, load_release_lora
 
 # what sample.py reads of a checkpoint's training config: the release's MS pipeline samples 16 frames of 256 x 256;
 # ModelScope has no fps input (8 is what it was trained at); the teacher's CFG scale is diffusers' pipeline default
@@ -46,14 +51,44 @@ def convert(folder, out, lora=None, train=MS_TRAIN):
     return written
 
 
+def export_release_lora(path):
+    """A LoRA file train.py wrote for an MS student (OUT/turbo_lora.safetensors) -> the release's unet_lora.pt list:
+    [up, down] per module in module order, fp32, no names (ms/models.py: release_lora_list's order), so app_ms.py
+    loads a student trained here. A file that does not fit that layout raises ONE ValueError listing it all."""
+    meta = read_meta(path)
+    if meta.get("kind") != "lora" or meta.get("unet", {}).get("kind") != "ms":
+        raise ValueError(f"{path} is not the LoRA file of a ModelScope student (train.py --preset ms writes one beside "
+                         f"its student: turbo_lora.safetensors)")
+    with torch.device("meta"):                             # the module walk, from the config alone
+        student = MSUNet(MSUNetConfig(**meta["unet"]))
+        add_lora(student, meta["rank"])
+    want = {f"unet.{k}": tuple(v.shape) for k, v in lora_tensors(student).items()}
+    with safe_open(str(path), "pt") as f:
+        problems = key_problems(want, stored_shapes(f), "the student")
+        if problems:
+            raise ValueError(problem_report(f"{path}: not the LoRA of a student with the release's layout", problems))
+        return [f.get_tensor(k).float() for k in want]     # want's order: module walk, up before down
+
+
 def main(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ms", required=True, help="ali-vilab/text-to-video-ms-1.7b's folder (unet/, vae/, "
-                   "text_encoder/, tokenizer/; a Hugging Face snapshot)")
-    p.add_argument("--out", required=True, help="the folder for teacher.safetensors (and turbo.safetensors)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--ms", help="ali-vilab/text-to-video-ms-1.7b's folder (unet/, vae/, text_encoder/, tokenizer/; a "
+                   "Hugging Face snapshot)")
+    g.add_argument("--export-release-lora", metavar="LORA", help="a LoRA file train.py wrote for an MS student: write "
+                   "it as the release's unet_lora.pt list to --out")
+    p.add_argument("--out", required=True, help="the folder for teacher.safetensors (and turbo.safetensors); with "
+                   "--export-release-lora, the unet_lora.pt to write")
     p.add_argument("--lora", help="T2V-Turbo (MS)'s unet_lora.pt: also write the student, its LoRA merged")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.export_release_lora:
+        if out.exists():
+            p.error(f"--out {out} exists; give a new file name")
+        with written_atomically(out) as tmp:
+            torch.save(export_release_lora(args.export_release_lora), tmp)
+        print(f"wrote {out}")
+        return
     if any((out / n).exists() for n in ("teacher.safetensors", "turbo.safetensors")):
         p.error(f"--out {out}: teacher.safetensors or turbo.safetensors exists there; give a new folder")
     if args.lora and not Path(args.lora).is_file():

@@ -13,7 +13,7 @@ import sample
 import train
 import turbo
 from conftest import CLIP_224, FIXTURES, TRAIN_CPU, VICLIP_224
-from lora import add_lora, make_student
+from lora import add_lora, make_student, merge_lora
 from machinery.checkpoint import load_models
 from machinery.cli import run_cli
 from ms import convert
@@ -121,7 +121,9 @@ def test_the_released_list_round_trips_tensor_for_tensor():
 
 @pytest.mark.parametrize("argv, phrase", [(["--ms", "{nope}", "--out", "{out}"], "no unet/config.json"),
                                           (["--ms", "{folder}", "--out", "{out}", "--lora", "{nope}"], "--lora"),
-                                          (["--ms", "{folder}"], "the following arguments are required: --out")])
+                                          (["--ms", "{folder}"], "the following arguments are required: --out"),
+                                          (["--export-release-lora", "{folder}/unet/config.json", "--out", "{out}"],
+                                           "not a readable safetensors checkpoint")])
 def test_convert_refuses_bad_input_in_one_line(folder, tmp_path, capsys, argv, phrase):
     fill = {"nope": tmp_path / "nope", "out": tmp_path / "out", "folder": folder}
     with pytest.raises(SystemExit) as e:
@@ -133,7 +135,8 @@ def test_convert_refuses_bad_input_in_one_line(folder, tmp_path, capsys, argv, p
 def test_train_py_distils_an_ms_teacher_with_lora(folder, tmp_path):
     """train.py, unchanged, on a ModelScope teacher (converted from the folder): 2 steps of CD on the toy world's
     clips with a rank-4 LoRA student sharing one UNet with its teacher and EMA target; the merged student it writes
-    is an MS checkpoint that starts where its teacher was and has moved."""
+    is an MS checkpoint that has moved from its teacher, and its LoRA file exports to the release's list, which
+    merges back into the same student bit for bit."""
     w = tmp_path / "weights"
     convert.convert(folder, w, train={**convert.MS_TRAIN, "frames": 2, "height": 16, "width": 16})
     out = tmp_path / "run"
@@ -145,6 +148,14 @@ def test_train_py_distils_an_ms_teacher_with_lora(folder, tmp_path):
     teacher = load_models(w / "teacher.safetensors", build=build_models)["unet"].state_dict()
     moved = [k for k, v in student["unet"].state_dict().items() if k in teacher and not torch.equal(v, teacher[k])]
     assert moved                                          # the merged LoRA changed the student's weights
+    # the LoRA alone, exported as the release's unet_lora.pt, loaded as app_ms.py would and merged: the same student,
+    # bit for bit
+    convert.main(["--export-release-lora", str(out / "vcm_lora.safetensors"), "--out", str(tmp_path / "u.pt")])
+    again, _ = make_student(load_models(w / "teacher.safetensors", build=build_models)["unet"], 0)
+    load_release_lora(again, torch.load(tmp_path / "u.pt", weights_only=True), rank=4)
+    merged = merge_lora(again).state_dict()
+    assert merged.keys() == student["unet"].state_dict().keys()
+    assert all(torch.equal(v, student["unet"].state_dict()[k]) for k, v in merged.items())
 
 
 def test_train_py_distils_an_ms_teacher_with_both_real_rewards(folder, tmp_path, monkeypatch):
