@@ -38,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from encoders import TextConfig, TextEncoder, first_stage_from_config
-from lora import LoRA, add_lora
+from lora import LoRA, add_lora, lora_tensors
 from machinery.cli import one_line
 from rewards import ImageTextReward, ViCLIP, ViCLIPConfig, VideoTextReward
 from tiny_unet3d import UNet3D, UNetConfig
@@ -388,6 +388,18 @@ def load_lora_list(student, tensors, rank, skip=(), name=lambda n: n, order=None
         m.up.weight = nn.Parameter(tensors[2 * k].to(m.up.weight.dtype), requires_grad=False)
         m.down.weight = nn.Parameter(tensors[2 * k + 1].to(m.down.weight.dtype), requires_grad=False)
     return 2 * len(loras)
+
+
+def lora_list_from_file(path, student):
+    """The release's unet_lora.pt list read from a LoRA file train.py wrote (OUT/turbo_lora.safetensors): `student`
+    is the empty student wrapped as that file's layout (on the meta device, lora.add_lora); its module walk is the
+    order, up before down, fp32, no names. A file that does not fit raises ONE ValueError listing every mismatch."""
+    want = {f"unet.{k}": tuple(v.shape) for k, v in lora_tensors(student).items()}
+    with _open(path) as f:
+        problems = key_problems(want, stored_shapes(f), "the student")
+        if problems:
+            raise ValueError(problem_report(f"{path}: not the LoRA of a student with the release's layout", problems))
+        return [f.get_tensor(k).float() for k in want]
 
 
 def stored_shapes(f):

@@ -16,11 +16,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from lora import add_lora, lora_tensors, make_student, merge_lora
-from machinery.checkpoint import (key_problems, model_meta, problem_report, read_meta, safe_torch_load, save_checkpoint,
-                                  stored_shapes, written_atomically)
+from lora import add_lora, make_student, merge_lora
+from machinery.checkpoint import (lora_list_from_file, model_meta, read_meta, safe_torch_load, save_checkpoint,
+                                  written_atomically)
 from machinery.cli import Parser, run_cli
 from ms.models import MS_RANK, MSUNet, MSUNetConfig, load_ms_folder, load_release_lora
 
@@ -62,12 +61,7 @@ def export_release_lora(path):
     with torch.device("meta"):                             # the module walk, from the config alone
         student = MSUNet(MSUNetConfig(**meta["unet"]))
         add_lora(student, meta["rank"])
-    want = {f"unet.{k}": tuple(v.shape) for k, v in lora_tensors(student).items()}
-    with safe_open(str(path), "pt") as f:
-        problems = key_problems(want, stored_shapes(f), "the student")
-        if problems:
-            raise ValueError(problem_report(f"{path}: not the LoRA of a student with the release's layout", problems))
-        return [f.get_tensor(k).float() for k in want]     # want's order: module walk, up before down
+    return lora_list_from_file(path, student)
 
 
 def main(argv=None):

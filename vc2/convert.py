@@ -49,13 +49,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
 
 import turbo
 from encoders import AutoencoderKL, TextEncoder, openclip_vit_h14, sd_kl_f8
-from lora import RELEASE_UNWRAPPED, LoRA, add_lora, lora_tensors
-from machinery.checkpoint import (META_KEY, key_problems, load_lora_list, load_strict, problem_report, read_meta,
-                                  safe_torch_load, save_tensors, stored_shapes, unwrap, written_atomically)
+from lora import RELEASE_UNWRAPPED, LoRA, add_lora
+from machinery.checkpoint import (META_KEY, load_lora_list, load_strict, lora_list_from_file, problem_report, read_meta,
+                                  safe_torch_load, save_tensors, unwrap, written_atomically)
 from machinery.cli import Parser
 from tiny_unet3d import UNet3D, UNetConfig, vc2
 from vc2.release import resolve_release_files
@@ -336,12 +335,7 @@ def export_release_lora(path):
     with torch.device("meta"):                             # the module walk, from the config alone
         student = UNet3D(UNetConfig(**meta["unet"]))
         add_lora(student, meta["rank"], skip=RELEASE_UNWRAPPED)
-    want = {f"unet.{k}": tuple(v.shape) for k, v in lora_tensors(student).items()}
-    with safe_open(str(path), "pt") as f:
-        problems = key_problems(want, stored_shapes(f), "the student")
-        if problems:
-            raise ValueError(problem_report(f"{path}: not the LoRA of a student with the release's layout", problems))
-        return [f.get_tensor(k).float() for k in want]     # want's order: module walk, up before down
+    return lora_list_from_file(path, student)
 
 
 def zero_w_proj_base(student, source):
