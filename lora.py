@@ -206,7 +206,7 @@ def make_student(teacher_unet, lora_rank, temporal_dropout=0.1, grad_ckpt=False,
     sd = teacher_unet.state_dict()                  # LoRA: the frozen base IS the teacher's tensors (shared, no copy)
     sd = {k: v if lora_rank else v.clone() for k, v in sd.items()}     # full fine-tuning changes them: a copy
     (w_key,) = set(student.state_dict()) - set(sd)                     # the one new tensor: the w projection
-    sd[w_key] = torch.zeros_like(student.state_dict()[w_key], device=next(teacher_unet.parameters()).device)  # zero
+    sd[w_key] = torch.zeros_like(student.w_proj.weight, device=next(teacher_unet.parameters()).device)  # zero
     student.load_state_dict(sd, strict=True, assign=True)                # ... so that at step 0 student == teacher
     if not lora_rank:                                                       # full fine-tuning (the toy)
         return student, list(student.parameters())

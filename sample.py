@@ -16,6 +16,7 @@ VBench's layout instead: DIR/videos/{prompt}-{i}.mp4 and nothing else there, the
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -155,9 +156,10 @@ def write_videos(args, videos, jobs, seeds, steps, guidance, seconds, origin=Non
 def main(argv=None):
     """-> the prompts.jsonl rows this run wrote."""
     args = parse_args(argv)
-    jobs = []                    # (prompt, its index among this run's videos of that prompt)
+    jobs, counts = [], Counter()  # (prompt, its index among this run's videos of that prompt)
     for pr in args.prompt_list:
-        jobs += [(pr, sum(j[0] == pr for j in jobs) + k) for k in range(args.num_per_prompt)]
+        jobs += [(pr, counts[pr] + k) for k in range(args.num_per_prompt)]
+        counts[pr] += args.num_per_prompt
     if args.vbench:
         taken = [vbench_name(pr, k) for pr, k in jobs if (Path(args.out) / vbench_name(pr, k)).exists()]
         if taken:

@@ -569,15 +569,19 @@ def skipped_list_path(captions):
         k += 1
 
 
+def check_new_path(flag, path, what, error):
+    """A path the scan will create: error(one line) when it exists (nothing is written over) or its folder does not."""
+    if path.exists():
+        error(f"{flag} {path} exists: give a new {what}")
+    if not path.parent.is_dir():
+        error(f"{flag} {path}: no folder {path.parent}")
+
+
 def check_cache_args(args, error):
     """vc2/data.py's --cache DIR --ckpt TEACHER: one line, before anything is read at length or written."""
     if not (args.cache and args.ckpt):
         error("--cache DIR and --ckpt TEACHER go together (the teacher's first stage and text tower encode the cache)")
-    out = Path(args.cache)
-    if out.exists():
-        error(f"--cache {out} exists: give a new folder (a cache is never written over)")
-    if not out.parent.is_dir():
-        error(f"--cache {out}: no folder {out.parent}")
+    check_new_path("--cache", Path(args.cache), "folder (a cache is never written over)", error)
     try:
         meta = read_meta(args.ckpt)
     except (OSError, ValueError) as e:
@@ -642,10 +646,7 @@ def skipped_out(args, error):
     """Where the list of skipped rows goes (--skipped-out, else beside the caption file), checked writable."""
     if args.skipped_out:
         out = Path(args.skipped_out)
-        if out.exists():
-            error(f"--skipped-out {out} exists: give a new file name (it is never overwritten)")
-        if not out.parent.is_dir():
-            error(f"--skipped-out {out}: no folder {out.parent}")
+        check_new_path("--skipped-out", out, "file name (it is never overwritten)", error)
     else:
         out = skipped_list_path(args.captions)
     if not os.access(out.parent, os.W_OK):
