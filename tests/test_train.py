@@ -3,6 +3,7 @@ sample.py, the judge and the evaluator read back; every bad flag or missing mode
 Most tests of the trained student share one run (the `run` fixture: trained once per test process)."""
 import dataclasses
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -188,8 +189,22 @@ def test_guidance_tuning_samples_seen_captions_only_from_validation_seeds(run, t
 
 
 def test_the_table_samples_at_the_tuned_guidance_and_says_so(run, tuned):
-    assert json.loads((run.out / "eval_turbo_1" / "results.json").read_text())["guidance"] == tuned["best"]
-    assert f"| w {tuned['best']:g} |" in (run.out / "results.md").read_text()
+    res = json.loads((run.out / "eval_turbo_1" / "results.json").read_text())
+    md = (run.out / "results.md").read_text()
+    assert res["guidance"] == tuned["best"] and f"| w {tuned['best']:g} |" in md
+
+
+def test_the_table_reports_shape_per_shape_with_counts(run, tuned):
+    """The first 3 seen captions (red squares) and the first 3 held-out ones (a red triangle, a green circle, a blue
+    square), one video each: a shape's cell is 'share (right/n)', '-' where the split has none of it."""
+    res = json.loads((run.out / "eval_turbo_1" / "results.json").read_text())
+    md = (run.out / "results.md").read_text()
+    assert "| method | steps | square seen | circle seen | triangle seen | square held out |" in md
+    row = md.split("Shape right, per shape")[1].strip().splitlines()[-1].strip(" |").split(" | ")[2:]
+    assert row[1:3] == ["-", "-"] and re.fullmatch(r"(0\.00 \(0|0\.33 \(1|0\.67 \(2|1\.00 \(3)/3\)", row[0]), row
+    assert all(re.fullmatch(r"[01]\.00 \([01]/1\)", c) for c in row[3:]), row
+    for split in ("seen", "heldout"):
+        assert sum(sum(c.values()) for c in res[split]["confusion"].values()) == res[split]["n"] == 3
 
 
 def test_a_second_table_reuses_the_sweep_while_what_it_depends_on_is_unchanged(run, tuned, toy_models):
@@ -241,6 +256,9 @@ def test_closing_comparison(tmp_path, monkeypatch, capsys, toy_models):
     assert teacher.startswith("teacher 2 steps: judge seen ") and " 4 steps: judge seen " in student
     for part in (teacher, student):
         assert all(w in part for w in ("held out", "image reward", "video reward", "s/video")), part
+        # every number with its standard error; 1 of 1 or 0 of 1 videos right is ± 0.219 (Agresti-Coull), never ± 0
+        assert re.search(r"judge seen [01]\.000 ± 0\.219 \(1 videos\), held out [01]\.000 ± 0\.219 \(1\), "
+                         r"image reward -?\d\.\d{3} ± \d\.\d{3}, video reward -?\d\.\d{3} ± \d\.\d{3}", part), part
     grid = iio.imread(out / "compare_vcm.gif", index=None)
     assert grid.shape[:3] == (8, 4 * 34 * 3, 34 * 3)          # 4 rows of one 32-px video (1-px border, x3)
 

@@ -1,15 +1,17 @@
 """The toy world's evaluator: sample a checkpoint on seen and held-out captions and judge every video by pixels.
 
 For each caption set it writes the samples exactly as `sample.py` does (a folder with prompts.jsonl) and scores
-them with toy.world.judge: a video counts as correct when its colour, shape and direction all match the caption.
+them with toy.world.judge: a video counts as correct when its colour, shape and direction all match the caption,
+and shape is also reported per shape of the caption (a circle drawn as a square shows up by name).
 The seen set is the 76 training captions, the held-out set the 8 captions no model ever saw in training.
 
-    python -m toy.evaluate --ckpt runs/toy/turbo.safetensors      # 76 x 1 seen + 8 x 8 held out: runs/toy/eval_turbo
-    python -m toy.evaluate --ckpt toy/assets/teacher.safetensors --per-seen 2 --per-heldout 16 --out runs/toy/eval
+    python -m toy.evaluate --ckpt runs/toy/turbo.safetensors    # 76 x 4 seen + 8 x 16 held out: runs/toy/eval_turbo
+    python -m toy.evaluate --ckpt toy/assets/teacher.safetensors --per-seen 1 --per-heldout 8 --out runs/toy/eval
     python -m toy.evaluate --table runs/toy    # every checkpoint found there -> runs/toy/results.md, compare.gif,
                                                # curves.png
     python -m toy.evaluate --table runs/toy --train    # from scratch: trains what is missing first (the toy table)
     python -m toy.evaluate --table runs/toy --tune-guidance    # each method at its own best guidance (below)
+    python -m toy.evaluate --first-stage     # the first stage alone, per shape, at shapes of 10, 12 and 14 px
 
 Guidance is a sampling knob of every method here (the teacher's CFG scale, a student's w), and the best value
 differs between them: a toy teacher can score higher at a lower CFG scale than VC2's 12. `--tune-guidance` picks it
@@ -21,6 +23,7 @@ Real models have their own evaluator, with T2V-Turbo's reward models as the meas
 """
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -36,10 +39,12 @@ import sample
 from machinery.checkpoint import find_checkpoint, load_models, load_reward, read_meta
 from machinery.cli import Parser, check_device, run_cli
 from machinery.videoio import read_samples, save_grid
-from toy.world import TOY_MODELS, correct, judge_dir, split_captions
+from encoders import LinearAutoencoder, toy_linear_ae
+from toy.world import (SHAPES, TOY_MODELS, ToyWorld, correct, judge_dir, judge_videos, parse_caption, render_clip,
+                       split_captions, to_tensor)
 
 
-def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, seed=1000, device="cpu"):
+def evaluate(ckpt, out, per_seen=4, per_heldout=16, steps=None, guidance=None, seed=1000, device="cpu"):
     """-> {'seen': {...}, 'heldout': {...}} with the shares of correct videos and seconds per video."""
     results = {}
     for split, per in (("seen", per_seen), ("heldout", per_heldout)):
@@ -67,16 +72,28 @@ def evaluate(ckpt, out, per_seen=1, per_heldout=8, steps=None, guidance=None, se
 @torch.no_grad()
 def score_videos(videos, caps, image_reward=None, video_reward=None):
     """uint8 videos (n, t, h, w, 3) and their captions -> {'image': mean toy image reward over all frames,
-    'video': mean video reward}, each None where its model is None."""
+    'video': mean video reward, 'image_se', 'video_se': their standard errors over the n videos}, None where a
+    model is None."""
     video = torch.from_numpy(np.asarray(videos)).permute(0, 4, 1, 2, 3).float() / 255   # (n, 3, t, h, w) in [0, 1]
     n, c, t = video.shape[:3]
-    out = {"image": None, "video": None}
+    per_video = {"image": None, "video": None}                                          # each (n,)
     if image_reward is not None:
         frames = video.transpose(1, 2).flatten(0, 1)                                  # (n t, 3, h, w)
-        out["image"] = float(image_reward(frames, [cap for cap in caps for _ in range(t)]).view(n, t).mean())
+        per_video["image"] = image_reward(frames, [cap for cap in caps for _ in range(t)]).view(n, t).mean(1)
     if video_reward is not None:
-        out["video"] = float(video_reward(video, caps, generator=torch.Generator().manual_seed(0)).mean())
+        per_video["video"] = video_reward(video, caps, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for k, v in per_video.items():
+        out[k] = None if v is None else float(v.mean())
+        out[f"{k}_se"] = None if v is None or n < 2 else float(v.std() / n ** 0.5)
     return out
+
+
+def share_se(right, n):
+    """Standard error of a share of n videos judged right, Agresti-Coull style: computed at (right + 2) / (n + 4),
+    so 16 of 16 still reads ± 0.067 rather than a misleading ± 0 (Agresti and Coull 1998)."""
+    p = (right + 2) / (n + 4)
+    return float(np.sqrt(p * (1 - p) / (n + 4)))
 
 
 def load_reward_files(reward_dir):
@@ -118,8 +135,12 @@ def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, g
         videos = sample.generate(m, prompts, seeds, device=device, progress=False)
         seconds = (time.time() - t0) / len(prompts)
         right = [correct(v, p)["all"] for v, p in zip(videos, prompts)]
-        results[name] = {"judge_seen": float(np.mean(right[:n_seen])), "judge_heldout": float(np.mean(right[n_seen:])),
-                         **score_videos(videos, prompts, rewards.get("image"), rewards.get("video")),
+        seen, held = right[:n_seen], right[n_seen:]
+        results[name] = {"judge_seen": float(np.mean(seen)), "judge_heldout": float(np.mean(held)),
+                         "judge_seen_se": share_se(sum(seen), len(seen)),
+                         "judge_heldout_se": share_se(sum(held), len(held)), "n_seen": len(seen),
+                         "n_heldout": len(held), **score_videos(videos, prompts, rewards.get("image"),
+                                                                rewards.get("video")),
                          "s_per_video": seconds, "steps": sample.sampler_settings(m["meta"])[1]}
         rows.append(videos)
     if grid:
@@ -128,11 +149,14 @@ def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, g
 
 
 def compare_line(results):
-    """One line: 'teacher 50 steps: judge seen 0.875, held out 0.750, image 0.912, video 0.850, 1.95 s/video | ...'."""
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
-    return " | ".join(f"{name} {r['steps']} steps: judge seen {r['judge_seen']:.3f}, held out {r['judge_heldout']:.3f}"
-                      f", image reward {fmt(r['image'])}, video reward {fmt(r['video'])}, {r['s_per_video']:.2f} s/video"
-                      for name, r in results.items())
+    """One line, each number with its standard error: 'teacher 50 steps: judge seen 0.875 ± 0.089 (16 videos),
+    held out 0.750 ± 0.102 (16), image reward 0.912 ± 0.004, video reward 0.850 ± 0.006, 1.95 s/video | ...'."""
+    def fmt(r, k):
+        se = r.get(k + "_se")
+        return "-" if r.get(k) is None else f"{r[k]:.3f}" + ("" if se is None else f" ± {se:.3f}")
+    return " | ".join(f"{name} {r['steps']} steps: judge seen {fmt(r, 'judge_seen')} ({r['n_seen']} videos), held out "
+                      f"{fmt(r, 'judge_heldout')} ({r['n_heldout']}), image reward {fmt(r, 'image')}, video reward "
+                      f"{fmt(r, 'video')}, {r['s_per_video']:.2f} s/video" for name, r in results.items())
 
 
 def closing_comparison(teacher, student, name, reward_dir, per_caption=2, device="cpu", t0=None):
@@ -157,6 +181,37 @@ def quick_look(models, out_gif, device="cpu"):
     save_grid(videos, out_gif, ncol=4, scale=3)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Why shapes are 14 px: what the first stage alone does to each shape, before any teacher is trained
+
+
+@torch.no_grad()
+def first_stage_study(pxs=(10, 12, 14), channels=8, per_caption=3, noise=(0.0, 0.4), seed=1):
+    """For each shape size: fit the toy's first stage as toy/prepare.py does (PCA of 4 x 4 patches of 512 training
+    clips, `channels` kept), then judge real clips of every training caption and their reconstructions, clean and
+    with Gaussian noise of std sigma added to the (unit-variance) latents, a stand-in for a teacher's error.
+    -> {px: {'real': per-shape shares, 'sigma 0': ..., ...}}; each share is of clips judged their caption's shape."""
+    caps = [c for c in split_captions("train") for _ in range(per_caption)]
+    out = {}
+    for px in pxs:
+        ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=channels))
+        kept = ae.fit(ToyWorld(seed=3, px=px).batch(512)[0])                  # toy/prepare.py: fit_first_stage
+        rng = np.random.default_rng(seed)
+        clips = np.stack([render_clip(*parse_caption(c), rng, px=px) for c in caps])    # (n, t, h, w, 3) uint8
+        z = ae.encode(to_tensor(clips))                                                 # (n, k, t, h/4, w/4)
+        rows = {"real": judge_videos(clips, caps, px=px)["per_shape"]}
+        for sigma in noise:
+            zn = z + sigma * torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
+            rec = ((ae.decode(zn).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
+            rows[f"sigma {sigma:g}"] = judge_videos(rec, caps, px=px)["per_shape"]
+        out[px] = rows
+        for name, r in rows.items():
+            print(f"shapes {px} px, {channels} latent channels ({kept:.1%} of the variance), {name:9s}: shape right "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in r.items()) + f" ({len(caps)} clips)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Guidance tuning: the same grid for every method, on validation seeds only
 ROOT = Path(__file__).resolve().parents[1]  # the repository (train.py is there)
 GUIDANCE_GRID = (2.0, 3.0, 5.0, 8.5, 12.0)  # CFG scale g, VC2's convention (1 = none); a student samples at w = g - 1
@@ -200,7 +255,7 @@ def train_missing(run_dir, toy_models, extra=()):
                             "--toy-models", str(toy_models), *args, *extra], check=True)
 
 
-def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=False):
+def table(run_dir, toy_models, per_seen=4, per_heldout=16, device="cpu", tune=False):
     """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: method | steps | guidance |
     UNet evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
     run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves).
@@ -209,7 +264,7 @@ def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=Fal
     teacher, 4 student; kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the
     grid are unchanged). The teacher and the reward models are read from toy_models (toy/prepare.py's folder)."""
     run_dir, toy_models = Path(run_dir), Path(toy_models)
-    rows, per_attr, grid_rows, labels = [], [], [], []
+    rows, per_attr, per_shape, grid_rows, labels = [], [], [], [], []
     tuned_path = run_dir / "guidance.json"
     tuned = json.loads(tuned_path.read_text()) if tune and tuned_path.exists() else {}
     reward_files = sorted(toy_models.glob("reward_*.safetensors"))
@@ -235,6 +290,8 @@ def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=Fal
                     f"{fmt(rw['image'])} | {fmt(rw['video'])} | {res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
         per_attr.append(f"| {label} | {steps} | " + " | ".join(
             f"{res[s][k]:.2f}" for s in ("seen", "heldout") for k in ("colour", "shape", "direction")) + " |")
+        per_shape.append(f"| {label} | {steps} | " + " | ".join(
+            shape_cell(res[s], shape) for s in ("seen", "heldout") for shape in SHAPES) + " |")
         (d / "results.json").write_text(json.dumps({**res, "rewards": rw, "guidance": guidance}, indent=1))
         print(rows[-1], flush=True)
         if steps in (50, 4):
@@ -244,7 +301,9 @@ def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=Fal
           "judge: seen captions | judge: held-out captions |\n|---|---|---|---|---|---|---|---|---|\n"
           + "\n".join(rows) + "\n\nPer attribute (share right):\n\n| method | steps | colour seen | shape seen | "
           "direction seen | colour held out | shape held out | direction held out |\n|---|---|---|---|---|---|---|---|\n"
-          + "\n".join(per_attr) + "\n")
+          + "\n".join(per_attr) + "\n\nShape right, per shape of the caption (the confusion is in each eval_*/results.json):\n\n"
+          "| method | steps | " + " | ".join(f"{shape} {s}" for s in ("seen", "held out") for shape in SHAPES)
+          + " |\n|---|---|" + "---|" * 2 * len(SHAPES) + "\n" + "\n".join(per_shape) + "\n")
     (run_dir / "results.md").write_text(md)
     print(md)
     if grid_rows:
@@ -252,6 +311,12 @@ def table(run_dir, toy_models, per_seen=1, per_heldout=8, device="cpu", tune=Fal
         print(f"wrote {run_dir / 'compare.gif'}: rows {labels}; columns: {compare_prompts()}")
     plot_curves(run_dir, toy_models, run_dir / "curves.png")
     return md
+
+
+def shape_cell(res, shape):
+    """'0.96 (96/100)': the share of a split's videos of one shape judged that shape, with the count."""
+    c = res["confusion"].get(shape)
+    return "-" if not c else f"{c.get(shape, 0) / sum(c.values()):.2f} ({c.get(shape, 0)}/{sum(c.values())})"
 
 
 def compare_prompts():
@@ -348,8 +413,8 @@ def main(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", action="append", help=f"a checkpoint to judge (default {TOY_CKPT})")
     p.add_argument("--out", default=None, help="sample folder (default: beside the checkpoint, eval_<name>)")
-    p.add_argument("--per-seen", type=int, default=1, help="videos per training caption")
-    p.add_argument("--per-heldout", type=int, default=8, help="videos per held-out caption")
+    p.add_argument("--per-seen", type=int, default=4, help="videos per training caption (76 captions)")
+    p.add_argument("--per-heldout", type=int, default=16, help="videos per held-out caption (8 captions)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--seed", type=int, default=1000, help="evaluation seeds differ from train.py's quick look")
@@ -362,7 +427,11 @@ def main(argv=None):
                    "the table that RUN_DIR lacks: T2V-Turbo, VCM, each reward alone")
     p.add_argument("--tune-guidance", action="store_true", help="with --table: sample each checkpoint at its own "
                    "best guidance, picked on validation seeds (RUN_DIR/guidance.json); default: its stored default")
+    p.add_argument("--first-stage", action="store_true", help="judge the first stage's reconstructions of real "
+                   "clips per shape, at shapes of 10, 12 and 14 px (why the world's shapes are 14 px)")
     args = p.parse_args(argv)
+    if args.first_stage:
+        return first_stage_study()
     check_args(args, p.error)
     if args.table:
         if args.train:
@@ -374,6 +443,8 @@ def main(argv=None):
     for split, r in res.items():
         print(f"{split:8s} n={r['n']:4d}  all three right {r['all']:.3f}  (colour {r['colour']:.3f}, "
               f"shape {r['shape']:.3f}, direction {r['direction']:.3f})  {r['seconds_per_video']:.3f} s/video")
+        print(f"{'':8s} shape right per shape: " + ", ".join(f"{shape} {shape_cell(r, shape)}" for shape in SHAPES)
+              + f"; judged as: {r['confusion']}")
     (out / "results.json").write_text(json.dumps(res, indent=1))
     print(f"wrote {out / 'results.json'}")
     return res

@@ -57,7 +57,7 @@ from machinery.loop import (Progress, accumulate, autocast_for, check_in_sync, c
 from rewards import toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet
 from toy import diffusion
-from toy.evaluate import toy_comparison
+from toy.evaluate import compare_line, toy_comparison
 from toy.world import (COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, parse_caption, render_clip, split_captions,
                        to_tensor)
 
@@ -474,9 +474,7 @@ def main(argv=None):
         quality = toy_comparison({"teacher": models}, out, run.device, per_caption=cfg.eval_per_caption,
                                  grid=out / "teacher_samples.gif")["teacher"]
         cast_file(teacher_path, DTYPES[cfg.dtype], {"quality": quality})
-        print(f"teacher (50 steps, CFG {cfg.guidance:g}): judge {quality['judge_seen']:.3f} seen, "
-              f"{quality['judge_heldout']:.3f} held out; image reward {quality['image']:.3f}, video reward "
-              f"{quality['video']:.3f}; {quality['s_per_video']:.2f} s/video")
+        print(f"teacher (50 steps, CFG {cfg.guidance:g}): " + compare_line({"teacher": quality}))
     print(f"done in {(time.time() - t0) / 60:.1f} minutes: python train.py --toy-models {out}")
 
 

@@ -1,9 +1,9 @@
 """The toy world, "moving shapes", and its pixel-level judge.
 
-The world's rules (this file is its specification): 8 frames of 32 x 32 RGB, one flat-coloured shape (square, circle or
-triangle, 14 px across) on black, moving 2 px per frame left, right, up or down, captioned exactly `a {colour} {shape} moving
-{direction}`. 84 captions; 8 of them are held out of every training stage (teacher, reward models, distillation), so
-generalising to them measures composition, not memorisation.
+The world's rules (this file is its specification): 8 frames of 32 x 32 RGB, one flat-coloured shape (square,
+circle or triangle, 14 px across: SHAPE_PX) on black, moving 2 px per frame left, right, up or down, captioned
+exactly `a {colour} {shape} moving {direction}`. 84 captions; 8 of them are held out of every training stage
+(teacher, reward models, distillation), so generalising to them measures composition, not memorisation.
 
 Nothing here is from the paper: this file stands in for WebVid-10M (the data) and for VBench (the evaluation).
 Clips are rendered on the fly from a seed, so there is nothing to download.
@@ -63,12 +63,14 @@ def split_captions(split):
     return read_prompts(PROMPTS / f"prompts_{split}.txt")
 
 
-def shape_size(size):
-    """The shape's side in pixels: s = round(14 S / 32), 14 px at 32 px. At 10 px a circle and a square differ by
-    corners of about 2 px, less than one 4 x 4 latent cell, and the first stage alone turned 9% of circles into
-    squares (RESULTS.md, "Why the toy teacher confused circles and squares"); at 14 px every reconstruction is
-    judged right."""
-    return round(14 * size / 32)
+# The shape's side at 32 px. At 10 px a circle and a square differ by corners of about 2 px, less than one 4 x 4
+# latent cell, and the first stage alone drew some circles as squares; at 14 px every reconstruction is judged
+# right (RESULTS.md, "Why the toy teacher confused circles and squares": python -m toy.evaluate --first-stage).
+SHAPE_PX = 14
+
+
+def shape_size(size, px=SHAPE_PX):
+    return round(px * size / 32)  # s = round(px S / 32)
 
 
 def shape_mask(shape, cx, cy, s, size):
@@ -91,9 +93,9 @@ def half_extent(shape, s):
     return {"square": s / 2, "circle": s / 2 + 0.5, "triangle": (s + 2) / 2}[shape]
 
 
-def render_clip(colour, shape, direction, rng, size=32, frames=8):
+def render_clip(colour, shape, direction, rng, size=32, frames=8, px=SHAPE_PX):
     """One clip as uint8 (t, h, w, 3). The start is uniform over integer centres that keep the shape inside."""
-    s, speed = shape_size(size), size / 16  # 2 px per frame at 32 px
+    s, speed = shape_size(size, px), size / 16  # 2 px per frame at 32 px
     dx, dy = DIRECTIONS[direction]
     e, travel = half_extent(shape, s), speed * (frames - 1)
     lo = int(np.ceil(e))
@@ -118,9 +120,9 @@ def to_tensor(clips):
 class ToyWorld:
     """Infinite stream of (video, caption) batches drawn from a caption list (the 76 training ones by default)."""
 
-    def __init__(self, captions=None, size=32, frames=8, seed=0):
+    def __init__(self, captions=None, size=32, frames=8, seed=0, px=SHAPE_PX):
         self.captions = captions if captions is not None else split_captions("train")
-        self.size, self.frames = size, frames
+        self.size, self.frames, self.px = size, frames, px
         self.rng = np.random.default_rng(seed)
 
     def batch(self, n, rng=None, rows=None):
@@ -131,8 +133,8 @@ class ToyWorld:
         caps = [self.captions[i] for i in rng.integers(0, len(self.captions), n)]
         seeds = rng.integers(0, 2 ** 63 - 1, n)  # one stream per clip: clip i does not depend on `rows`
         rows = range(n) if rows is None else rows
-        clips = [render_clip(*parse_caption(caps[i]), np.random.default_rng(seeds[i]), self.size, self.frames)
-                 for i in rows]
+        clips = [render_clip(*parse_caption(caps[i]), np.random.default_rng(seeds[i]), self.size, self.frames,
+                             self.px) for i in rows]
         return to_tensor(clips), [caps[i] for i in rows]
 
 
@@ -142,7 +144,7 @@ class ToyWorld:
 FG_THRESHOLD = 80  # a pixel is foreground when its brightest channel exceeds this (background is black)
 
 
-def judge(clip, size=None):
+def judge(clip, size=None, px=SHAPE_PX):
     """clip: uint8 (t, h, w, 3). Returns {'colour', 'shape', 'direction', 'iou'}; None where it can't tell.
 
     colour:    nearest palette colour to the median foreground pixel over all frames;
@@ -153,7 +155,7 @@ def judge(clip, size=None):
     """
     t, h, w, _ = clip.shape
     size = size or h
-    s = shape_size(size)
+    s = shape_size(size, px)
     fg = clip.max(axis=-1) > FG_THRESHOLD  # (t, h, w)
     area = fg.reshape(t, -1).sum(1)
     out = {"colour": None, "shape": None, "direction": None, "iou": 0.0}
@@ -193,21 +195,38 @@ def judge(clip, size=None):
 
 def correct(clip, text):
     """Per-attribute verdicts for one clip against its caption; 'all' is what the accuracy figures count."""
+    return verdicts(judge(clip), text)
+
+
+def verdicts(j, text):
+    """judge()'s answer against a caption -> {'colour', 'shape', 'direction', 'all'} booleans."""
     colour, shape, direction = parse_caption(text)
-    j = judge(clip)
     v = {"colour": j["colour"] == colour, "shape": j["shape"] == shape, "direction": j["direction"] == direction}
-    v["all"] = all(v.values())
-    return v
+    return {**v, "all": all(v.values())}
+
+
+def judge_videos(clips, texts, px=SHAPE_PX):
+    """Scores videos against their captions -> {'n', 'all', 'colour', 'shape', 'direction'} shares, and per shape
+    of the caption: 'per_shape' {shape: share judged that shape} and 'confusion' {caption's shape: {judged shape or
+    'none': count}}, so a circle drawn as a square shows up by name."""
+    tally = {"colour": 0, "shape": 0, "direction": 0, "all": 0}
+    confusion = {s: {} for s in SHAPES}
+    for clip, text in zip(clips, texts):
+        j = judge(clip, px=px)
+        for k, ok in verdicts(j, text).items():
+            tally[k] += ok
+        shape, got = parse_caption(text)[1], j["shape"] or "none"
+        confusion[shape][got] = confusion[shape].get(got, 0) + 1
+    n = len(texts)
+    per_shape = {s: c.get(s, 0) / sum(c.values()) for s, c in confusion.items() if c}
+    return {"n": n, **{k: v / n for k, v in tally.items()}, "per_shape": per_shape,
+            "confusion": {s: c for s, c in confusion.items() if c}}
 
 
 def judge_dir(out_dir):
-    """Scores a sample folder (prompts.jsonl + videos) -> {'n', 'all', 'colour', 'shape', 'direction'} shares."""
+    """Scores a sample folder (prompts.jsonl + videos): judge_videos of its videos."""
     samples = read_samples(out_dir)                                             # [(row, (t, h, w, 3) video)]
-    tally = {"colour": 0, "shape": 0, "direction": 0, "all": 0}
-    for r, clip in samples:
-        for k, ok in correct(clip, r["prompt"]).items():
-            tally[k] += ok
-    return {"n": len(samples), **{k: v / len(samples) for k, v in tally.items()}}
+    return judge_videos([clip for _, clip in samples], [r["prompt"] for r, _ in samples])
 
 
 def main(argv=None):
@@ -223,8 +242,8 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     caps = split_captions("all")
     clips = np.stack([render_clip(*parse_caption(c), rng) for c in caps])
-    acc = np.mean([correct(c, t)["all"] for c, t in zip(clips, caps)])
-    print(f"judge accuracy on {len(caps)} real clips: {acc:.3f}")
+    res = judge_videos(clips, caps)
+    print(f"judge accuracy on {len(caps)} real clips: {res['all']:.3f}; shape right per shape {res['per_shape']}")
     save_grid(clips[:24], args.out, ncol=6)
     print(f"wrote {args.out}")
 

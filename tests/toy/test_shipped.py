@@ -17,8 +17,7 @@ def test_files_are_fp16_and_record_their_recipe():
             meta = json.loads(f.metadata()[key])
             dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
         assert dtypes <= {"F16", "I64"} and "F16" in dtypes, (name, dtypes)
-        # the recipe's command line; the shipped files were made when the recipe was a top-level prepare_toy.py
-        assert meta["command"].startswith(("python -m toy.prepare", "python prepare_toy.py")), meta
+        assert meta["command"].startswith("python -m toy.prepare"), meta      # the recipe's command line
         assert meta["minutes"] > 0, meta
     assert sum(p.stat().st_size for p in TOY.glob("*.safetensors")) < 25 * 2 ** 20   # 25 MiB in all
     meta = read_meta(TOY / "teacher.safetensors")
