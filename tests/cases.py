@@ -55,6 +55,7 @@ CLI_CASES = [
     ("evaluate", ["--ckpt", "{teacher}", "--per-seen", "-1"], 2, "--per-seen and --per-heldout must be >= 0"),
     ("evaluate", ["--ckpt", "{teacher}", "--per-seen", "0", "--per-heldout", "0"], 2, "and not both 0"),
     ("evaluate", ["--ckpt", "{teacher}", "--steps", "0"], 2, "--steps must be >= 1"),
+    ("evaluate", ["--ckpt", "{teacher}", "--shape-px", "20"], 2, "--shape-px must be in [4, 16]"),
     ("evaluate", ["--ckpt", "{teacher}", "--train"], 2, "--train and --tune-guidance go with --table"),
     ("evaluate", ["--table", "{dir}/no_run"], 2, "--table {dir}/no_run: no such folder"),
     ("evaluate", ["--table", "{dir}", "--toy-models", "{empty_dir}"], 2, "no teacher.safetensors there"),

@@ -36,16 +36,18 @@ import torch
 from PIL import Image, ImageDraw
 
 import sample
+from encoders import LinearAutoencoder, toy_linear_ae
 from machinery.checkpoint import find_checkpoint, load_models, load_reward, read_meta
 from machinery.cli import Parser, check_device, run_cli
 from machinery.videoio import read_samples, save_grid
-from encoders import LinearAutoencoder, toy_linear_ae
-from toy.world import (SHAPES, TOY_MODELS, ToyWorld, correct, judge_dir, judge_videos, parse_caption, render_clip,
-                       split_captions, to_tensor)
+from toy.world import (SHAPE_PX, SHAPES, TOY_MODELS, ToyWorld, correct, judge_dir, judge_videos, parse_caption,
+                       render_clip, split_captions, to_tensor)
 
 
-def evaluate(ckpt, out, per_seen=4, per_heldout=16, steps=None, guidance=None, seed=1000, device="cpu"):
-    """-> {'seen': {...}, 'heldout': {...}} with the shares of correct videos and seconds per video."""
+def evaluate(ckpt, out, per_seen=4, per_heldout=16, steps=None, guidance=None, seed=1000, device="cpu",
+             px=SHAPE_PX):
+    """-> {'seen': {...}, 'heldout': {...}} with the shares of correct videos and seconds per video; px: the shape
+    size the judge expects (a model of a world with other shapes, e.g. a teacher of the 10 px world)."""
     results = {}
     for split, per in (("seen", per_seen), ("heldout", per_heldout)):
         if per == 0:
@@ -65,7 +67,7 @@ def evaluate(ckpt, out, per_seen=4, per_heldout=16, steps=None, guidance=None, s
             argv += ["--guidance", str(guidance)]
         t0 = time.time()
         sample.main(argv)
-        results[split] = {**judge_dir(d), "seconds_per_video": (time.time() - t0) / (per * len(caps))}
+        results[split] = {**judge_dir(d, px), "seconds_per_video": (time.time() - t0) / (per * len(caps))}
     return results
 
 
@@ -386,6 +388,8 @@ def check_args(args, error):
     """One line for every bad input, before anything is sampled or written."""
     if args.per_seen < 0 or args.per_heldout < 0 or args.per_seen + args.per_heldout == 0:
         error("--per-seen and --per-heldout must be >= 0, and not both 0")
+    if not 4 <= args.shape_px <= 16:
+        error("--shape-px must be in [4, 16] (a larger shape cannot travel 14 px inside a 32 px frame)")
     if args.steps is not None and args.steps < 1:
         error("--steps must be >= 1")
     args.device = check_device(args.device, error)
@@ -427,6 +431,8 @@ def main(argv=None):
                    "the table that RUN_DIR lacks: T2V-Turbo, VCM, each reward alone")
     p.add_argument("--tune-guidance", action="store_true", help="with --table: sample each checkpoint at its own "
                    "best guidance, picked on validation seeds (RUN_DIR/guidance.json); default: its stored default")
+    p.add_argument("--shape-px", type=int, default=SHAPE_PX, help=f"the shapes' size the judge expects (default "
+                   f"{SHAPE_PX}, the world's; 10 judges a model of the earlier 10 px world)")
     p.add_argument("--first-stage", action="store_true", help="judge the first stage's reconstructions of real "
                    "clips per shape, at shapes of 10, 12 and 14 px (why the world's shapes are 14 px)")
     args = p.parse_args(argv)
@@ -439,7 +445,8 @@ def main(argv=None):
         return table(args.table, args.toy_models, args.per_seen, args.per_heldout, args.device, tune=args.tune_guidance)
     ckpt = Path(args.ckpt)
     out = Path(args.out or ckpt.parent / f"eval_{ckpt.stem}")
-    res = evaluate(ckpt, out, args.per_seen, args.per_heldout, args.steps, args.guidance, args.seed, args.device)
+    res = evaluate(ckpt, out, args.per_seen, args.per_heldout, args.steps, args.guidance, args.seed, args.device,
+                   args.shape_px)
     for split, r in res.items():
         print(f"{split:8s} n={r['n']:4d}  all three right {r['all']:.3f}  (colour {r['colour']:.3f}, "
               f"shape {r['shape']:.3f}, direction {r['direction']:.3f})  {r['seconds_per_video']:.3f} s/video")

@@ -223,10 +223,10 @@ def judge_videos(clips, texts, px=SHAPE_PX):
             "confusion": {s: c for s, c in confusion.items() if c}}
 
 
-def judge_dir(out_dir):
+def judge_dir(out_dir, px=SHAPE_PX):
     """Scores a sample folder (prompts.jsonl + videos): judge_videos of its videos."""
     samples = read_samples(out_dir)                                             # [(row, (t, h, w, 3) video)]
-    return judge_videos([clip for _, clip in samples], [r["prompt"] for r, _ in samples])
+    return judge_videos([clip for _, clip in samples], [r["prompt"] for r, _ in samples], px)
 
 
 def main(argv=None):
