@@ -41,7 +41,7 @@ from machinery.checkpoint import find_checkpoint, load_models, load_reward, read
 from machinery.cli import Parser, check_device, run_cli
 from machinery.videoio import read_samples, save_grid
 from toy.world import (SHAPE_PX, SHAPES, TOY_MODELS, ToyWorld, correct, judge_dir, judge_videos, parse_caption,
-                       render_clip, split_captions, to_tensor)
+                       render_clip, shape_mask, split_captions, to_tensor)
 
 
 def evaluate(ckpt, out, per_seen=4, per_heldout=16, steps=None, guidance=None, seed=1000, device="cpu",
@@ -196,6 +196,9 @@ def first_stage_study(pxs=(10, 12, 14), channels=8, per_caption=3, noise=(0.0, 0
     caps = [c for c in split_captions("train") for _ in range(per_caption)]
     out = {}
     for px in pxs:
+        sq, ci = (shape_mask(k, 16, 16, px, 32) for k in ("square", "circle"))     # centred templates, 32 px
+        print(f"shapes {px} px: square {sq.sum()} pixels, circle {ci.sum()}; they differ in {(sq ^ ci).sum()} pixels "
+              f"({(sq ^ ci).sum() / 4:g} a corner; a 4 x 4 latent cell is 16), IoU {(sq & ci).sum() / (sq | ci).sum():.2f}")
         ae = LinearAutoencoder(dataclasses.replace(toy_linear_ae(), latent_channels=channels))
         kept = ae.fit(ToyWorld(seed=3, px=px).batch(512)[0])                  # toy/prepare.py: fit_first_stage
         rng = np.random.default_rng(seed)
