@@ -31,7 +31,7 @@ def test_teacher_samples_pass_the_judge():
     prompts = split_captions("train")[::19][:2] + split_captions("heldout")[:2]
     videos = sample.generate(models, prompts, list(range(len(prompts))), progress=False)
     right = [correct(v, p)["all"] for v, p in zip(videos, prompts)]
-    assert sum(right) >= 2, list(zip(prompts, right))     # 4 of 4 where the shipped files were made
+    assert sum(right) >= 3, list(zip(prompts, right))     # 4 of 4 where the shipped files were made
 
 
 def test_reward_models_load_and_score_in_fp32():
