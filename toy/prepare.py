@@ -3,7 +3,7 @@ and ViCLIP (like nanoGPT's prepare.py). T2V-Turbo never trains its teacher or it
 pre-trained ones. So does the toy: the models this script writes ship in toy/assets/, and `python train.py` (the
 paper's method, Algorithm 1) starts from them.
 
-    python -m toy.prepare                          # -> runs/prepared/ (about 77 minutes on 2 cores)
+    python -m toy.prepare                          # -> runs/prepared/ (about 50 minutes on 2 cores)
     python -m toy.prepare --resume                 # after a kill: goes on from the newest saved state
     python train.py --toy-models runs/prepared     # distil from what it wrote instead of the shipped models
 
