@@ -234,7 +234,7 @@ def tune_guidance(ckpt, out, reward_dir, steps, grid=GUIDANCE_GRID, seed=VALIDAT
         d = Path(out) / f"g{g:g}"
         res = evaluate(ckpt, d, per_seen=1, per_heldout=0, steps=steps, guidance=value, seed=seed, device=device)
         rw = reward_scores([d / "seen"], reward_dir)
-        score = res["seen"]["all"] + sum(v for v in rw.values() if v is not None)
+        score = res["seen"]["all"] + sum(rw[k] for k in ("image", "video") if rw[k] is not None)
         sweep.append({"g": g, "guidance": value, "judge": res["seen"]["all"], **rw, "score": score})
         print(f"  {Path(ckpt).stem} g {g:g} ({'w' if student else 'CFG'} {value:g}): judge {res['seen']['all']:.3f}, "
               f"rewards {rw}, score {score:.3f}", flush=True)
