@@ -1,4 +1,5 @@
-"""Videos and prompts on disk: what sample.py writes and the evaluators and toy/world.py read. No model code here.
+"""Videos and prompts on disk: what sample.py writes and the evaluators and toy/world.py read, and the mean with its
+standard error that both evaluators report over videos. No model code here.
 
     videos in memory  uint8 (n, t, h, w, 3), RGB, what GIF / MP4 files hold
     videos in models  float (b, 3, t, h, w) in [-1, 1] (to_uint8 converts)
@@ -12,6 +13,15 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
+
+
+def mean_se(values):
+    """Per-video scores -> (mean, standard error of the mean). SE = s / sqrt(n) with s the SAMPLE standard deviation
+    (n - 1 in its denominator); None for fewer than 2 videos, where it is not defined (mean None for none)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return None, None
+    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None
 
 
 def read_prompts(path):

@@ -208,7 +208,6 @@ def test_bad_state_dict_one_error_names_everything(cls, make, loader, prefix):
 def test_toy_linear_autoencoder_reconstructs_what_the_judge_reads():
     """The toy's first stage (PCA of 4x4 patches): unit-variance latents, exact linear decode, and
     reconstructions whose colour, shape and direction the judge still reads correctly."""
-
     ae = LinearAutoencoder(toy_linear_ae())
     kept = ae.fit(ToyWorld(seed=0).batch(128)[0])
     assert 0.9 < kept <= 1.0

@@ -39,7 +39,7 @@ import sample
 from encoders import LinearAutoencoder, toy_linear_ae
 from machinery.checkpoint import find_checkpoint, load_models, load_reward, read_meta
 from machinery.cli import Parser, check_device, run_cli
-from machinery.videoio import read_samples, save_grid
+from machinery.videoio import mean_se, read_samples, save_grid, to_uint8
 from toy.world import (SHAPE_PX, SHAPES, TOY_MODELS, ToyWorld, correct, judge_dir, judge_videos, parse_caption,
                        render_clip, shape_mask, split_captions, to_tensor)
 
@@ -86,8 +86,7 @@ def score_videos(videos, caps, image_reward=None, video_reward=None):
         per_video["video"] = video_reward(video, caps, generator=torch.Generator().manual_seed(0))
     out = {}
     for k, v in per_video.items():
-        out[k] = None if v is None else float(v.mean())
-        out[f"{k}_se"] = None if v is None or n < 2 else float(v.std() / n ** 0.5)
+        out[k], out[f"{k}_se"] = mean_se([] if v is None else v.tolist())
     return out
 
 
@@ -207,8 +206,7 @@ def first_stage_study(pxs=(10, 12, 14), channels=8, per_caption=3, noise=(0.0, 0
         rows = {"real": judge_videos(clips, caps, px=px)["per_shape"]}
         for sigma in noise:
             zn = z + sigma * torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
-            rec = ((ae.decode(zn).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
-            rows[f"sigma {sigma:g}"] = judge_videos(rec, caps, px=px)["per_shape"]
+            rows[f"sigma {sigma:g}"] = judge_videos(to_uint8(ae.decode(zn)), caps, px=px)["per_shape"]
         out[px] = rows
         for name, r in rows.items():
             print(f"shapes {px} px, {channels} latent channels ({kept:.1%} of the variance), {name:9s}: shape right "

@@ -23,7 +23,7 @@ import sample
 from machinery import videoio
 from machinery.checkpoint import find_checkpoint
 from machinery.cli import Parser, check_device, one_line, run_cli
-from machinery.videoio import read_prompts, read_video
+from machinery.videoio import mean_se, read_prompts, read_video
 from vc2.internvideo2 import find_vocab
 from vc2.release import RELEASE_FILES, find_file, load_real_reward
 
@@ -33,15 +33,6 @@ from vc2.release import RELEASE_FILES, find_file, load_real_reward
 
 REAL_OUT = "runs/real_eval"             # --out's default
 VIDEO_SCORE_FRAMES = 8                  # ViCLIP-L/14 and InternVideo2 (as T2V-Turbo sets it up) take 8 frames
-
-
-def mean_se(values):
-    """Per-video scores -> (mean, standard error of the mean). SE = s / sqrt(n) with s the SAMPLE standard deviation
-    (n - 1 in its denominator); None for fewer than 2 videos, where it is not defined (mean None for none)."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return None, None
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None
 
 
 def eval_video_frames(t, n=VIDEO_SCORE_FRAMES):
