@@ -28,7 +28,6 @@ from machinery.checkpoint import find_checkpoint, load_models
 from machinery.cli import Parser, check_device, check_fields, one_line, run_cli
 from machinery.videoio import read_prompts, save_grid, save_video, slug, to_uint8, unique_path
 from ms.models import build_models
-from toy.diffusion import diffusion_of
 
 
 def sampler_settings(meta, steps=None, guidance=None):
@@ -51,7 +50,7 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     f = 2 ** (len(ae.config.ch_mult) - 1)                  # the first stage's downsampling factor
     height = meta["train"].get("height") or meta["train"]["size"]
     width = meta["train"].get("width") or meta["train"]["size"]
-    abar, split = diffusion_of(unet.config, device)   # VC2's, or the toy teacher's (v, zero terminal SNR)
+    abar, split = turbo.diffusion_of(unet.config, device)   # VC2's, or the toy teacher's (v, zero terminal SNR)
     fps = meta["train"].get("fps", 16)
     student, steps, guidance = sampler_settings(meta, steps, guidance)
     out = []

@@ -46,7 +46,7 @@ class UNetConfig:
     guidance_embed_dim: int = 0               # 0: teacher, no w input; 256: T2V-Turbo student (t2v-turbo app.py:238)
     temporal_dropout: float = 0.1             # dropout in the temporal conv blocks (VC2 hard-codes 0.1)
     use_checkpoint: bool = False              # gradient checkpointing of res/transformer blocks while training
-    # what the output means and which noise schedule the weights were trained with (toy/diffusion.py: diffusion_of);
+    # what the output means and which noise schedule the weights were trained with (turbo.py: diffusion_of);
     # they travel with every checkpoint's config. VC2: eps and its schedule as is. VideoCrafter's LatentDiffusion
     # also offers v-prediction; zero terminal SNR (Lin et al. 2024) is a toy-teacher option that needs it.
     prediction: str = "eps"                   # "eps" or "v"

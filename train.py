@@ -24,23 +24,24 @@ logging).
 import copy
 import dataclasses
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 import turbo
 from lora import AdaptersOff, EMAAdapters, lora_tensors, make_student, merge_lora
 from machinery.batches import StepLoader
 from machinery.checkpoint import load_models, load_reward, model_meta, read_meta, save_checkpoint, save_lora
 from machinery.cli import check_fields, cli_config, one_line, run_cli
-from machinery.loop import (Progress, accumulate, autocast_for, barrier, check_in_sync, check_optim, clipped,
+from machinery.loop import (Progress, all_finite, autocast_for, barrier, check_in_sync, check_optim, clipped,
                             data_draws, make_optimizer, resume, save_if_due, set_lr, setup_processes, skip_step,
                             state_paths, step_draws, sum_over_processes)
 from ms.models import MS_RECIPE, build_models
-from toy.diffusion import diffusion_of
 from toy.evaluate import closing_comparison, quick_look
 from toy.world import TOY_MODELS, ToyWorld
 from vc2.data import LatentCache, VideoFolder, cached_latents, check_train_data
@@ -268,54 +269,62 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
     The student is the online one (merged when it is LoRA), which is what gets saved and sampled; adapters are its
     LoRA tensors on their own (lora.lora_tensors; {} without LoRA). stats: the logs, the bad steps, the trained
     numbers and each step's seconds."""
-    (text, ae), name, b = (teacher[k] for k in ("text", "ae")), student_name(cfg), cfg.turbo_batch
-    unet = teacher.pop("unet")                          # (with LoRA it is freed once the student holds its weights)
+    text, ae, b = teacher["text"], teacher["ae"], cfg.turbo_batch
+    name = student_name(cfg)                  # the run's name: OUT/<name>.safetensors, its states, its progress bar
+    stream = name                             # the key of every random draw of the run (loop.py: step_seed)
     torch.manual_seed(cfg.seed)
-    # line 1: theta <- the teacher's weights (+ the zero w-projection); theta^- <- theta
-    student, params, target, unet = make_networks(cfg, run, unet)
-    student_d = torch.nn.parallel.DistributedDataParallel(student) if run.world > 1 else student
-    abar, split = diffusion_of(unet.config, run.device)    # the teacher's schedule and parameterisation
-    loader = StepLoader(data, partial(data_draws, cfg, run, name, b=b), cfg.data_workers, cfg.grad_accum)
+    # line 1: theta <- the teacher's weights (+ the zero w-projection); theta^- <- theta. With LoRA the teacher's
+    # UNet becomes the student's and teacher_unet is the same network with its adapters off (lora.py)
+    student, params, target, teacher_unet = make_networks(cfg, run, teacher.pop("unet"))
+    ddp_student = DistributedDataParallel(student) if run.world > 1 else student     # averages the gradients
+    abar, split = turbo.diffusion_of(teacher_unet.config, run.device)    # the teacher's schedule, parameterisation
+    loader = StepLoader(data, partial(data_draws, cfg, run, stream, b=b), cfg.data_workers, cfg.grad_accum)
     with torch.no_grad():
         uncond = text.encode_text([""]).float()                             # (1, L, d): the empty caption
-
-    def micro_step(step, micro):  # lines 3-9 for this process's b clips of the step's global batch
-        _, gen, B, rows = step_draws(cfg, run, name, step, micro, b)
-        x, caps = loader.batch(step, micro)          # line 3: a batch (x, c): x (b, 3, t, H, W) in [-1, 1]
-        # line 4: z0 = E(x) (b, c, t, h, w), and the text tower's embedding of c (b, L, d); --cache: both read
-        with torch.no_grad():
-            z0 = cached_latents(ae, x, run.device) if cfg.cache else ae.encode(x.to(run.device)).float()
-            context = x["context"].to(run.device) if cfg.cache else text.encode_text(caps).float()
-        # lines 5-8: n ~ U{0..49}, w ~ U[w_min, w_max], eps ~ N(0, I); z_{t_{n+k}}, the solver's z_{t_n}, f_theta,
-        # the target f_{theta^-}, and L_CD = d(f_theta, target) (eqs. 5-7); drawn for the whole global batch
-        d = turbo.cd_draws(B, z0.shape[1:], cfg.w_min, cfg.w_max, generator=gen)
-        d = {k: v[rows.start:rows.stop] for k, v in d.items()}              # ... this process's rows
-        loss_cd, f_theta, _ = turbo.cd_loss(student_d, target, unet, z0, context, uncond.expand_as(context),
-                                            cfg.fps, abar, d, cfg.huber_c, split=split)
-        # eqs. 8-9: decode f_theta's scored frames and reward them (J_img on M frames, J_vid on 8)
-        r = turbo.reward_terms(f_theta, ae, caps, image_reward, video_reward, cfg.reward_frames, generator=gen,
-                               decode_checkpoint=cfg.grad_ckpt_decoder)
-        # eq. 10 (line 9): L = L_CD - beta_img J_img - beta_vid J_vid
-        loss = turbo.mixed_loss(loss_cd, r, cfg.beta_img, cfg.beta_vid)
-        return loss, {"cd": loss_cd.item(), **{k: v.mean().item() for k, v in r.items()}}
-
     modules = {"student": student} if target is student else {"student": student, "target": target}
     opt = make_optimizer(cfg, params, cfg.turbo_lr)                         # line 10's optimizer: AdamW
     start, logs, bad = resume(cfg, run, name, cfg.turbo_steps, modules, opt)     # --resume: where a run stopped
     skipped = lambda: {"skipped": sum(getattr(data, "skipped", {}).values())}       # videos, in the progress bar
-    progress = Progress(cfg, run, name, start, cfg.turbo_steps, b, skipped)
-    for step in progress:                            # line 2: repeat, for cfg.turbo_steps optimizer steps
+    progress, autocast = Progress(cfg, run, name, start, cfg.turbo_steps, b, skipped), autocast_for(cfg, run)
+    for step in progress:                     # line 2: repeat, for cfg.turbo_steps optimizer steps
         set_lr(opt, cfg, step, cfg.turbo_steps, cfg.turbo_lr)
         opt.zero_grad(set_to_none=True)
-        # lines 3-9 on each micro-batch, each followed by its backward pass; then the gradient is clipped
-        ok, step_logs = accumulate(cfg, run, partial(micro_step, step), [student_d] if run.world > 1 else [],
-                                   autocast_for(cfg, run))
-        if not clipped(ok, params, cfg.max_grad_norm):
-            skip_step(cfg, opt, name, step, bad)      # a non-finite loss or gradient: no update, counted
+        finite, step_logs = True, []
+        for micro in range(cfg.grad_accum):   # lines 3-9 on each micro-batch of this process's share of the step
+            last = micro == cfg.grad_accum - 1  # DDP averages the gradients across processes once, on the last
+            with ddp_student.no_sync() if run.world > 1 and not last else nullcontext():
+                with autocast:                 # --precision bf16: the forward pass in bf16, not the backward
+                    _, gen, B, rows = step_draws(cfg, run, stream, step, micro, b)
+                    x, caps = loader.batch(step, micro)  # line 3: a batch (x, c): x (b, 3, t, H, W) in [-1, 1]
+                    # line 4: z0 = E(x) (b, c, t, h, w) and the text tower's embedding of c (b, L, d); --cache: read
+                    with torch.no_grad():
+                        z0 = cached_latents(ae, x, run.device) if cfg.cache else ae.encode(x.to(run.device)).float()
+                        context = x["context"].to(run.device) if cfg.cache else text.encode_text(caps).float()
+                    # lines 5-8: n ~ U{0..49}, w ~ U[w_min, w_max], eps ~ N(0, I) for the whole global batch (B clips),
+                    # of which this process keeps its rows; then z_{t_{n+k}}, the solver's z_{t_n}, f_theta, the target
+                    # f_{theta^-} and L_CD = d(f_theta, target) (eqs. 5-7)
+                    draws = turbo.cd_draws(B, z0.shape[1:], cfg.w_min, cfg.w_max, generator=gen)
+                    draws = {k: v[rows.start:rows.stop] for k, v in draws.items()}
+                    loss_cd, f_theta, _ = turbo.cd_loss(ddp_student, target, teacher_unet, z0, context,
+                                                        uncond.expand_as(context), cfg.fps, abar, draws, cfg.huber_c,
+                                                        split=split)
+                    # eqs. 8-9: decode f_theta's scored frames and reward them (J_img on M frames, J_vid on 8)
+                    rewards = turbo.reward_terms(f_theta, ae, caps, image_reward, video_reward, cfg.reward_frames,
+                                                 generator=gen, decode_checkpoint=cfg.grad_ckpt_decoder)
+                    # eq. 10 (line 9): L = L_CD - beta_img J_img - beta_vid J_vid
+                    loss = turbo.mixed_loss(loss_cd, rewards, cfg.beta_img, cfg.beta_vid)
+                finite = all_finite(run, loss)  # every process must agree before any of them calls backward
+                if not finite:
+                    break
+                (loss / cfg.grad_accum).backward()
+            step_logs.append({"loss": loss.item(), "cd": loss_cd.item(), **{k: v.mean().item() for k, v in
+                                                                             rewards.items()}})
+        if not clipped(finite, params, cfg.max_grad_norm):  # clip the gradient's norm; a non-finite one: no update
+            skip_step(cfg, opt, name, step, bad)
             continue
         bad["in_a_row"] = 0
-        opt.step()                                   # line 10: theta <- theta - eta grad L
-        if target is not student:                    # line 11: theta^- <- stopgrad(mu theta^- + (1 - mu) theta)
+        opt.step()                            # line 10: theta <- theta - eta grad L
+        if target is not student:             # line 11: theta^- <- stopgrad(mu theta^- + (1 - mu) theta)
             turbo.ema_update(target.parameters(), params, cfg.target_decay)
         progress.log(step, step_logs, logs, bad)
         save_if_due(cfg, run, name, step + 1, cfg.turbo_steps, modules, opt, logs, bad)

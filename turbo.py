@@ -1,6 +1,7 @@
 """T2V-Turbo's algorithm, in the order a reader meets it (Li et al., arXiv 2405.18750).
 
-    Part 0  the teacher's diffusion: VideoCrafter2's noise schedule, alpha_t and sigma_t, eps-prediction
+    Part 0  the teacher's diffusion: VideoCrafter2's noise schedule, alpha_t and sigma_t, eps-prediction (and the
+            toy teacher's v-prediction on a zero-terminal-SNR schedule: diffusion_of reads which from a UNet config)
     Part 1  the teacher's sampler: DDIM (eta = 0) with classifier-free guidance, 50 steps
     Part 2  consistency distillation (Algorithm 1): the consistency function f_theta with its boundary condition
             (eq. 5), the augmented PF-ODE solver with guidance w (eq. 7, App. A eq. 11), the CD loss with the
@@ -52,9 +53,40 @@ def split_eps(out, z_t, t, abar):
     eps_hat = out and x0_hat = (z_t - sigma_t eps_hat) / alpha_t. Both are linear in `out` for a fixed z_t, so
     classifier-free guidance on the output equals guidance on either estimate. Every function below that reads a
     UNet's output takes this as `split`; a model trained with another parameterisation passes its own (the toy
-    teacher's v-prediction: toy/diffusion.py)."""
+    teacher's v-prediction: split_v below)."""
     alpha, sigma = alpha_sigma(abar, t, z_t)
     return (z_t - sigma * out) / alpha, out
+
+
+def split_v(out, z_t, t, abar):
+    """A v-prediction output -> (x0_hat, eps_hat): x0_hat = alpha_t z_t - sigma_t v, eps_hat = sigma_t z_t +
+    alpha_t v (v = alpha eps - sigma x0; Salimans & Ho 2022; VideoCrafter's lvdm/models/ddpm3d.py has the same
+    `parameterization = "v"` option). Unlike split_eps it is defined at alpha_t = 0. VC2 and ModelScope are
+    eps-models; the toy teacher is a v-model (TUTORIAL.md section 8 says why)."""
+    alpha, sigma = alpha_sigma(abar, t, z_t)
+    return alpha * z_t - sigma * out, sigma * z_t + alpha * out
+
+
+def zero_terminal_snr(abar):
+    """Lin et al. 2024 ("Common diffusion noise schedules and sample steps are flawed", Alg. 1): shift and scale
+    alpha_t = sqrt(abar_t) so that alpha_999 = 0 exactly and alpha_0 is unchanged. VC2's schedule leaves
+    abar_999 = 0.0047: a training z_999 still carries 7% of the clip, and a model learns to read the motion from
+    that residue instead of from the caption, then reads it from pure noise when sampling. It needs v-prediction:
+    with alpha_999 = 0 an eps-model cannot say anything about x0."""
+    a = abar.sqrt()
+    a0, aT = a[0].clone(), a[-1].clone()
+    return ((a - aT) * a0 / (a0 - aT)) ** 2
+
+
+def diffusion_of(config, device="cpu"):
+    """A UNet config -> (abar (1000,) float64 on `device`, split): the schedule and the meaning of the output that
+    its weights were trained with, which every function below takes. VC2's and ModelScope's (vc2_alphas_cumprod,
+    split_eps: the same "linear" schedule) unless the config says v-prediction and zero terminal SNR, as the toy
+    teacher's does (a converted VC2 or ModelScope checkpoint never does)."""
+    abar = vc2_alphas_cumprod()
+    if config.zero_terminal_snr:
+        abar = zero_terminal_snr(abar)
+    return abar.to(device), (split_v if config.prediction == "v" else split_eps)
 
 
 # ----------------------------------------------------------------------------------------------------------------

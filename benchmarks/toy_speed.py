@@ -16,7 +16,8 @@ from encoders import LinearAutoencoder, TextEncoder, toy_linear_ae, toy_text
 from lora import make_student
 from rewards import toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D
-from toy.diffusion import diffusion_loss, diffusion_of
+from toy.diffusion import diffusion_loss
+from turbo import diffusion_of
 from toy.world import ToyWorld
 
 

@@ -54,7 +54,7 @@ class MSUNetConfig:
     temporal_dropout: float = 0.1                  # diffusers' temporal convs hard-code 0.1 (as ModelScope)
     use_checkpoint: bool = False                   # must stay False: diffusers' UNet3DConditionModel has none
     prediction: str = "eps"                        # ModelScope predicts eps ...
-    zero_terminal_snr: bool = False                # ... on VC2's schedule (toy/diffusion.py: diffusion_of)
+    zero_terminal_snr: bool = False                # ... on VC2's schedule (turbo.py: diffusion_of)
     kind: str = "ms"
 
     @property

@@ -217,7 +217,7 @@ def train_teacher(cfg, run, ae, text):
     ema_unet = UNet3D(unet_cfg).to(run.device).eval().requires_grad_(False)
     ema_unet.load_state_dict(unet.state_dict())
     unet_d = torch.nn.parallel.DistributedDataParallel(unet) if run.world > 1 else unet
-    abar = diffusion.diffusion_of(unet_cfg, run.device)[0]
+    abar = turbo.diffusion_of(unet_cfg, run.device)[0]
     b, t_band = cfg.teacher_batch, band(cfg) if cfg.t_band else None
     if run.main:
         print(f"teacher: UNet {sum(p.numel() for p in unet.parameters()):,} params, {run.world} process(es) x {b} "

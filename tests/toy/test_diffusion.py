@@ -5,7 +5,8 @@ import torch
 
 import turbo
 from tiny_unet3d import UNetConfig
-from toy.diffusion import diffusion_loss, diffusion_of, split_v, zero_terminal_snr
+from toy.diffusion import diffusion_loss
+from turbo import diffusion_of, split_v, zero_terminal_snr
 
 
 def test_zero_terminal_snr_schedule():
