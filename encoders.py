@@ -7,13 +7,15 @@ OpenCLIP ViT-H-14, read out at the *penultimate* layer, and all 77 token vectors
 cross-attention context of the UNet. T2V-Turbo (arXiv 2405.18750) keeps both frozen; its reward path decodes
 student latents back to pixels *with gradients*, so `decode` can checkpoint the decoder to save memory.
 
-The same two classes build the toy-size models of this repo (`toy_ae()`, `toy_text()`) and the real ones
-(`sd_kl_f8()`, `openclip_vit_h14()`). Module names follow the original code, so the VideoCrafter2 checkpoint's
-`first_stage_model.*` and `cond_stage_model.model.*` tensors load as they are (vc2/convert.py: `load_vc2_vae`,
-`load_vc2_text`).
+The same two classes build the real models (`sd_kl_f8()`, `openclip_vit_h14()`), the toy world's text tower
+(`toy_text()`) and a toy-size KL autoencoder (`toy_ae()`, the parity fixture's config, which tests and
+`python -m benchmarks vc2 --tiny` build with random weights). The toy world's own first stage is not a KL autoencoder
+but `LinearAutoencoder` (`toy_linear_ae()`): a PCA of 4 x 4 patches behind AutoencoderKL's interface, fitted by
+toy/prepare.py. Module names follow the original code, so the VideoCrafter2 checkpoint's `first_stage_model.*` and
+`cond_stage_model.model.*` tensors load as they are (vc2/convert.py: `load_vc2_vae`, `load_vc2_text`).
 Video tensors are (b, c, t, h, w) throughout; images are (n, c, h, w).
 
-    python encoders.py      # parameter counts of the four presets, and a toy encode/decode/text round trip
+    python encoders.py      # parameter counts of the four presets; a toy_ae / toy_text round trip, random weights
 """
 
 import math
@@ -40,7 +42,7 @@ class AEConfig:
     out_ch: int = 3                          # RGB out, roughly [-1, 1] (never clamped here)
     attn_resolutions: tuple = ()             # resolutions with attention inside the levels; SD: none (mid only)
     resolution: int = 512                    # nominal input size: only used to place attn_resolutions
-    scale_factor: float = 0.18215            # latent = scale_factor * z (SD's constant; toy: 1 / std, measured)
+    scale_factor: float = 0.18215            # latent = scale_factor * z (SD's constant: 1 / std of its latents)
     norm_groups: int = 32                    # GroupNorm groups (SD: 32); lets a narrower toy AE keep working
 
     def __post_init__(self):
@@ -50,8 +52,8 @@ class AEConfig:
 
 def toy_ae():
     # Exactly the ddconfig of tests/fixtures/vae_tiny_parity: 3 levels, so f4, 32x32 frames -> 8x8 latents.
-    # scale_factor 1.0 is a placeholder: train.py measures 1 / std of the latents after training it (SD's
-    # "scale_by_std" rule), the way 0.18215 was once measured for SD.
+    # scale_factor 1.0: nothing here trains this autoencoder (tests and benchmarks use it with random weights);
+    # a trained one would set 1 / std of its latents (SD's "scale_by_std" rule), the way 0.18215 was measured for SD.
     return AEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, z_channels=4, embed_dim=4, resolution=32,
                     scale_factor=1.0)
 
@@ -107,6 +109,12 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
+    """LDM's downsample (ae_modules.py): pad right and bottom by one, then a stride-2 3x3 conv (key `conv`).
+    tiny_unet3d.py has a pair of its own on purpose: VC2's UNet pads all four sides by one and names its conv `op`,
+    so the two Downsamples compute different functions of differently named weights, each what its checkpoint was
+    trained with. The two Upsamples compute the same function; each stays beside its Downsample so that neither
+    file imports the other."""
+
     def __init__(self, channels):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
@@ -118,6 +126,9 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
+    """Nearest-neighbour 2x, then a 3x3 conv (key `conv`; the same function as tiny_unet3d.Upsample: Downsample
+    says why there are two)."""
+
     def __init__(self, channels):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
@@ -306,15 +317,15 @@ class LinearAEConfig:
         return self.latent_channels
 
     @property
-    def ch_mult(self):                       # so that 2 ** (len(ch_mult) - 1) is the downsampling factor f, as for AEConfig
+    def ch_mult(self):                       # 2 ** (len(ch_mult) - 1) is the downsampling factor f, as for AEConfig
         return (1,) * (int(math.log2(self.patch)) + 1)
 
 
 def toy_linear_ae():
-    # The toy's first stage: 32x32 frames -> (8, 8, 8) latents (f4, like VC2's f8 grid of 4-channel latents). 8 of the
-    # 48 patch dimensions keep 90% of the variance and every clip's colour, shape and direction (toy/world.py judge: 1.00 on
-    # reconstructions); 16 kept 96.5%, but the teacher then spent half its effort on faint detail channels and
-    # sampled noisy speckle (judge colour 0.47-0.75 vs 0.95 with 8, same budget).
+    # The toy's first stage: 32x32 frames -> (8, 8, 8) latents (f4, like VC2's f8 grid of 4-channel latents). 8 of
+    # the 48 patch dimensions keep 90% of the variance and every clip's colour, shape and direction (toy/world.py
+    # judge: 1.00 on reconstructions); 16 kept 96.5%, but the teacher then spent half its effort on faint detail
+    # channels and sampled noisy speckle (judge colour 0.47-0.75 vs 0.95 with 8, same budget).
     return LinearAEConfig(patch=4, latent_channels=8)
 
 
@@ -330,8 +341,9 @@ class LinearAutoencoder(nn.Module):
     its small std when decoded instead of showing up as grain.
     Why not pixel space itself: an eps-predicting UNet has to carry every latent channel of the noise through
     GroupNorm + SiLU to its last conv; 48 channels of pixels per position need a much wider (slower) UNet than the
-    16 kept here. Why not a small KL autoencoder: it trains for minutes before shapes come out sharp; PCA takes
-    a second and reconstructs the toy's flat-coloured shapes well enough that the judge cannot tell (tests)."""
+    8 that toy_linear_ae keeps. Why not a small KL autoencoder: it trains for minutes before shapes come out sharp;
+    PCA takes a second and reconstructs the toy's flat-coloured shapes well enough that the judge cannot tell
+    (tests)."""
 
     def __init__(self, config):
         super().__init__()
@@ -462,7 +474,8 @@ class TextEncoder(nn.Module):
     """OpenCLIP's text transformer with open_clip key names (so `cond_stage_model.model.*` loads as is).
 
     forward() is VideoCrafter2's FrozenOpenCLIPEmbedder: penultimate layer, ln_final, every token position.
-    pooled() is CLIP's own text feature, which VC2 never uses; the tiny CLIP reward model reuses it."""
+    pooled() is CLIP's own text feature, which VC2 never uses; toy/prepare.py pre-trains the toy's tower through it
+    (pretrain_text)."""
 
     def __init__(self, config):
         super().__init__()
@@ -498,8 +511,9 @@ class TextEncoder(nn.Module):
         zero padded; longer captions are cut to context_length with the last id set to 49407 (EOT)."""
         global _TOKENIZER
         if _TOKENIZER is None:
-            # the one import inside a function here, on purpose: importing open_clip takes about 6 s on a CPU, and
-            # sample.py and vc2/convert.py never need it unless a caption is tokenized. The BPE ships inside the package
+            # the one import inside a function here, on purpose: open_clip is slow to import, and a module that only
+            # builds or loads models need not pay for it (rewards.py, which always needs it, imports it at the top).
+            # The BPE ships inside the package
             from open_clip.tokenizer import SimpleTokenizer
             _TOKENIZER = SimpleTokenizer()
         return _TOKENIZER(list(texts), context_length=self.config.context_length)
@@ -539,12 +553,13 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     with torch.device("meta"):                                 # shapes only: builds the full-size models instantly
         for name, make, cls in [("toy_ae", toy_ae, AutoencoderKL), ("sd_kl_f8", sd_kl_f8, AutoencoderKL),
-                                ("toy_text", toy_text, TextEncoder), ("openclip_vit_h14", openclip_vit_h14, TextEncoder)]:
+                                ("toy_text", toy_text, TextEncoder),
+                                ("openclip_vit_h14", openclip_vit_h14, TextEncoder)]:
             print(f"{name:18s} {sum(p.numel() for p in cls(make()).parameters()):>12,d} parameters")
-    # the toy models for real, with random weights: only the shapes are meaningful here
+    # the toy-size models for real, with random weights: only the shapes are meaningful here
     ae, text = AutoencoderKL(toy_ae()).eval(), TextEncoder(toy_text()).eval()
     video = torch.rand(2, 3, 8, 32, 32) * 2 - 1                # (b, c, t, h, w) in [-1, 1]
     with torch.no_grad():
         z, ctx = ae.encode(video), text.encode_text(["a red circle moving left", ""])
-        print(f"toy AE: video {tuple(video.shape)} -> latents {tuple(z.shape)} -> video {tuple(ae.decode(z).shape)}; "
+        print(f"toy_ae: video {tuple(video.shape)} -> latents {tuple(z.shape)} -> video {tuple(ae.decode(z).shape)}; "
               f"text: context {tuple(ctx.shape)} (untrained weights)")

@@ -1,6 +1,6 @@
 """LoRA on every Linear / Conv2d / Conv3d of the UNet, as T2V-Turbo's release trains its VC2 student.
 
-W x  ->  W x + dropout(up(down(x))) * scale, with `down` drawn N(0, 1/r) and `up` zero, so a fresh LoRA changes
+W x  ->  W x + dropout(up(down(x))) * scale, with `down` drawn with std 1/r and `up` zero, so a fresh LoRA changes
 nothing (the student starts as exactly the teacher). The dropout is the release's: p = 0.1 on the branch of every
 Linear and Conv2d, none on a Conv3d (cloneofsimo's lora.py, which T2V-Turbo uses; its --lora_dropout flag never
 reaches it). It acts in train mode only, so the EMA target and sampling never see it. For a conv, `down` is a
@@ -12,10 +12,10 @@ student's frozen base. `lora_tensors` is the LoRA on its own, in the release's u
 builds the student as the release does: the teacher's UNet plus a zero w projection, LoRA on the modules it wraps.
 
 Why hand-written and not `peft`: the release's unet_lora.pt is an unnamed list of (up, down) tensors in module
-order, and loading it needs exactly this module order and rank rule; 60 lines here are easier to read and to
-match than peft's wrappers, and keep the dependency list at the design card's.
+order, and loading it needs exactly this module order and rank rule; the few lines here are easier to read and to
+match than peft's wrappers, and requirements.txt needs no peft.
 
-    python lora.py     # wraps the toy UNet, prints trainable / total parameters, checks merged == unmerged
+    python lora.py     # wraps the toy UNet: trainable / total parameters, and how far merged is from unmerged
 """
 
 import copy
@@ -49,7 +49,7 @@ class LoRA(nn.Module):
             r = min(rank, base.in_channels, base.out_channels)
             self.down = conv(base.in_channels, r, base.kernel_size, base.stride, base.padding, bias=False)
             self.up = conv(r, base.out_channels, 1, bias=False)
-        nn.init.normal_(self.down.weight, std=1.0 / r)  # the release: N(0, 1/r) down, zero up
+        nn.init.normal_(self.down.weight, std=1.0 / r)  # the release: down normal with std 1/r, up zero
         nn.init.zeros_(self.up.weight)
         self.rank, self.enabled = r, True
 
@@ -97,7 +97,8 @@ def lora_tensors(model):
 # One UNet, three networks. With LoRA the student's base weights ARE the teacher's (frozen, never changed), so
 #   the teacher          = the student with its adapters off (w_proj's base is zero)       (AdaptersOff)
 #   the target theta^-   = the student's base + an EMA copy of the trained tensors only    (EMAAdapters)
-# both exact, and at VideoCrafter2 size they save two 5.3 GiB UNets (LCM-LoRA's distillation does the same).
+# both exact, and at VideoCrafter2 size they save a 5.3 GiB teacher and a 5.7 GiB EMA student (RESULTS.md;
+# LCM-LoRA's distillation does the same).
 
 
 @contextmanager

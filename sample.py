@@ -1,16 +1,20 @@
 """Sample videos from a checkpoint and write them the way every evaluation here reads them.
 
 A teacher samples with 50-step DDIM and classifier-free guidance (turbo.py Part 1), a T2V-Turbo student with 4
-consistency steps at its w (Part 3). Each video is seeded on its own (seed + index): the same seed gives the same video
-whatever the batch. Writes DIR/{prompt-slug}-{i}-seed{seed}.gif (.mp4 too with --mp4), a GIF grid of them all, and one
-line per video in DIR/prompts.jsonl ({"file", "files", "prompt", "seed", "steps", "guidance", "ckpt"}: what the
-evaluators and toy/world.py --judge read); a taken name gets -2, -3, ...: nothing is overwritten. --vbench writes
-VBench's layout instead: DIR/videos/{prompt}-{i}.mp4 and nothing else there, the folder VBench's --videos_path takes
-(it reads the suffix off the first file it lists); a taken name is refused.
+consistency steps at its w (Part 3); --teacher-sampler vc2 samples a teacher with VideoCrafter2's own DDIM instead
+(vc2/ddim.py), the sampler VC2's published numbers come from. Each video is seeded on its own (seed + index): the
+same seed gives the same video whatever the batch. Writes DIR/{prompt-slug}-{i}-seed{seed}.gif (.mp4 too with --mp4),
+a GIF grid of the first 64 (DIR/grid.gif), and one line per video in DIR/prompts.jsonl ({"file", "files", "prompt",
+"seed", "steps", "guidance", "ckpt", "seconds_per_video"}, a student's "origin_steps" too: what the evaluators and
+toy/world.py --judge read); a taken name gets -2, -3, ...: nothing is overwritten. --vbench writes VBench's layout
+instead: DIR/videos/{prompt}-{i}.mp4 and nothing else there, the folder VBench's --videos_path takes (it reads the
+suffix off the first file it lists); a taken name is refused.
 
     python sample.py --prompt "a red circle moving left" --num-per-prompt 4      # the student train.py wrote
     python sample.py --ckpt toy/assets/teacher.safetensors --prompts toy/assets/prompts_heldout.txt --out samples
     python sample.py --ckpt weights/vc2 --prompts all_dimension.txt --num-per-prompt 5 --vbench --out runs/vbench
+    python sample.py --ckpt weights/vc2/teacher.safetensors --teacher-sampler vc2 --prompts all_dimension.txt \
+        --num-per-prompt 5 --vbench --out runs/vbench_vc2                     # VC2 as its own script samples it
 """
 
 import argparse
@@ -24,10 +28,11 @@ import torch
 from tqdm import tqdm
 
 import turbo
-from machinery.checkpoint import find_checkpoint, load_models
-from machinery.cli import Parser, check_device, check_fields, one_line, run_cli
+from machinery.checkpoint import find_checkpoint, load_models, read_meta
+from machinery.cli import Parser, check_device, check_fields, check_numbers, one_line, run_cli
 from machinery.videoio import read_prompts, save_grid, save_video, slug, to_uint8, unique_path
 from ms.models import build_models
+from vc2 import ddim as vc2_ddim
 
 
 def sampler_settings(meta, steps=None, guidance=None):
@@ -40,11 +45,13 @@ def sampler_settings(meta, steps=None, guidance=None):
 
 @torch.no_grad()
 def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", batch_size=16, progress=True,
-             origin_steps=50):
+             origin_steps=50, teacher_sampler="release"):
     """-> uint8 (n, t, h, w, 3) videos, one per (prompt, seed). A teacher samples with DDIM + CFG (default 50
-    steps, `guidance` = CFG scale); a T2V-Turbo student with the multistep consistency sampler (default 4 steps,
-    `guidance` = the w fed to its embedding, no CFG; its steps picked from the `origin_steps` grid: 50, the grid
-    it was distilled on, or 200, the release app's)."""
+    steps, `guidance` = CFG scale): teacher_sampler "release" is turbo.ddim_sample (T2V-Turbo's grid, eta 0),
+    "vc2" VideoCrafter2's own sampler (vc2/ddim.py: its grid, eta 1, scale_arr and fps 28 for a VC2 checkpoint;
+    the z at abar_0 it ends on is decoded, as VC2 does). A T2V-Turbo student samples with the multistep
+    consistency sampler (default 4 steps, `guidance` = the w fed to its embedding, no CFG; its steps picked from
+    the `origin_steps` grid: 50, the grid it was distilled on, or 200, the release app's)."""
     unet, text, ae, meta = models["unet"], models["text"], models["ae"], models["meta"]
     frames = meta["train"]["frames"]
     f = 2 ** (len(ae.config.ch_mult) - 1)                  # the first stage's downsampling factor
@@ -53,6 +60,9 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
     abar, split = turbo.diffusion_of(unet.config, device)   # VC2's, or the toy teacher's (v, zero terminal SNR)
     fps = meta["train"].get("fps", 16)
     student, steps, guidance = sampler_settings(meta, steps, guidance)
+    if teacher_sampler not in ("release", "vc2") or (student and teacher_sampler == "vc2"):
+        raise ValueError(f"teacher_sampler {teacher_sampler!r}: 'release' or 'vc2', and 'vc2' only for a teacher")
+    vc2 = vc2_ddim.vc2_settings(meta) if teacher_sampler == "vc2" else None     # its scale_arr and fps
     out = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=f"sampling ({steps} steps)", disable=not progress):
         ps, ss = prompts[i:i + batch_size], seeds[i:i + batch_size]
@@ -67,7 +77,11 @@ def generate(models, prompts, seeds, steps=None, guidance=None, device="cpu", ba
                                           origin_steps=origin_steps, split=split)
         else:
             uncond = text.encode_text([""] * len(ps))      # the empty caption, VC2's unconditional embedding
-            z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps, guidance, split)
+            if vc2:  # ends on z at abar_0, not x0_hat: VC2 decodes that z as it is
+                z0 = vc2_ddim.vc2_ddim_sample(unet, noise, context, uncond, vc2["fps"], abar, steps, guidance,
+                                              scale_arr=vc2["scale_arr"], generator=gens, split=split)
+            else:
+                z0 = turbo.ddim_sample(unet, noise, context, uncond, fps, abar, steps, guidance, split)
         out.append(to_uint8(ae.decode(z0).float()))        # (b, c, t, h, w) latents -> uint8 (b, t, h, w, 3)
     return np.concatenate(out)
 
@@ -95,10 +109,14 @@ def parse_args(argv=None):
     p.add_argument("--origin-steps", type=int, default=None, help="a student's steps are picked from this DDIM grid: "
                    "50 (default), the grid it was distilled on; 200, the release app's (4 steps: t = 999, 749, 499, "
                    "249)")
+    p.add_argument("--teacher-sampler", choices=["release", "vc2"], default="release", help="a teacher's sampler: "
+                   "release (default), DDIM on T2V-Turbo's grid 999..19 with eta 0 (turbo.py); vc2, VideoCrafter2's "
+                   "own DDIM: grid 981..1, eta 1, scale_arr and fps 28 for a VC2 checkpoint (vc2/ddim.py)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     check_fields(args, p.error, ["num_per_prompt", "batch_size"] + [
         n for n in ("steps", "fps_out", "origin_steps") if getattr(args, n) is not None])
+    check_numbers(args, p.error, {"guidance": "[0, inf)"})   # --guidance nan or inf: one line, not a NaN video
     if args.origin_steps and not (args.steps or 4) <= args.origin_steps <= turbo.NUM_TRAIN_TIMESTEPS:
         p.error(f"--origin-steps {args.origin_steps}: need --steps ({args.steps or 4}) <= it <= "
                 f"{turbo.NUM_TRAIN_TIMESTEPS}")
@@ -116,8 +134,25 @@ def parse_args(argv=None):
     if not args.prompt_list:
         p.error("give --prompt TEXT or --prompts FILE")
     args.ckpt = find_checkpoint(args.ckpt, p.error)
+    if args.teacher_sampler == "vc2":
+        check_vc2_sampler(args, p.error)
     args.device = check_device(args.device, p.error)
     return args
+
+
+def check_vc2_sampler(args, error):
+    """--teacher-sampler vc2 is a teacher's sampler, on a grid some step counts push past t = 999 (vc2/ddim.py)."""
+    try:
+        vc2_ddim.vc2_timesteps(args.steps or 50)
+    except ValueError as e:
+        error(f"--steps {args.steps} with --teacher-sampler vc2: {e}")
+    try:
+        kind = read_meta(args.ckpt).get("kind")
+    except (ValueError, OSError):
+        return                                              # loading it says what is wrong with the file
+    if kind == "turbo":
+        error(f"--teacher-sampler vc2 samples a teacher, and {args.ckpt} is a T2V-Turbo student (4 consistency "
+              f"steps): give the teacher's checkpoint (teacher.safetensors), or drop the flag")
 
 
 VBENCH_DIR = "videos"  # --vbench: the MP4s alone in OUT/videos (VBench's --videos_path reads every file there)
@@ -130,7 +165,7 @@ def vbench_name(prompt, k):
 
 def write_videos(args, videos, jobs, seeds, steps, guidance, seconds, origin=None):
     """Every video under a name of its own, and one prompts.jsonl line each, appended: its files, prompt, seed, steps,
-    guidance and checkpoint (a student's origin grid too)."""
+    guidance and checkpoint (a student's origin grid too; "teacher_sampler": "vc2" for VC2's own sampler)."""
     out = Path(args.out)
     (out / VBENCH_DIR if args.vbench else out).mkdir(parents=True, exist_ok=True)
     rows = []
@@ -144,7 +179,8 @@ def write_videos(args, videos, jobs, seeds, steps, guidance, seconds, origin=Non
             save_video(video, out / name, args.fps_out)
         rows.append({"file": names[0], "files": names, "prompt": prompt, "seed": seed, "steps": steps,
                      "guidance": guidance, "ckpt": str(args.ckpt), "seconds_per_video": seconds / len(videos),
-                     **({"origin_steps": origin} if origin else {})})
+                     **({"origin_steps": origin} if origin else {}),
+                     **({"teacher_sampler": "vc2"} if args.teacher_sampler == "vc2" else {})})
     with open(out / "prompts.jsonl", "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     grid = unique_path(out / "grid.gif")
@@ -174,7 +210,8 @@ def main(argv=None):
     seeds = [args.seed + i for i in range(len(jobs))]
     t0 = time.time()
     videos = generate(models, [j[0] for j in jobs], seeds, args.steps, args.guidance, args.device,
-                      args.batch_size, progress=not args.quiet, origin_steps=args.origin_steps)
+                      args.batch_size, progress=not args.quiet, origin_steps=args.origin_steps,
+                      teacher_sampler=args.teacher_sampler)
     rows, grid = write_videos(args, videos, jobs, seeds, steps, guidance, time.time() - t0,
                               args.origin_steps if student else None)
     print(f"wrote {len(videos)} videos to {args.out}/ ({rows[0]['seconds_per_video']:.3f} s per video), listed in "

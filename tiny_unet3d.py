@@ -67,16 +67,18 @@ def vc2():
 
 
 def toy_unet():
-    """A CPU-sized UNet with the same structure: 2 levels of 32 channels over the toy's 8x8 latent grid, one
-    ResBlock per level, spatial + temporal transformers at the coarse (4x4) level (toy/prepare.py adds them at
-    8x8 too), no init_attn. Every block still has VC2's temporal convs; the cuts are for speed on 2 cores: at
-    width 32 a training step costs about half of width 64's (python -m benchmarks main). The toy's first stage
-    gives 8-channel latents (encoders.toy_linear_ae); the width must stay well above them (48 latent channels at
-    width 64 left an eps-predictor's loss stuck near 0.13). GroupNorm has 32 groups, so every width must stay a
-    multiple of 32."""
+    """The toy teacher's UNet, exactly the config of the shipped toy/assets/teacher.safetensors (toy/prepare.py trains
+    it; tests/test_unet3d.py checks the two agree): VC2's structure on the toy's 8x8 latent grid, 2 levels of 32
+    channels, one ResBlock per level, no init_attn, and every block keeps VC2's temporal convs. The cuts are for speed
+    on 2 cores: at width 32 a training step costs about half of width 64's (python -m benchmarks main). The first
+    stage gives 8-channel latents (encoders.toy_linear_ae); the width must stay well above them (48 latent channels
+    at width 64 left an eps-predictor's loss stuck near 0.13), and a multiple of 32 (GroupNorm's 32 groups).
+    Where it departs from VC2, and why (RESULTS.md, design notes): spatial + temporal transformers at both levels
+    (without attention at 8x8 the shapes came out poorer), VC1's learned relative temporal positions, and
+    v-prediction on a zero-terminal-SNR schedule (on VC2's schedule a toy teacher reads the motion from the noise)."""
     return UNetConfig(in_channels=8, out_channels=8, model_channels=32, channel_mult=(1, 1), num_res_blocks=1,
-                      attention_resolutions=(2,), num_head_channels=16, context_dim=64, temporal_length=8,
-                      addition_attention=False)
+                      attention_resolutions=(1, 2), num_head_channels=16, context_dim=64, temporal_length=8,
+                      use_relative_position=True, addition_attention=False, prediction="v", zero_terminal_snr=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -278,8 +280,8 @@ class SpatialTransformer(nn.Module):
 class TemporalTransformer(SpatialTransformer):
     """The same module attending along time: the tokens are the t frames of one pixel, there is no text
     (attn2 is a second self-attention) and, in VC2, no positional encoding over time (max_rel = 0); VC1 and the
-    toy use learned relative positions (max_rel = temporal_length). The GN sees (b, c, t, h, w), so its statistics
-    span all frames."""
+    toy teacher (toy_unet) use learned relative positions (max_rel = temporal_length). The GN sees (b, c, t, h, w),
+    so its statistics span all frames."""
 
     def __init__(self, channels, heads, dim_head, depth=1, max_rel=0):
         super().__init__(channels, heads, dim_head, depth, context_dim=None, max_rel=max_rel)
@@ -295,7 +297,13 @@ class TemporalTransformer(SpatialTransformer):
         return x + h
 
 
-class Downsample(nn.Module):  # between levels of the down path; frames stay independent
+class Downsample(nn.Module):
+    """Between levels of the down path, frame by frame: a stride-2 3x3 conv padded by 1 on every side (VC2's
+    openaimodel3d.py, key `op`). encoders.py has a Downsample / Upsample pair of its own on purpose: the VAE's
+    (LDM's ae_modules.py) pads only right and bottom and names its conv `conv`, so the two Downsamples compute
+    different functions of differently named weights, each what its checkpoint was trained with. The two Upsamples
+    compute the same function; each stays beside its Downsample so that neither file imports the other."""
+
     def __init__(self, channels):
         super().__init__()
         self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)  # halves h and w
@@ -304,7 +312,10 @@ class Downsample(nn.Module):  # between levels of the down path; frames stay ind
         return self.op(x)
 
 
-class Upsample(nn.Module):  # nearest-neighbour 2x, then a 3x3 conv to smooth the blocky result
+class Upsample(nn.Module):
+    """Nearest-neighbour 2x, then a 3x3 conv to smooth the blocky result (key `conv`; the same function as
+    encoders.Upsample: Downsample says why there are two)."""
+
     def __init__(self, channels):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)

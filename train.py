@@ -9,9 +9,9 @@ file runs them in Algorithm 1's order (`distill`, lines numbered as the paper's)
        its single-step prediction (turbo.reward_terms and turbo.mixed_loss, eqs. 8-10); --rewards none: VCM;
     3. on the toy world, compare the teacher's 50-step DDIM + CFG samples with the student's 4-step samples on
        8 seen and 8 held-out captions (judge, both rewards, seconds per video): OUT/compare_<name>.gif and one line.
-The toy's teacher and reward models ship pre-trained in toy/assets/ (toy/prepare.py). The loop over the steps is
-written here (`distill`); machinery/loop.py has the pieces it calls (a step's lr, its micro-batches, clipping, saving,
-logging).
+The toy's teacher and reward models ship pre-trained in toy/assets/ (toy/prepare.py). The loop over the steps and
+their micro-batches is written here (`distill`); machinery/loop.py has the plumbing it calls (processes, a step's
+random draws and lr, clipping, resumable states, logging).
 
     python train.py                                  # T2V-Turbo from the shipped teacher -> runs/toy/turbo.safetensors
     python train.py --turbo-steps 20 --compare-per-caption 0 --out runs/quick     # a quick look at the loop (30 s)
@@ -37,13 +37,13 @@ import turbo
 from lora import AdaptersOff, EMAAdapters, lora_tensors, make_student, merge_lora
 from machinery.batches import StepLoader
 from machinery.checkpoint import load_models, load_reward, model_meta, read_meta, save_checkpoint, save_lora
-from machinery.cli import check_fields, cli_config, one_line, run_cli
+from machinery.cli import check_fields, check_numbers, cli_config, one_line, run_cli
 from machinery.loop import (Progress, all_finite, autocast_for, barrier, check_in_sync, check_optim, clipped,
-                            data_draws, make_optimizer, resume, save_if_due, set_lr, setup_processes, skip_step,
-                            state_paths, step_draws, sum_over_processes)
+                            data_draws, make_optimizer, no_state, resume, save_if_due, set_lr, setup_processes,
+                            skip_step, state_paths, step_draws, sum_over_processes)
 from ms.models import MS_RECIPE, build_models
 from toy.evaluate import closing_comparison, quick_look
-from toy.world import TOY_MODELS, ToyWorld
+from toy.world import TOY_MODELS, ToyWorld, max_frames
 from vc2.data import LatentCache, VideoFolder, cached_latents, check_train_data
 from vc2.internvideo2 import find_vocab
 from vc2.release import load_real_reward, resolve_release_files
@@ -53,7 +53,7 @@ from vc2.release import load_real_reward, resolve_release_files
 class Config:
     # the method: Algorithm 1 and eq. 10 (turbo.py Parts 2-4); what a learner sets
     out: str = "runs/toy"          # where the student, its states and pictures go
-    seed: int = 0                  # every random draw of the run derives from it (loop.py: step_seed)
+    seed: int = 0                  # every random draw of the run derives from it (machinery/loop.py: step_seed)
     turbo_steps: int = 10000       # optimizer steps (the release: 10K)
     turbo_batch: int = 1           # clips per micro-batch and process (the release: 1 video per GPU, 8 GPUs)
     turbo_lr: float = 1e-5         # the release's lr on VC2
@@ -96,7 +96,8 @@ class Config:
     data_workers: int = 0          # processes decoding the coming steps' clips ahead (batches.StepLoader); 0: none
     cache: str = ""                # a latent cache (python -m vc2.data ... --cache DIR) to read instead of --data
     grad_accum: int = 1            # micro-batches per optimizer step
-    precision: str = "fp32"        # "bf16": bf16 autocast for every model, fp32 weights (the release: the same)
+    precision: str = "fp32"        # "bf16": bf16 autocast for every model, fp32 weights (the release: bf16 mixed
+                                   # precision, its teacher under fp16 autocast: TUTORIAL.md section 9)
     grad_ckpt_unet: bool = False   # recompute the student UNet's blocks in the backward pass
     grad_ckpt_decoder: bool = False  # ... the first-stage decoder on the reward path
     grad_ckpt_reward: bool = False   # ... the reward models' vision towers
@@ -105,7 +106,7 @@ class Config:
     fresh: bool = False            # train the student again even when OUT holds one
     save_every: int = 100          # optimizer steps between resumable states (OUT/<name>.state-<step>.safetensors)
     keep: int = 2                  # resumable states kept (older ones are deleted)
-    resume: bool = False           # continue from the newest saved state instead of from step 0
+    resume: bool = False           # continue from the newest saved state of this run (OUT must hold one)
     max_bad_steps: int = 10        # consecutive steps with a non-finite loss or gradient before the run stops
     val_every: int = 0             # a GIF grid of the student every N steps (OUT/val/); 0 = none
     compare_per_caption: int = 2   # toy: videos per caption in the closing teacher-vs-student comparison (0: skip)
@@ -151,9 +152,21 @@ def check_config(cfg, error):
         error("need 0 < --w-min <= --w-max")
     if not 0 <= cfg.lora_dropout < 1 or cfg.compare_per_caption < 0:
         error("need 0 <= --lora-dropout < 1 and --compare-per-caption >= 0")
+    # every float is finite (cli_config); then each number's range, the first one outside named
+    check_numbers(cfg, error, {
+        "turbo_lr": "(0, inf)", "target_decay": "[0, 1)", "huber_c": "(0, inf)", "beta_img": "[0, inf)",
+        "beta_vid": "[0, inf)", "turbo_w": "[0, inf)", "temporal_dropout": "[0, 1)", "max_grad_norm": "(0, inf)",
+        "warmup": "[0, inf)", "lora_rank": "[0, inf)", "reward_frames": "[1, inf)", "turbo_sample_steps": "[1, inf)",
+        "max_bad_steps": "[1, inf)", "height": "[0, inf)", "width": "[0, inf)", "fps": "[1, inf)",
+        "threads": "[0, inf)", "val_every": "[0, inf)"})
     check_optim(cfg, error)                                 # --optim adamw8bit: bitsandbytes installed?
     if not (cfg.data or cfg.cache) and (cfg.height or cfg.size) != (cfg.width or cfg.size):
         error("the toy world is square: use --size, not --height/--width")
+    if not (cfg.data or cfg.cache) and cfg.frames > max_frames(cfg.height or cfg.size):  # the toy world's clips
+        most = max_frames(cfg.height or cfg.size)   # (else every clip fails in render_clip with "low >= high")
+        error(f"--frames {cfg.frames}: the toy world's shapes leave a {cfg.height or cfg.size} px frame within "
+              f"{cfg.frames} frames; give {f'--frames {most} or fewer' if most else 'a larger --size'}, or real "
+              f"video (--data/--captions)")
     resolve_release_files(cfg)                              # --hps FOLDER: the file in it (or in its HF snapshot)
     check_train_data(cfg, teacher_path(cfg), error)         # --data/--captions, --cache, --data-workers
     teacher = teacher_path(cfg)
@@ -177,6 +190,12 @@ def check_config(cfg, error):
         if not path.is_file():
             error(f"no {kind} reward model at {path}: give {flag} PATH, --toy-models DIR, or --rewards naming only "
                   f"what you have (none = VCM)")
+    name = student_name(cfg)
+    if cfg.resume and (cfg.fresh or not (Path(cfg.out) / f"{name}.safetensors").exists()):  # it would train
+        runs = {student_name(dataclasses.replace(cfg, rewards=r)): r for r in CHOICES["rewards"]}
+        missing = no_state(cfg.out, name, lambda other: f" (a run with --rewards {runs[other]})" * (other in runs))
+        if missing:  # a mistyped --out or another --rewards would otherwise start over from step 0
+            error(missing)
 
 
 def parse_config(argv=None):

@@ -11,8 +11,9 @@
             image-text and a video-text reward model; L = L_CD - beta_img J_img - beta_vid J_vid
 
 The UNet lives in tiny_unet3d.py, the autoencoder and text encoder in encoders.py, the reward models in rewards.py;
-this file holds the math and imports only torch. Notation follows the paper: z_t = alpha_t z_0 + sigma_t eps with
-alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) (paper Sec. 3, "latent diffusion"); t is an integer in [0, 999].
+this file holds the math and imports only torch (and math). Notation follows the paper: z_t = alpha_t z_0 +
+sigma_t eps with alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t) (paper Sec. 3, "latent diffusion"); t is an
+integer in [0, 999].
 Latent videos are (b, c, t, h, w) everywhere: b clips, c latent channels, t frames, h x w latent pixels.
 
     python turbo.py      # prints the schedule's golden values, the 50-step DDIM grid and the boundary scalings
@@ -62,7 +63,7 @@ def split_v(out, z_t, t, abar):
     """A v-prediction output -> (x0_hat, eps_hat): x0_hat = alpha_t z_t - sigma_t v, eps_hat = sigma_t z_t +
     alpha_t v (v = alpha eps - sigma x0; Salimans & Ho 2022; VideoCrafter's lvdm/models/ddpm3d.py has the same
     `parameterization = "v"` option). Unlike split_eps it is defined at alpha_t = 0. VC2 and ModelScope are
-    eps-models; the toy teacher is a v-model (TUTORIAL.md section 8 says why)."""
+    eps-models; the toy teacher is a v-model (RESULTS.md, design note 3, says why)."""
     alpha, sigma = alpha_sigma(abar, t, z_t)
     return alpha * z_t - sigma * out, sigma * z_t + alpha * out
 

@@ -15,6 +15,7 @@ One file per concern; each section is a function bench_<section> that returns {n
     python -m benchmarks ms           # ms_step.py: 2 steps of --preset ms, every model at ModelScope size
     python -m benchmarks gpu          # gpu.py, on a CUDA machine: the vc2_256 step, 4- vs 50-step latency, the toy
                                       # main job (--tiny: the same script with toy-size models on a CPU, a check)
+    python -m benchmarks profile      # profile.py: where a student step's and the closing comparison's time goes
     python -m benchmarks.internvideo2 # InternVideo2-1B's reward call and backward at full size
 
 Ratios are measured in the same run on the same model size, so they travel between machines better than the
@@ -31,6 +32,7 @@ from benchmarks.evaluation import bench_eval
 from benchmarks.gpu import bench_gpu
 from benchmarks.load import bench_load
 from benchmarks.ms_step import bench_ms
+from benchmarks.profile import bench_profile
 from benchmarks.toy_speed import bench_main, bench_sample, bench_train
 from benchmarks.vc2_sample import bench_vc2_sample
 from benchmarks.vc2_step import bench_vc2, bench_vc2_iv2
@@ -38,7 +40,7 @@ from machinery.cli import Parser
 
 SECTIONS = {"main": bench_main, "sample": bench_sample, "train": bench_train, "load": bench_load, "ddp": bench_ddp,
             "vc2": bench_vc2, "vc2_iv2": bench_vc2_iv2, "vc2_sample": bench_vc2_sample, "gpu": bench_gpu,
-            "eval": bench_eval, "data": bench_data, "ms": bench_ms}
+            "eval": bench_eval, "data": bench_data, "ms": bench_ms, "profile": bench_profile}
 TINY = ("gpu", "vc2", "ms")                       # the sections --tiny checks at toy size on a CPU
 DEFAULT = ["main", "sample", "train"]       # the quick ones; load, ddp and the vc2 ones take minutes: name them
 

@@ -19,15 +19,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rewards import ImageTextReward
 from tiny_unet3d import toy_unet
-from toy.prepare import TEACHER_UNET
 
 ROOT = Path(__file__).resolve().parents[1]   # the repository
 
 
 def toy_teacher(**changes):
-    """The toy teacher's UNet config, as toy/prepare.py trains it (TEACHER_UNET: v-prediction, zero-terminal SNR,
-    relative positions, transformers at both levels); `changes` override fields (e.g. model_channels=64)."""
-    return dataclasses.replace(toy_unet(), **TEACHER_UNET, **changes)
+    """The toy teacher's UNet config (tiny_unet3d.toy_unet: the shipped teacher's), with `changes` overriding fields
+    (e.g. model_channels=64)."""
+    return dataclasses.replace(toy_unet(), **changes)
 
 
 def timed(fn, repeats):

@@ -37,8 +37,8 @@ def vc2_configs(tiny=False):
         return {"unet": vc2(), "text": openclip_vit_h14(), "ae": sd_kl_f8(), "clip": None, "viclip": viclip_l14()}
     clip = toy_clip_cfg()
     clip["vision_cfg"] = {**clip["vision_cfg"], "image_size": 224, "patch_size": 32}
-    unet = dataclasses.replace(toy_unet(), in_channels=4, out_channels=4, addition_attention=True,   # VC2's latent
-                               use_relative_position=True)                                        # and layout
+    unet = dataclasses.replace(toy_unet(), in_channels=4, out_channels=4, addition_attention=True,   # VC2's latent,
+                               prediction="eps", zero_terminal_snr=False)           # init_attn, eps on its schedule
     return {"unet": unet, "text": toy_text(), "ae": toy_ae(), "clip": clip,
             "viclip": dataclasses.replace(toy_viclip(), image_size=224, patch_size=32)}
 

@@ -297,6 +297,7 @@ def safe_torch_load(path, what=""):
         # torch names the class a pickle wanted ("Unsupported global: ..."); garbage bytes fail on an opcode
         # instead. Its message goes on to advise turning the safety off: only the line naming the culprit is kept
         why = next((l.strip() for l in str(e).splitlines() if "Unsupported global" in l), "")
+        why = why.split(" Please use")[0]       # the rest of that line advises allowlisting the culprit
         if why:
             raise ValueError(f"{where}refused to load {path}: it holds a pickled object other than tensors and "
                              f"containers, which could run code when unpickled; nothing in it was run. "
@@ -421,12 +422,12 @@ def problem_report(title, problems, shown=5):
     first `shown` follow on lines of their own."""
     kinds = Counter(line.split(":")[0].strip() for line in problems)
     head = f"{title} ({len(problems)} problem{'s' * (len(problems) != 1)}: " + \
-        ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + f"; first: {problems[0].strip()}"
     if len(problems) > shown:
         fd, full = tempfile.mkstemp(prefix="t2v-turbo-problems-", suffix=".txt", text=True)
         with os.fdopen(fd, "w") as f:
             f.write(title + "\n" + "\n".join(problems) + "\n")
-        head += f"; first: {problems[0].strip()}; all {len(problems)} listed in {full}"
+        head += f"; all {len(problems)} listed in {full}"
     return head + ")\n" + "\n".join(problems[:shown])
 
 

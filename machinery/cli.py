@@ -7,6 +7,7 @@ per bad input, and the device a flag names. Every script here builds its command
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 import sys
 from pathlib import Path
@@ -80,6 +81,7 @@ def cli_config(cls, argv=None, doc=None, check=None, presets=None):
     args = vars(p.parse_args(argv))
     args.pop("preset", None)
     cfg = dataclasses.replace(base, **{k: v for k, v in args.items() if v is not None})
+    check_numbers(cfg, p.error)                 # nan and inf parse as floats: every float flag must be finite
     if hasattr(cfg, "device"):
         check_device(cfg.device, p.error)
     if check:
@@ -96,6 +98,41 @@ def check_fields(cfg, error, positive=(), choices=None):
     for name, allowed in (choices or {}).items():
         if getattr(cfg, name) not in allowed:
             error(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
+
+
+def check_numbers(cfg, error, ranges=None):
+    """Every float of `cfg` (a dataclass config, or argparse's namespace) must be finite: float() reads 'nan' and
+    'inf', and a run would only meet them steps later as a non-finite loss that names no flag. `ranges`: {field:
+    interval}, written as math writes one ('[0, 1)', '(0, inf)'), for ints too; a None value (a flag left to its
+    default) is skipped. The first value that fails -> error('--flag VALUE: must be ...')."""
+    flag = lambda name: "--" + name.replace("_", "-")
+    for name, value in vars(cfg).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            error(f"{flag(name)} {value}: must be a finite number")
+    for name, interval in (ranges or {}).items():
+        value = getattr(cfg, name)
+        if value is not None and not in_interval(value, interval):
+            error(f"{flag(name)} {value:g}: must be {interval_words(interval)}")
+
+
+def _ends(interval):
+    """'[0, 1)' -> ('[', 0.0, 1.0, ')')."""
+    m = re.fullmatch(r"([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])", interval)
+    if not m:
+        raise ValueError(f"not an interval: {interval!r} (write it as '[0, 1)' or '(0, inf)')")
+    return m[1], float(m[2]), float(m[3]), m[4]
+
+
+def in_interval(x, interval):
+    """x in an interval written as math writes one: in_interval(1, '[0, 1)') is False."""
+    left, lo, hi, right = _ends(interval)
+    return (lo <= x if left == "[" else lo < x) and (x <= hi if right == "]" else x < hi)
+
+
+def interval_words(interval):
+    """'[0, inf)' -> '>= 0', '(0, inf)' -> '> 0', '[0, 1)' -> 'in [0, 1)'."""
+    left, lo, hi, _ = _ends(interval)
+    return f"{'>=' if left == '[' else '>'} {lo:g}" if hi == math.inf else f"in {interval}"
 
 
 def run_cli(main):

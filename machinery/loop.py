@@ -257,11 +257,33 @@ def load_state(path, modules, opt, device):
 # The pieces of a training loop (train.py and toy/prepare.py write the loop itself)
 
 
+def no_state(out, stage, whose=lambda other: ""):
+    """--resume in a folder that holds no state of `stage` -> one line saying so and what the folder holds instead
+    (whose(other stage) may say what that other run was); None when there is a state to resume."""
+    if state_paths(out, stage):
+        return None
+    others = sorted(Path(out).glob("*.state-*.safetensors"), key=lambda p: p.stat().st_mtime)
+    head = f"--resume: no state of {stage} in {out}"
+    if not others:
+        return f"{head} ({'it holds no saved state' if Path(out).is_dir() else 'no such folder'}): drop --resume " \
+               f"to start from step 0"
+    newest, more = others[-1].name, f" and {len(others) - 1} more" if len(others) > 1 else ""
+    return f"{head}; it holds {newest}{more}{whose(newest.split('.state-')[0])}: give that run's flags to resume " \
+           f"it, or drop --resume to start from step 0"
+
+
 def resume(cfg, run, stage, steps, modules, opt):
     """--resume: the newest state of `stage` into `modules` and `opt` -> (its step, its logs, {'steps': bad steps
-    so far, 'in_a_row': 0}); (0, [], no bad steps) without --resume or without a state."""
+    so far, 'in_a_row': 0}); (0, [], no bad steps) without --resume. --resume where OUT holds no state of `stage`
+    but another's (a run that trains something else saved it) is refused with no_state's line; with no state at
+    all it starts from step 0 and says so (toy/prepare.py's --resume also means "keep the finished files", so its
+    first start has none; train.py refuses that case at parse time)."""
     found = state_paths(cfg.out, stage) if cfg.resume else []
     if not found:
+        if cfg.resume and list(Path(cfg.out).glob("*.state-*.safetensors")):
+            raise SystemExit(no_state(cfg.out, stage))
+        if cfg.resume and run.main:
+            print(f"{stage}: --resume found no saved state in {cfg.out}: starting from step 0")
         return 0, [], {"steps": 0, "in_a_row": 0}
     conflicts = resume_conflicts(found[-1], cfg, run.world)
     if conflicts:  # a resumed run must train what the saved one trained: say what differs, change nothing

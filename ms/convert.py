@@ -31,22 +31,32 @@ MS_TRAIN = {"frames": 16, "height": 256, "width": 256, "size": None, "fps": 8, "
 
 def convert(folder, out, lora=None, train=MS_TRAIN):
     """Writes OUT/teacher.safetensors (and OUT/turbo.safetensors with `lora`) -> the paths written. `train`: the
-    sampling settings the checkpoints carry (the tests shrink the clip)."""
+    sampling settings the checkpoints carry (the tests shrink the clip). Every input is loaded and checked before
+    anything is written: a folder or a LoRA that does not load raises one ValueError, and OUT is left as it was."""
     models = load_ms_folder(folder)
     source = {"ms": str(folder)}
-    out, written = Path(out), []
-    meta = model_meta(models["unet"], models["text"], models["ae"], kind="teacher", train=train, source=source)
-    written.append(save_checkpoint(out / "teacher.safetensors", models, meta))
+    files = {"teacher": (models, model_meta(models["unet"], models["text"], models["ae"], kind="teacher",
+                                            train=train, source=source))}
     if lora:
         tensors = safe_torch_load(lora, "T2V-Turbo (MS) LoRA (jiachenli-ucsb/T2V-Turbo-MS on Hugging Face: "
                                         "unet_lora.pt)")
         student, _ = make_student(models["unet"], 0)          # a copy of the teacher + the zero w projection
-        load_release_lora(student, tensors, MS_RANK)
+        try:
+            load_release_lora(student, tensors, MS_RANK)
+        except ValueError as e:
+            raise ValueError(f"--lora {lora}: {e}") from None
         merge_lora(student)
-        parts = {**models, "unet": student.eval()}
-        meta = model_meta(student, models["text"], models["ae"], kind="turbo", train=train,
-                          source={**source, "lora": str(lora)})
-        written.append(save_checkpoint(out / "turbo.safetensors", parts, meta))
+        files["turbo"] = ({**models, "unet": student.eval()},
+                          model_meta(student, models["text"], models["ae"], kind="turbo", train=train,
+                                     source={**source, "lora": str(lora)}))
+    written = []
+    try:
+        for name, (parts, meta) in files.items():
+            written.append(save_checkpoint(Path(out) / f"{name}.safetensors", parts, meta))
+    except BaseException:              # a full disk on the second file: no half a conversion left behind either
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return written
 
 
@@ -83,6 +93,8 @@ def main(argv=None):
             torch.save(export_release_lora(args.export_release_lora), tmp)
         print(f"wrote {out}")
         return
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file; give a folder for teacher.safetensors")
     if any((out / n).exists() for n in ("teacher.safetensors", "turbo.safetensors")):
         p.error(f"--out {out}: teacher.safetensors or turbo.safetensors exists there; give a new folder")
     if args.lora and not Path(args.lora).is_file():

@@ -11,7 +11,8 @@ pipeline/t2v_turbo_ms_pipeline.py).
   as VC2's student (tiny_unet3d.guidance_embedding; the pipeline's get_w_embedding). lora.make_student builds it
   from the teacher like VC2's, with a zero cond_proj (the release leaves it random and never saves it).
 - diffusers and transformers are imported where a ModelScope model is built, not at the top: sample.py and
-  train.py import this module to read any checkpoint, and the toy and VC2 paths never load either library.
+  train.py import this module to read any checkpoint, and the toy and VC2 paths never load diffusers
+  (transformers they do load: open_clip imports it).
 - The release's LoRA (unet_lora.pt of jiachenli-ucsb/T2V-Turbo-MS) is rank 32 on every Linear, Conv2d and Conv3d
   of that student, in module order: exactly what lora.add_lora wraps, in the same order, at full size
   (tests/fixtures/ms_lora_manifest, made by running the release's own injector).
@@ -23,6 +24,11 @@ tests/ms/test_parity.py (max abs error 1.3e-7).
 """
 
 import json
+import math
+import types
+import typing
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +43,9 @@ from machinery.cli import one_line
 from tiny_unet3d import guidance_embedding
 
 MS_RANK = 32           # the release's LoRA rank for MS (app_ms.py: r=32; clipped to 4 on conv_in and conv_out)
-WITHOUT_PEFT = 250     # tensors in the list the same release code writes when diffusers lacks its PEFT backend
+# tensors in the list the same release code writes under diffusers <= 0.26 without its PEFT backend; from 0.27 on,
+# and with the backend before, it writes 1150 (both layouts: tests/fixtures/ms_lora_manifest/README.md)
+WITHOUT_PEFT = 250
 # T2V-Turbo (MS)'s training recipe over train.py's vc2_256 (one GPU, bf16, checkpointing): `train.py --preset ms`.
 # The paper (Sec. 4, App. A): 256 x 256, 16 frames, HPSv2.1 and ViCLIP with beta_img 2 and beta_vid 3, M = 6 frames
 # for R_img; ModelScope was trained at 8 fps. The release has no MS training script; its app loads LoRA rank 32.
@@ -215,33 +223,160 @@ def _folder_part(folder, part):
     return path
 
 
-def tokenizer_pad_id(folder):
-    """The pad token's id of the folder's CLIPTokenizer (tokenizer/special_tokens_map.json and vocab.json)."""
-    path = _folder_part(folder, "text_encoder").parent / "tokenizer"
+def read_json(path):
+    """A JSON file that holds an object (a config.json, a tokenizer file) -> its dict, or one ValueError naming it."""
     try:
-        pad = json.loads((path / "special_tokens_map.json").read_text())["pad_token"]
-        pad = pad["content"] if isinstance(pad, dict) else pad
-        return json.loads((path / "vocab.json").read_text())[pad]
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{folder}: tokenizer/ does not say its pad token ({type(e).__name__}: {e})") from None
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:             # (ValueError: not UTF-8, or not JSON)
+        raise ValueError(f"{path}: not a readable JSON file ({type(e).__name__}: {one_line(e)})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a JSON {type(data).__name__}, not an object of settings")
+    return data
+
+
+def _fits(value, hint):
+    """A JSON value against a constructor argument's annotation: int, float (a finite number; an int too), str,
+    bool, None, X | Y, tuple[X, ...] / list[X] (a JSON list), dict, Literal; any other hint (torch.dtype) passes."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (tuple, list):
+        return isinstance(value, list) and all(_fits(v, a) for v in value for a in args if a is not Ellipsis)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint in (int, str, bool, type(None)):       # (True is an int to Python, not to a config)
+        return isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+    return True
+
+
+def _type_words(hint):
+    """int | tuple[int] -> 'int or a list of int'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(a) for a in args)
+    if origin in (tuple, list):
+        return f"a list of {_type_words(args[0])}" if args else "a list"
+    if origin is typing.Literal:
+        return " or ".join(json.dumps(a) for a in args)
+    return {type(None): "null", float: "a finite number"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_config_types(path, config, cls):
+    """Each value of a config.json that `cls`'s constructor takes, against that argument's annotation (diffusers'
+    and transformers' constructors annotate every one): one ValueError naming the file and the key, where the
+    library would fail later with a TypeError that names neither (block_out_channels: 32 -> "object of type 'int'
+    has no len()"). Keys the constructor does not take are left to it (diffusers ignores them)."""
+    init = cls.__init__
+    try:  # transformers' hints name torch.dtype, which its module does not import at run time
+        hints = typing.get_type_hints(init, globalns={**getattr(init, "__globals__", {}), "torch": torch})
+    except (NameError, TypeError):
+        hints = {}
+    for key, value in config.items():
+        if key != "return" and key in hints and not _fits(value, hints[key]):
+            raise ValueError(f"{path}: {key} is {json.dumps(value)[:80]}; {cls.__name__} takes "
+                             f"{_type_words(hints[key])}")
+
+
+def tokenizer_pad_id(folder):
+    """The pad token's id of the folder's CLIPTokenizer (tokenizer/special_tokens_map.json and vocab.json), or one
+    ValueError naming the file and what is wrong with it."""
+    path = _folder_part(folder, "text_encoder").parent / "tokenizer"
+    special, vocab = path / "special_tokens_map.json", path / "vocab.json"
+    for f in (special, vocab):
+        if not f.is_file():
+            raise ValueError(f"{folder}: tokenizer/ does not say its pad token (no tokenizer/{f.name})")
+    given = read_json(special).get("pad_token")
+    pad = given.get("content") if isinstance(given, dict) else given
+    if not isinstance(pad, str):
+        raise ValueError(f"{special}: pad_token is {json.dumps(given)[:80]}; give the pad token as a string (or "
+                         f"{{\"content\": string}})")
+    ids = read_json(vocab)
+    if pad not in ids:
+        raise ValueError(f"{vocab}: no entry for the pad token {pad!r} (special_tokens_map.json's pad_token)")
+    if not isinstance(ids[pad], int) or isinstance(ids[pad], bool) or ids[pad] < 0:
+        raise ValueError(f"{vocab}: the pad token {pad!r} is {json.dumps(ids[pad])[:80]}, not a token id (a whole "
+                         f"number >= 0)")
+    return ids[pad]
+
+
+@contextmanager
+def _quiet_libraries():
+    """diffusers' and transformers' loaders log what they skip (unused weights, ignored config keys) as warnings
+    of many lines, and draw a progress bar; here every such case is one ValueError instead, and a command's output
+    stays its own: their logs are kept to errors and their bars off while a part loads."""
+    import diffusers
+    import transformers
+    logs = (diffusers.utils.logging, transformers.utils.logging)
+    before = [(log.get_verbosity(), log.is_progress_bar_enabled()) for log in logs]
+    for log in logs:
+        log.set_verbosity_error()
+        log.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, (level, bar) in zip(logs, before):
+            log.set_verbosity(level)
+            log.enable_progress_bar() if bar else None
+
+
+def _from_pretrained(cls, path, **kw):
+    """cls.from_pretrained(path), strict: every tensor of the weights used, every parameter filled, every shape
+    the config's (diffusers and transformers only warn of unused weights and leave missing ones random). Else one
+    ValueError naming the first tensor that does not fit."""
+    try:
+        with _quiet_libraries():
+            model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                              ignore_mismatched_sizes=True, **kw)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: {one_line(e)}") from None
+    key = lambda k: k[0] if isinstance(k, (tuple, list)) else k          # diffusers: (key, stored, model shape)
+    problems = {"missing": sorted(map(key, info.get("missing_keys", ()))),
+                "unexpected": sorted(map(key, info.get("unexpected_keys", ()))),
+                "misshapen": sorted(map(key, info.get("mismatched_keys", ())))}
+    if any(problems.values()):
+        why = {"missing": "the model of config.json has it, the weights do not",
+               "unexpected": "the weights hold it, the model of config.json has no such tensor",
+               "misshapen": "its shape in the weights is not the one config.json gives it"}
+        kind = next(k for k, v in problems.items() if v)
+        counts = ", ".join(f"{len(v)} {k}" for k, v in problems.items() if v)
+        raise ValueError(f"{path}: the weights do not fit config.json ({counts}); the first: {problems[kind][0]} "
+                         f"({why[kind]})")
+    return model
 
 
 def load_ms_folder(folder, dtype=torch.float32):
     """ModelScopeT2V from a local diffusers folder (nothing is downloaded) -> {'unet': MSUNet, 'text': MSText,
-    'ae': MSVAE}, frozen, in eval mode. A missing or unreadable part: one ValueError that names it."""
+    'ae': MSVAE}, frozen, in eval mode. Strict: a missing or unreadable part, a config value of the wrong type, weights
+    that do not fit their config (one tensor unused, missing or misshapen) or parts that do not fit each other: one
+    ValueError that names the file, and the key or the tensor."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel
     parts = {p: _folder_part(folder, p) for p in ("unet", "vae", "text_encoder")}
+    for p, cls in zip(parts, (UNet3DConditionModel, AutoencoderKL, CLIPTextConfig)):
+        check_config_types(parts[p] / "config.json", read_json(parts[p] / "config.json"), cls)
     pad_id = tokenizer_pad_id(folder)
-    try:
-        # low_cpu_mem_usage=False: diffusers' low-memory path needs accelerate, which this project does not install
-        unet = UNet3DConditionModel.from_pretrained(parts["unet"], local_files_only=True, torch_dtype=dtype,
-                                                    low_cpu_mem_usage=False)
-        vae = AutoencoderKL.from_pretrained(parts["vae"], local_files_only=True, torch_dtype=dtype,
-                                            low_cpu_mem_usage=False)
-        text = CLIPTextModel.from_pretrained(parts["text_encoder"], local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise ValueError(f"{folder}: {one_line(e)}") from None
+    # low_cpu_mem_usage=False: diffusers' low-memory path needs accelerate, which this project does not install
+    unet = _from_pretrained(UNet3DConditionModel, parts["unet"], torch_dtype=dtype, low_cpu_mem_usage=False)
+    vae = _from_pretrained(AutoencoderKL, parts["vae"], torch_dtype=dtype, low_cpu_mem_usage=False)
+    text = _from_pretrained(CLIPTextModel, parts["text_encoder"], dtype=dtype)
+    # the parts must fit each other: the latents, the text embedding, and the 77 CLIP BPE ids MSText feeds the tower
+    c = {"unet": unet.config, "vae": vae.config, "text_encoder": text.config}
+    for (a, ka), (b, kb) in ((("unet", "in_channels"), ("vae", "latent_channels")),
+                             (("unet", "cross_attention_dim"), ("text_encoder", "hidden_size"))):
+        if getattr(c[a], ka) != getattr(c[b], kb):
+            raise ValueError(f"{parts[a] / 'config.json'}: {ka} is {getattr(c[a], ka)}, but "
+                             f"{b}/config.json's {kb} is {getattr(c[b], kb)}: the two do not fit each other")
+    tokens = max(49408, pad_id + 1)                 # open_clip's BPE: ids up to 49407 (EOT)
+    if text.config.vocab_size < tokens or text.config.max_position_embeddings < MSTextConfig.context_length:
+        raise ValueError(f"{parts['text_encoder'] / 'config.json'}: vocab_size {text.config.vocab_size} and "
+                         f"max_position_embeddings {text.config.max_position_embeddings}; the tokens fed to it need "
+                         f"at least {tokens} and {MSTextConfig.context_length} (CLIP's BPE, 77 positions)")
     own = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_") and k != "time_cond_proj_dim"}
     models = {"unet": MSUNet(MSUNetConfig(diffusers=own(unet.config)), unet),
               "ae": MSVAE(MSVAEConfig(diffusers=own(vae.config)), vae),

@@ -1,8 +1,15 @@
 """The bad inputs the command lines are tried with, one table per test module (a new case is one line): CLI_CASES
-for train.py, sample.py, toy/evaluate.py and vc2/convert.py (test_bad_inputs.py), DATA_CASES for vc2/data.py
-(vc2/test_data.py), REAL_EVAL_CASES for vc2/evaluate.py (test_real_evaluate.py). Here, in a module of their own, so that
-test_bad_inputs.py::test_the_count can count all three without one test module importing another."""
-from conftest import TRAIN_CPU
+for train.py, sample.py, toy/evaluate.py, toy/prepare.py, vc2/convert.py and ms/convert.py (test_bad_inputs.py),
+DATA_CASES for vc2/data.py (vc2/test_data.py), REAL_EVAL_CASES for vc2/evaluate.py (test_real_evaluate.py). Here, in a
+module of their own, so that test_bad_inputs.py::test_the_count can count all three without one test module importing
+another."""
+from conftest import TOY_FLAGS, TRAIN_CPU
+
+# a train.py that would run: 2 steps of 1 clip, the test's toy models (so a flag it does not refuse costs seconds)
+QUICK_TRAIN = ["--toy-models", "{toy_models}", "--out", "{dir}/run", "--turbo-steps", "2", "--turbo-batch", "1",
+               *TRAIN_CPU]
+QUICK_SAMPLE = ["--out", "{dir}/samples", "--steps", "2"]
+MS_OUT = ["--ms", "{ms}", "--out", "{dir}/ms_out"]   # a good tiny ModelScope folder, and a new --out
 
 # (command, argv with {name} = files[name] (test_bad_inputs.py's fixture), exit code, a phrase of the one line).
 # vc2/data.py's cases are DATA_CASES below.
@@ -27,6 +34,10 @@ CLI_CASES = [
      "exists (1 of the VBench names are taken): give a new --out"),
     ("sample", ["--ckpt", "{teacher}", "--prompt", "a red circle moving left", "--origin-steps", "2"], 2,
      "--origin-steps 2: need --steps (4) <= it <= 1000"),
+    ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--guidance", "nan", *QUICK_SAMPLE], 2,
+     "--guidance nan: must be a finite number"),
+    ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--guidance", "-1", *QUICK_SAMPLE], 2,
+     "--guidance -1: must be >= 0"),
     # train.py
     ("train", ["--teacher", "{missing}", *TRAIN_CPU], 2, "no teacher checkpoint at"),
     ("train", ["--teacher", "{reward}", *TRAIN_CPU], 2, "is a reward model"),
@@ -49,6 +60,26 @@ CLI_CASES = [
      "which was trained with other values: --turbo-lr 0.0001 (saved: 0.5). Give the saved values"),
     ("train", ["--toy-models", "{toy_models}", "--out", "{world_dir}", "--resume", *TRAIN_CPU], 1,
      "which was trained with other values: 1 process(es) (saved: 2; torchrun --nproc_per_node=2)"),
+    # every float flag finite, every number in its range, at parse time (not a run of non-finite losses)
+    ("train", [*QUICK_TRAIN, "--beta-img", "nan"], 2, "--beta-img nan: must be a finite number"),
+    ("train", [*QUICK_TRAIN, "--w-max", "nan"], 2, "--w-max nan: must be a finite number"),
+    ("train", [*QUICK_TRAIN, "--max-grad-norm", "inf"], 2, "--max-grad-norm inf: must be a finite number"),
+    ("train", [*QUICK_TRAIN, "--beta-vid", "-1"], 2, "--beta-vid -1: must be >= 0"),
+    ("train", [*QUICK_TRAIN, "--turbo-lr", "0"], 2, "--turbo-lr 0: must be > 0"),
+    ("train", [*QUICK_TRAIN, "--target-decay", "1"], 2, "--target-decay 1: must be in [0, 1)"),
+    ("train", [*QUICK_TRAIN, "--huber-c", "-0.001"], 2, "--huber-c -0.001: must be > 0"),
+    ("train", [*QUICK_TRAIN, "--temporal-dropout", "1"], 2, "--temporal-dropout 1: must be in [0, 1)"),
+    # clips the toy world cannot draw (numpy's "low >= high" in the first step), e.g. --preset ms's 16 x 256 x 256
+    ("train", [*QUICK_TRAIN, "--frames", "16"], 2, "--frames 16: the toy world's shapes leave a 32 px frame within "
+                                                   "16 frames; give --frames 9 or fewer"),
+    ("train", ["--preset", "ms", "--teacher", "{teacher}", *QUICK_TRAIN], 2, "leave a 256 px frame within 16 frames; "
+                                                                            "give --frames 9"),
+    # --resume with nothing of this run's to resume: say what OUT holds, do not start over from step 0
+    ("train", [*QUICK_TRAIN, "--rewards", "none", "--out", "{other_state}", "--resume"], 2,
+     "--resume: no state of vcm in {other_state}; it holds turbo.state-0000100.safetensors (a run with --rewards "
+     "image+video): give that run's flags to resume it, or drop --resume to start from step 0"),
+    ("train", [*QUICK_TRAIN, "--out", "{dir}/no_run", "--resume"], 2,
+     "--resume: no state of turbo in {dir}/no_run (no such folder): drop --resume to start from step 0"),
     # toy/evaluate.py
     ("evaluate", ["--ckpt", "{missing}"], 2, "no such file or folder"),
     ("evaluate", ["--ckpt", "{reward}"], 2, "is a reward model"),
@@ -61,6 +92,30 @@ CLI_CASES = [
     ("evaluate", ["--table", "{dir}", "--toy-models", "{empty_dir}"], 2, "no teacher.safetensors there"),
     ("evaluate", ["--ckpt", "{teacher}", "--ckpt", "{teacher}"], 2, "the toy evaluator judges one --ckpt"),
     ("evaluate", ["--ckpt", "{teacher}", "--num-per-prompt", "2"], 2, "unrecognized arguments: --num-per-prompt"),
+    ("evaluate", ["--ckpt", "{teacher}", "--guidance", "inf", "--per-seen", "0", "--per-heldout", "1", "--steps", "2",
+                  "--out", "{dir}/e"], 2, "--guidance inf: must be a finite number"),
+    # toy/prepare.py
+    ("prepare", [*TOY_FLAGS, "--teacher-lr", "nan", "--out", "{dir}/p"], 2,
+     "--teacher-lr nan: must be a finite number"),
+    ("prepare", [*TOY_FLAGS, "--ema-decay", "1", "--out", "{dir}/p"], 2, "--ema-decay 1: must be in [0, 1)"),
+    ("prepare", [*TOY_FLAGS, "--frames", "12", "--out", "{dir}/p"], 2, "--frames 12: the toy world's shapes leave a "
+                                                                       "32 px frame within 12 frames; give --frames 9"),
+    # ms/convert.py: a folder whose config disagrees with its weights, a config value of the wrong type; a bad
+    # --lora, checked before anything is written (nothing in --out, so the command runs again with a good one)
+    ("ms_convert", ["--ms", "{ms_lpb}", "--out", "{dir}/ms_out"], 1,
+     "{ms_lpb}/unet: the weights do not fit config.json (212 unexpected); the first: down_blocks.0.attentions.1."),
+    ("ms_convert", ["--ms", "{ms_int}", "--out", "{dir}/ms_out"], 1,
+     "{ms_int}/unet/config.json: block_out_channels is 32; UNet3DConditionModel takes a list of int"),
+    ("ms_convert", ["--ms", "{ms_pad}", "--out", "{dir}/ms_out"], 1,
+     '{ms_pad}/tokenizer/special_tokens_map.json: pad_token is ["!"]; give the pad token as a string'),
+    ("ms_convert", [*MS_OUT, "--lora", "{lora_cut}"], 1, "{lora_cut} is not a readable torch checkpoint"),
+    ("ms_convert", [*MS_OUT, "--lora", "{random}"], 1, "{random} is not a torch checkpoint"),
+    ("ms_convert", [*MS_OUT, "--lora", "{lora_empty}"], 1, "{lora_empty} is not a readable torch checkpoint"),
+    ("ms_convert", [*MS_OUT, "--lora", "{lora_short}"], 1, "--lora {lora_short}: the LoRA list does not fit the "
+                                                           "student UNet (4 problems: 1 list length, 3 wrong shape; "
+                                                           "first: list length: 3 tensors; the student needs 352"),
+    ("ms_convert", [*MS_OUT, "--lora", "{lora_dict}"], 1, "holds a list of tensors, not a dict"),
+    ("ms_convert", [*MS_OUT, "--lora", "{pickle}"], 1, "refused to load {pickle}"),
     # vc2/convert.py
     ("convert", ["--vc2", "{missing}", "--out", "{dir}/out"], 2, "no such file"),
     ("convert", ["--vc2", "{random}", "--out", "{dir}/out"], 1, "is not a torch checkpoint"),
@@ -84,6 +139,9 @@ CLI_CASES = [
     ("convert", ["--export-release-lora", "{lora}", "--out", "{dir}/u.pt"], 1, "not the LoRA of a student with the "
                                                                             "release's layout ("),
     ("sample", ["--ckpt", "{lora}", "--prompt", "x"], 2, "is a 'lora' checkpoint"),
+    ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--teacher-sampler", "ddpm"], 2, "invalid choice: 'ddpm'"),
+    ("sample", ["--ckpt", "{teacher}", "--prompt", "x", "--teacher-sampler", "vc2", "--steps", "3"], 2,
+     "--steps 3 with --teacher-sampler vc2: VC2's DDIM grid for 3 steps (t = 1 + 333 k) reaches t = 1000"),
 ]
 
 
@@ -159,4 +217,7 @@ REAL_EVAL_CASES = [
     (["--prompts", "{prompts}", "--ckpt", "{teacher}", "--hps", "{hps}", "--out", "{used}"], 2,
      "holds samples already: score them with --samples, or give a new --out"),
     ([*S, "--hps", "{garbage}", "--out", "{dir}/out"], 1, "the HPSv2.1 file {garbage} does not load"),
+    ([*S, "--hps", "{hps}", "--teacher-sampler", "vc2"], 2, "--teacher-sampler goes with --prompts"),
+    (["--prompts", "{prompts}", "--ckpt", "{teacher}", "--hps", "{hps}", "--teacher-sampler", "ddim"], 2,
+     "invalid choice: 'ddim'"),
 ]

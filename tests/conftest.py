@@ -164,6 +164,39 @@ def tiny_unet(**kw):
     return m
 
 
+# A tiny text-to-video-ms-1.7b folder (ms/models.py: load_ms_folder reads it)
+
+TINY_MS_VAE = dict(block_out_channels=[32, 32], down_block_types=["DownEncoderBlock2D"] * 2,
+                   up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=32, sample_size=16)
+TINY_MS_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                    max_position_embeddings=77, projection_dim=64)
+
+
+def write_ms_folder(d, **unet):
+    """A tiny ModelScope folder at d, laid out as a Hugging Face snapshot: unet/, vae/ and text_encoder/ written by
+    diffusers and transformers themselves (the UNet: ms.models.tiny_ms_unet with `unet`'s changes), and the two
+    tokenizer files the loader reads. -> d"""
+    from diffusers import AutoencoderKL  # here: only the ModelScope tests load diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ms.models import MSUNet, tiny_ms_unet
+    torch.manual_seed(0)
+    cfg = tiny_ms_unet()
+    cfg.diffusers.update(unet)
+    MSUNet(cfg).unet.save_pretrained(d / "unet")
+    AutoencoderKL(**TINY_MS_VAE).save_pretrained(d / "vae")
+    CLIPTextModel(CLIPTextConfig(**TINY_MS_TEXT)).save_pretrained(d / "text_encoder")
+    (d / "tokenizer").mkdir()
+    (d / "tokenizer" / "special_tokens_map.json").write_text(json.dumps({"pad_token": "!"}))
+    (d / "tokenizer" / "vocab.json").write_text(json.dumps({"!": 0, "<|endoftext|>": 49407}))
+    return d
+
+
+def edit_json(path, **changes):
+    """Rewrites a JSON file (a config.json) with some of its keys changed."""
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Videos on disk
 

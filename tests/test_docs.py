@@ -1,9 +1,13 @@
 """Every command the documents show runs as written: README.md, TUTORIAL.md, RESULTS.md and every module's docstring
 name only scripts and modules of this repository, with flags their command lines know (each command's --help lists
-them), benchmark sections that exist, and repository files that exist."""
+them), benchmark sections that exist, and repository files that exist. And the facts README states about the code
+that a machine can check: the presets train.py has, what the method's modules import, and that every repository file
+and function the three documents name in backticks exists."""
 import ast
+import importlib.util
 import re
 import shlex
+import sys
 
 import pytest
 
@@ -94,3 +98,109 @@ def test_a_documented_command_names_what_exists(where, command, capsys):
         assert set(sections) <= set(benchmarks.SECTIONS), f"{where}: {command}"
     missing = [a for a in args if REPO_PATH.match(a) and "*" not in a and not (ROOT / a).exists()]
     assert not missing, f"{where}: {command}: no {missing} in the repository"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What README says of the code
+
+
+README = " ".join((ROOT / "README.md").read_text().split())       # one line: sentences wrap anywhere
+
+
+def test_readme_names_every_preset():
+    named = re.search(r"presets ((?:`\w+`(?:, )?)+)", README)
+    assert named, "README.md no longer names train.py's presets"
+    listed = re.findall(r"`(\w+)`", named[1])
+    assert listed == list(train.PRESETS), f"README.md lists the presets {listed}; train.py has {list(train.PRESETS)}"
+
+
+def imported_packages(path):
+    """The top-level name of every module `path` imports, at any depth (an import inside a function counts)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_readme_says_what_the_methods_modules_import():
+    """README: "the method's modules (`a.py`, ...) import the standard library, each other, `pkg` (`a.py`, ... or
+    all), ...;". Anything else a module imports (a package, or another folder of this repository) breaks it."""
+    claim = re.search(r"the method's modules \(([^)]*)\) import (.*?);", README)
+    assert claim, "README.md no longer says what the method's modules import"
+    modules = re.findall(r"`(\w+)\.py`", claim[1])
+    claimed = {package: set(modules) if users == "all" else set(re.findall(r"`(\w+)\.py`", users))
+               for package, users in re.findall(r"`(\w+)` \(([^)]*)\)", claim[2])}
+    found = {}
+    for module in modules:
+        for package in imported_packages(ROOT / f"{module}.py") - sys.stdlib_module_names - set(modules):
+            found.setdefault(package, set()).add(module)
+    assert claimed == found, f"README.md says {claimed}; the files import {found}"
+
+
+# files of other projects that the documents name (the release's app, VBench's scripts): not in this repository
+OUTSIDE = {"app_ms.py", "static_filter.py"}
+REPO_DIRS = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".git")} - {"runs"}
+
+
+def defined_names(path):
+    """What `file.py: name` may point at in `path`: its top-level functions, classes (and Class.method) and names."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            if isinstance(node, ast.ClassDef):
+                names |= {f"{node.name}.{f.name}" for f in node.body if isinstance(f, ast.FunctionDef)}
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def named_in_backticks(doc):
+    """(span, problem or None) for every backticked span of `doc` (outside ``` blocks) that names something here: a
+    path under one of the repository's folders (`toy/world.py`, `tests/fixtures/...`), a bare `name.py` (a top-level
+    file), a `file.py: name, Class.method` pointer (or a pytest id, file::test), or a `python -m module` command."""
+    text = re.sub(r"```.*?```", "", (ROOT / doc).read_text(), flags=re.S)
+    out = []
+    for span in re.findall(r"`([^`]+)`", " ".join(text.split())):
+        head, _, rest = span.replace(":: ", "::").replace("::", ": ").partition(": ")   # a pytest id: file::test
+        first = head.split()[0] if head.split() else ""
+        if re.fullmatch(r"python -m [\w.]+.*", span):
+            name = span.split()[2]
+            if name.split(".")[0] in REPO_DIRS:
+                module = ROOT / name.replace(".", "/")
+                ok = module.with_suffix(".py").is_file() or (module / "__main__.py").is_file()
+            else:                                        # an installed tool's (pytest's)
+                ok = importlib.util.find_spec(name) is not None
+            out.append((span, None if ok else "no such module"))
+        elif "/" in first and first.split("/")[0] in REPO_DIRS:
+            path = ROOT / first
+            if not path.exists():
+                out.append((span, f"no {first}"))
+            elif rest and path.suffix == ".py":
+                names = [n for n in re.split(r",\s*", rest) if re.fullmatch(r"[A-Za-z_][\w.]*", n)]
+                missing = [n for n in names if n not in defined_names(path)]
+                out.append((span, f"{first} defines no {missing}" if missing else None))
+            else:
+                out.append((span, None))
+        elif re.fullmatch(r"\w+\.py", first) and first not in OUTSIDE:   # a bare name: a top-level file
+            if not (ROOT / first).is_file():
+                out.append((span, f"no {first} at the top level (a file in a folder is named with its folder)"))
+            else:
+                names = [n for n in re.split(r",\s*", rest) if re.fullmatch(r"[A-Za-z_][\w.]*", n)]
+                missing = [n for n in names if n not in defined_names(ROOT / first)]
+                out.append((span, f"{first} defines no {missing}" if missing else None))
+    return out
+
+
+@pytest.mark.parametrize("doc", ["README.md", "TUTORIAL.md", "RESULTS.md"])
+def test_every_file_and_function_a_document_names_exists(doc):
+    named = named_in_backticks(doc)
+    assert len(named) > 10, f"{doc}: the spans that name files were not found"
+    problems = [f"`{span}`: {problem}" for span, problem in named if problem]
+    assert not problems, f"{doc}: " + "; ".join(problems)
+

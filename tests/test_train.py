@@ -268,7 +268,8 @@ def test_presets(toy_models):
     guidance range; the VC2 presets keep the paper's w ~ U[5, 15] and sample at w 7.5; a preset's switch can be
     turned off (--no-...); a flag overrides the preset."""
     models = ["--toy-models", str(toy_models)]
-    as_vc2 = models + ["--preset", "vc2_256", "--teacher", str(toy_models / "teacher.safetensors")]
+    # (8 frames: the toy world draws no 16-frame clip, and train.py refuses one at parse time)
+    as_vc2 = models + ["--preset", "vc2_256", "--teacher", str(toy_models / "teacher.safetensors"), "--frames", "8"]
     toy, vc2 = train.parse_config(models), train.parse_config(as_vc2)
     assert (toy.w_min, toy.w_max, toy.turbo_w, toy.lora_rank, toy.turbo_lr) == (2.0, 6.0, 4.0, 0, 1e-4)
     assert (toy.turbo_steps, toy.turbo_batch, toy.device, toy.compare_per_caption) == (300, 8, "auto", 2)

@@ -9,7 +9,9 @@ import torch
 from einops import rearrange
 
 from conftest import FIXTURES, load_fixture, tiny_unet, vc2_keys
-from tiny_unet3d import CrossAttention, UNet3D, guidance_embedding, timestep_embedding, toy_unet, vc2
+from machinery.checkpoint import read_meta
+from tiny_unet3d import CrossAttention, UNet3D, UNetConfig, guidance_embedding, timestep_embedding, toy_unet, vc2
+from toy.world import TOY_MODELS
 from vc2.convert import (check_state_dict, config_from_vc2, convert_vc2_unet, load_vc2_unet, ours_key_to_vc2,
                          vc2_key_to_ours)
 
@@ -212,6 +214,12 @@ def test_guidance_embedding_layout():
 
 # ----------------------------------------------------------------------------------------------------------------
 # The toy preset trains
+
+
+def test_toy_unet_is_the_shipped_teachers_config():
+    """The toy teacher's config is written once, in toy_unet(): toy/prepare.py trains it, and it is what the shipped
+    teacher's metadata records (every field, v-prediction and zero terminal SNR included)."""
+    assert UNetConfig(**read_meta(TOY_MODELS / "teacher.safetensors")["unet"]) == toy_unet()
 
 
 def test_toy_forward_backward_and_checkpointing():

@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw
 import sample
 from encoders import LinearAutoencoder, toy_linear_ae
 from machinery.checkpoint import find_checkpoint, load_models, load_reward, read_meta
-from machinery.cli import Parser, check_device, run_cli
+from machinery.cli import Parser, check_device, check_numbers, run_cli
 from machinery.videoio import mean_se, read_samples, save_grid, to_uint8
 from toy.world import (SHAPE_PX, SHAPES, TOY_MODELS, ToyWorld, correct, judge_dir, judge_videos, parse_caption,
                        render_clip, shape_mask, split_captions, to_tensor)
@@ -393,6 +393,7 @@ def check_args(args, error):
         error("--shape-px must be in [4, 16] (a larger shape cannot travel 14 px inside a 32 px frame)")
     if args.steps is not None and args.steps < 1:
         error("--steps must be >= 1")
+    check_numbers(args, error, {"guidance": "[0, inf)"})     # --guidance nan or inf: one line, not NaN videos
     args.device = check_device(args.device, error)
     if (args.train or args.tune_guidance) and not args.table:
         error("--train and --tune-guidance go with --table RUN_DIR")

@@ -50,7 +50,7 @@ import turbo
 from encoders import LinearAutoencoder, TextConfig, TextEncoder, first_stage_from_config, toy_linear_ae, toy_text
 from machinery.checkpoint import (load_models, model_meta, read_checkpoint, read_meta, save_checkpoint, save_reward,
                                   save_tensors)
-from machinery.cli import check_fields, cli_config, run_cli
+from machinery.cli import check_fields, check_numbers, cli_config, run_cli
 from machinery.loop import (Progress, accumulate, autocast_for, check_in_sync, check_optim, clipped, lr_at,
                             make_optimizer, resume, save_if_due, set_lr, setup_processes, skip_step, state_paths,
                             step_draws)
@@ -58,8 +58,8 @@ from rewards import toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet
 from toy import diffusion
 from toy.evaluate import compare_line, toy_comparison
-from toy.world import (COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, parse_caption, render_clip, split_captions,
-                       to_tensor)
+from toy.world import (COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, max_frames, parse_caption, render_clip,
+                       split_captions, to_tensor)
 
 
 @dataclass
@@ -122,13 +122,17 @@ def check_config(cfg, error):
             error("--t-band needs 0 <= lo < hi <= 1000")
     if not 0 <= cfg.band_share <= 1:
         error("--band-share must be in [0, 1]")
+    check_numbers(cfg, error, {"text_lr": "(0, inf)", "teacher_lr": "(0, inf)", "ema_decay": "[0, 1)",
+                               "temporal_dropout": "[0, 1)", "guidance": "[0, inf)", "max_grad_norm": "(0, inf)",
+                               "warmup": "[0, inf)", "max_bad_steps": "[1, inf)"})   # (floats: finite, cli_config)
+    if cfg.frames > max_frames(cfg.size):  # else the teacher stage's first clip fails in render_clip
+        error(f"--frames {cfg.frames}: the toy world's shapes leave a {cfg.size} px frame within {cfg.frames} "
+              f"frames; give --frames {max_frames(cfg.size)} or fewer" if max_frames(cfg.size) else
+              f"--size {cfg.size}: too small for the toy world's shapes to move")
     check_optim(cfg, error)
 
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-# where the toy teacher's UNet departs from VC2's (the module docstring says why)
-TEACHER_UNET = {"prediction": "v", "zero_terminal_snr": True, "use_relative_position": True,
-                "attention_resolutions": (1, 2)}
 
 
 def band(cfg):
@@ -210,9 +214,11 @@ def train_teacher(cfg, run, ae, text):
     (machinery/loop.py: step_draws), so --resume replays exactly what the killed run would have done."""
     torch.manual_seed(cfg.seed)
     data = ToyWorld(size=cfg.size, frames=cfg.frames, seed=cfg.seed + 1)
+    # the toy teacher's UNet (where it departs from VC2's: the module docstring), sized to this run's first stage,
+    # clip length and text tower (with the defaults: exactly toy_unet())
     unet_cfg = dataclasses.replace(toy_unet(), in_channels=ae.config.embed_dim, out_channels=ae.config.embed_dim,
                                    temporal_length=cfg.frames, temporal_dropout=cfg.temporal_dropout,
-                                   context_dim=text.config.width, **TEACHER_UNET)
+                                   context_dim=text.config.width)
     unet = UNet3D(unet_cfg).to(run.device).train()
     ema_unet = UNet3D(unet_cfg).to(run.device).eval().requires_grad_(False)
     ema_unet.load_state_dict(unet.state_dict())

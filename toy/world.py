@@ -93,6 +93,15 @@ def half_extent(shape, s):
     return {"square": s / 2, "circle": s / 2 + 0.5, "triangle": (s + 2) / 2}[shape]
 
 
+def max_frames(size=32, px=SHAPE_PX):
+    """The most frames a clip of `size` px can have: every shape must cross the frame without leaving it, moving
+    1/16 of the frame a frame (render_clip's start range is empty past it): 9 at 32 px and at 256 px."""
+    s, speed = shape_size(size, px), size / 16
+    fits = lambda frames: all(np.floor(size - half_extent(shape, s) - speed * (frames - 1)) >= np.ceil(
+        half_extent(shape, s)) for shape in SHAPES)
+    return max((f for f in range(1, 64) if fits(f)), default=0)
+
+
 def render_clip(colour, shape, direction, rng, size=32, frames=8, px=SHAPE_PX):
     """One clip as uint8 (t, h, w, 3). The start is uniform over integer centres that keep the shape inside."""
     s, speed = shape_size(size, px), size / 16  # 2 px per frame at 32 px

@@ -97,11 +97,11 @@ def check_state_dict(state_dict, expected, allow_missing=()):
     bad_shape = [f"{k}: got {tuple(v.shape)}, model has {tuple(expected[k].shape)}"
                  for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
     if missing or unexpected or bad_shape:
-        lines = [f"state dict does not fit the UNet: {len(missing)} missing, {len(unexpected)} unexpected, "
-                 f"{len(bad_shape)} with a wrong shape"]
-        lines += [f"  missing: {k}" for k in missing] + [f"  unexpected: {k}" for k in unexpected]
+        lines = [f"  missing: {k}" for k in missing] + [f"  unexpected: {k}" for k in unexpected]
         lines += [f"  shape: {s}" for s in bad_shape]
-        raise ValueError("\n".join(lines))
+        raise ValueError("\n".join([f"state dict does not fit the UNet: {len(missing)} missing, {len(unexpected)} "
+                                    f"unexpected, {len(bad_shape)} with a wrong shape; first: {lines[0].strip()}",
+                                    *lines]))   # (the CLI prints the first line alone: it names one key)
 
 
 def convert_vc2_unet(state_dict, expected=None):
@@ -110,6 +110,9 @@ def convert_vc2_unet(state_dict, expected=None):
     the result is checked with check_state_dict (a missing w_proj is allowed: it stays at its zero init)."""
     if any(k.startswith(VC2_PREFIX) for k in state_dict):
         state_dict = {k: v for k, v in state_dict.items() if k.startswith(VC2_PREFIX)}
+    bad = next((k for k, v in state_dict.items() if not torch.is_tensor(v)), None)
+    if bad is not None:  # (a file of tensors and containers may hold other values too: strings, numbers, dicts)
+        raise ValueError(f"{bad} is a {type(state_dict[bad]).__name__}, not a tensor: not a UNet state dict")
     out = {}
     for k, v in state_dict.items():
         k = vc2_key_to_ours(k)

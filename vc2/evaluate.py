@@ -9,6 +9,11 @@ Without --hps/--viclip/--internvideo2 files it refuses to run.
         --ckpt weights/vc2/turbo.safetensors --num-per-prompt 4 --hps HPS_v2.1_compressed.pt \
         --viclip ViClip-InternVid-10M-FLT.pth --out runs/real_eval     # samples in runs/real_eval/samples/<method>
     python -m vc2.evaluate --samples runs/real_eval/samples/* --hps ... --viclip ...    # folders sample.py wrote
+    python -m vc2.evaluate --prompts prompts.txt --ckpt weights/vc2/teacher.safetensors --teacher-sampler vc2 \
+        --hps HPS_v2.1_compressed.pt --out runs/real_eval_vc2        # the teacher as VC2's own script samples it
+
+--teacher-sampler vc2 samples every teacher with VideoCrafter2's own DDIM (vc2/ddim.py) instead of T2V-Turbo's
+(turbo.py), for a baseline comparable with VC2's published numbers; students sample as always.
 """
 
 import argparse
@@ -21,7 +26,7 @@ import torch
 
 import sample
 from machinery import videoio
-from machinery.checkpoint import find_checkpoint
+from machinery.checkpoint import find_checkpoint, read_meta
 from machinery.cli import Parser, check_device, one_line, run_cli
 from machinery.videoio import mean_se, read_prompts, read_video
 from vc2.internvideo2 import find_vocab
@@ -165,7 +170,8 @@ def real_table(results, names):
     fmt = lambda m: "-" if m["mean"] is None else f"{m['mean']:.4f}" + ("" if m["se"] is None else f" ± {m['se']:.4f}")
     head = (f"| method | checkpoint | steps | guidance | videos | {names['image']} (mean ± SE) | "
             f"{names['video']} (mean ± SE) | s / video (sampling) |\n|---|---|---|---|---|---|---|---|\n")
-    rows = [f"| {m} | {r['ckpt']} | {r['steps']} | {r['guidance']} | {r['videos']} | {fmt(r['hps'])} | "
+    sampler = lambda r: "" if r.get("teacher_sampler", "-") == "-" else f" ({r['teacher_sampler']} DDIM)"
+    rows = [f"| {m} | {r['ckpt']} | {r['steps']}{sampler(r)} | {r['guidance']} | {r['videos']} | {fmt(r['hps'])} | "
             f"{fmt(r['video'])} | {'-' if r['s_per_video'] is None else format(r['s_per_video'], '.3g')} |"
             for m, r in results.items()]
     return head + "\n".join(rows) + "\n"
@@ -184,6 +190,7 @@ def evaluate_real(folders, rewards, out, batch_size=8):
         secs = [r["seconds_per_video"] for r in rows if r.get("seconds_per_video") is not None]
         results[m] = {"folder": str(d), "videos": len(rows), "ckpt": _values(rows, "ckpt"),
                       "steps": _values(rows, "steps"), "guidance": _values(rows, "guidance"),
+                      "teacher_sampler": _values(rows, "teacher_sampler"),
                       "s_per_video": float(np.mean(secs)) if secs else None,
                       **{k: dict(zip(("mean", "se"), mean_se([r[k] for r in rows if k in r])))
                          for k in ("hps", "video")},
@@ -210,16 +217,20 @@ def evaluate_real(folders, rewards, out, batch_size=8):
     return results
 
 
-def sample_methods(ckpts, prompts, out, num_per_prompt=1, seed=1000, device="cpu", batch_size=8, dtype="fp32"):
+def sample_methods(ckpts, prompts, out, num_per_prompt=1, seed=1000, device="cpu", batch_size=8, dtype="fp32",
+                   teacher_sampler="release"):
     """Each checkpoint samples every prompt with sample.py, at its own default steps and guidance (its meta: 50-step
     DDIM + CFG for a teacher, 4 consistency steps at its w for a T2V-Turbo student) and from the SAME seeds (seed + i
-    for video i), into OUT/samples/<method> -> {method: folder}. Same seeds: the methods start from the same noise."""
+    for video i), into OUT/samples/<method> -> {method: folder}. Same seeds: the methods start from the same noise.
+    teacher_sampler "vc2": the teachers sample with VC2's own DDIM (sample.py --teacher-sampler vc2)."""
     folders = {}
     for m, ckpt in method_names(ckpts).items():
         d = Path(out) / "samples" / m
+        teacher = _kind(ckpt) != "turbo"
         sample.main(["--ckpt", str(ckpt), "--prompts", str(prompts), "--num-per-prompt", str(num_per_prompt),
                      "--seed", str(seed), "--out", str(d), "--device", device, "--batch-size", str(batch_size),
-                     "--dtype", dtype, "--mp4", "--quiet"])                # MP4s to score (video_file)
+                     "--dtype", dtype, "--mp4", "--quiet"]                 # MP4s to score (video_file)
+                    + (["--teacher-sampler", teacher_sampler] if teacher else []))
         folders[m] = d
     return folders
 
@@ -238,6 +249,8 @@ def check_real_args(args, error):
     if args.samples:
         if args.ckpt:
             error("--ckpt goes with --prompts; --samples folders are already sampled")
+        if args.teacher_sampler != "release":
+            error("--teacher-sampler goes with --prompts; --samples folders are already sampled")
         args.methods = method_names(args.samples, name=lambda p: p.resolve().name)
         for d in args.methods.values():
             try:
@@ -255,9 +268,21 @@ def check_real_args(args, error):
     if not args.ckpt:
         error("--prompts samples every --ckpt: give --ckpt FILE (repeatable, one method each)")
     args.methods = method_names([find_checkpoint(c, error) for c in args.ckpt])
+    if args.teacher_sampler == "vc2":
+        if all(_kind(c) == "turbo" for c in args.methods.values()):
+            error("--teacher-sampler vc2 samples teachers, and every --ckpt is a T2V-Turbo student: give a teacher "
+                  "(teacher.safetensors) too, or drop the flag")
     for m in args.methods:
         if (out / "samples" / m / "prompts.jsonl").exists():
             error(f"{out / 'samples' / m} holds samples already: score them with --samples, or give a new --out")
+
+
+def _kind(ckpt):
+    """A checkpoint's kind ('teacher', 'turbo', ...), or None when its meta does not read (sampling says why)."""
+    try:
+        return read_meta(ckpt).get("kind")
+    except (ValueError, OSError):
+        return None
 
 
 def check_real_flags(args, error):
@@ -293,7 +318,7 @@ def real_main(args):
     out = Path(args.out)
     if args.prompts:
         folders = sample_methods(list(args.methods.values()), args.prompts, out, args.num_per_prompt, args.seed,
-                                 args.device, args.batch_size, args.dtype)
+                                 args.device, args.batch_size, args.dtype, args.teacher_sampler)
     else:
         folders = args.methods
     try:
@@ -322,6 +347,9 @@ def main(argv=None):
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="with --prompts: the "
                    "sampler's dtype (the rewards score in fp32)")
     p.add_argument("--seed", type=int, default=1000, help="video i of a method starts from seed + i")
+    p.add_argument("--teacher-sampler", choices=["release", "vc2"], default="release", help="with --prompts: how "
+                   "every teacher samples: release (default), T2V-Turbo's DDIM (turbo.py); vc2, VideoCrafter2's own "
+                   "(vc2/ddim.py); students sample as always")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda")
     args = p.parse_args(argv)
     check_real_args(args, p.error)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
@@ -19,6 +20,7 @@ import turbo
 from conftest import ROOT, TRAIN_CPU
 from machinery.checkpoint import read_meta, save_tensors
 from machinery.cli import one_line
+from machinery.loop import resume
 from vc2.data import VideoFolder, read_captions
 
 TINY = ["--warmup", "1", "--temporal-dropout", "0", *TRAIN_CPU]
@@ -227,3 +229,37 @@ def test_a_corrupt_state_gives_a_clear_error(tmp_path, toy_models):
     with pytest.raises(ValueError, match="not a readable training state"):
         train.main(student_args(toy_models, out, "--turbo-steps", "3", "--turbo-batch", "1", "--rewards", "none",
                                 "--resume"))
+
+
+def test_resume_with_nothing_of_this_run_to_resume(tmp_path, toy_models, capsys):
+    """--resume where OUT holds no state of the run: train.py refuses it at parse time in one line that says what
+    OUT holds (another --rewards' state, or nothing), instead of training from step 0; a finished student there is
+    fine (train.py compares it). machinery/loop.py's resume, which toy/prepare.py calls too, starts from step 0 when
+    OUT holds no state at all (prepare's --resume also keeps finished files, so its first start has none) and
+    refuses another stage's state."""
+    out = tmp_path / "run"
+    save_tensors(out / "turbo.state-0000004.safetensors", {"x": torch.zeros(1)}, {"t2v_turbo_state": "{}"})
+    for argv, says in (([], None), (["--rewards", "none"], "no state of vcm in {out}; it holds "
+                                                          "turbo.state-0000004.safetensors (a run with --rewards "
+                                                          "image+video): give that run's flags"),
+                       (["--out", str(tmp_path / "new")], "no state of turbo in {new} (no such folder): drop "
+                                                          "--resume")):
+        if says is None:
+            assert train.parse_config(student_args(toy_models, out, "--resume", *argv)).resume
+            continue
+        with pytest.raises(SystemExit) as e:
+            train.parse_config(student_args(toy_models, out, "--resume", *argv))
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1
+        assert says.format(out=out, new=tmp_path / "new") in err, err
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "turbo.safetensors").write_bytes(b"a finished student")
+    assert train.parse_config(student_args(toy_models, tmp_path / "new", "--resume")).resume
+
+    run = SimpleNamespace(main=True, world=1, device=torch.device("cpu"))
+    empty = SimpleNamespace(out=str(tmp_path / "empty"), resume=True)
+    assert resume(empty, run, "teacher", 3, {}, None) == (0, [], {"steps": 0, "in_a_row": 0})
+    assert f"teacher: --resume found no saved state in {tmp_path / 'empty'}: starting from step 0" in \
+        capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no state of teacher in .*; it holds turbo.state-0000004.safetensors: "):
+        resume(SimpleNamespace(out=str(out), resume=True), run, "teacher", 3, {}, None)

@@ -6,41 +6,25 @@ import shutil
 import open_clip
 import pytest
 import torch
-from diffusers import AutoencoderKL
-from transformers import CLIPTextConfig, CLIPTextModel
+from safetensors import safe_open
 
 import sample
 import train
 import turbo
-from conftest import CLIP_224, FIXTURES, TRAIN_CPU, VICLIP_224
+from conftest import CLIP_224, FIXTURES, TRAIN_CPU, VICLIP_224, edit_json, write_ms_folder
 from lora import add_lora, make_student, merge_lora
 from machinery.checkpoint import load_models
 from machinery.cli import run_cli
 from ms import convert
-from ms.models import (MS_RANK, MSUNet, MSUNetConfig, build_models, load_ms_folder, load_release_lora,
-                       release_lora_list, tiny_ms_unet)
+from ms.models import MS_RANK, MSUNet, MSUNetConfig, build_models, load_ms_folder, load_release_lora, release_lora_list
 from rewards import ViCLIP
 from vc2 import release
-
-TINY_VAE = dict(block_out_channels=[32, 32], down_block_types=["DownEncoderBlock2D"] * 2,
-                up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=32, sample_size=16)
-TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                 max_position_embeddings=77, projection_dim=64)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """A tiny text-to-video-ms-1.7b folder: unet/, vae/, text_encoder/ written by diffusers and transformers
-    themselves, and the two tokenizer files the loader reads."""
-    d = tmp_path_factory.mktemp("ms")
-    torch.manual_seed(0)
-    MSUNet(tiny_ms_unet()).unet.save_pretrained(d / "unet")
-    AutoencoderKL(**TINY_VAE).save_pretrained(d / "vae")
-    CLIPTextModel(CLIPTextConfig(**TINY_TEXT)).save_pretrained(d / "text_encoder")
-    (d / "tokenizer").mkdir()
-    (d / "tokenizer" / "special_tokens_map.json").write_text(json.dumps({"pad_token": "!"}))
-    (d / "tokenizer" / "vocab.json").write_text(json.dumps({"!": 0, "<|endoftext|>": 49407}))
-    return d
+    """A tiny text-to-video-ms-1.7b folder (conftest.write_ms_folder)."""
+    return write_ms_folder(tmp_path_factory.mktemp("ms"))
 
 
 def test_a_folder_loads_into_the_projects_interfaces(folder):
@@ -85,6 +69,106 @@ def test_a_bad_folder_is_one_line(folder, tmp_path, broken, phrase):
     with pytest.raises(ValueError) as e:
         load_ms_folder(bad)
     assert len(str(e.value).splitlines()) == 1 and str(bad) in str(e.value) and phrase in str(e.value)
+
+
+# (what is changed, the file, a phrase of the one line): each a config.json or tokenizer value of the wrong type
+BAD_VALUES = [
+    ({"block_out_channels": 32}, "unet/config.json", "block_out_channels is 32; UNet3DConditionModel takes a list "
+                                                      "of int"),
+    ({"layers_per_block": "2"}, "unet/config.json", 'layers_per_block is "2"; UNet3DConditionModel takes int'),
+    ({"norm_eps": True}, "unet/config.json", "norm_eps is true; UNet3DConditionModel takes a finite number"),
+    ({"down_block_types": ["CrossAttnDownBlock3D", 3]}, "unet/config.json", "takes a list of str"),
+    ({"scaling_factor": "0.18"}, "vae/config.json", "scaling_factor is \"0.18\"; AutoencoderKL takes a finite number"),
+    ({"hidden_size": [64]}, "text_encoder/config.json", "hidden_size is [64]; CLIPTextConfig takes int"),
+    ({"pad_token": ["!"]}, "tokenizer/special_tokens_map.json", 'pad_token is ["!"]; give the pad token as a string'),
+    ({"pad_token": "<pad>"}, "tokenizer/special_tokens_map.json", "no entry for the pad token '<pad>'"),
+    ({"!": "0"}, "tokenizer/vocab.json", "the pad token '!' is \"0\", not a token id"),
+]
+
+
+@pytest.mark.parametrize("change, file, phrase", BAD_VALUES, ids=[next(iter(c)) for c, _, _ in BAD_VALUES])
+def test_a_config_value_of_the_wrong_type_is_one_line_naming_the_file_and_the_key(folder, tmp_path, change, file,
+                                                                                  phrase):
+    """The values the loader and the libraries read, of the wrong type: one ValueError naming the file and the key
+    (not a TypeError from inside diffusers or transformers)."""
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    edit_json(bad / file, **change)
+    named = bad / ("tokenizer/vocab.json" if change.get("pad_token") == "<pad>" else file)   # (the id's file)
+    with pytest.raises(ValueError) as e:
+        load_ms_folder(bad)
+    assert len(str(e.value).splitlines()) == 1 and str(named) in str(e.value) and phrase in str(e.value), e.value
+
+
+@pytest.mark.parametrize("part, kw, phrase", [
+    ("vae", {"latent_channels": 8}, "unet/config.json: in_channels is 4, but vae/config.json's latent_channels is 8"),
+    ("text_encoder", {"hidden_size": 32}, "unet/config.json: cross_attention_dim is 64, but "
+                                          "text_encoder/config.json's hidden_size is 32"),
+    ("text_encoder", {"max_position_embeddings": 16}, "text_encoder/config.json: vocab_size 49408 and "
+                                                      "max_position_embeddings 16; the tokens fed to it need at least "
+                                                      "49408 and 77"),
+    ("text_encoder", {"vocab_size": 1000}, "text_encoder/config.json: vocab_size 1000")])
+def test_parts_that_do_not_fit_each_other_are_one_line(folder, tmp_path, part, kw, phrase):
+    """A part whose weights fit its own config but not the other parts (the latents, the text embedding, the 77 CLIP
+    BPE ids the text tower is fed): one ValueError naming the file and the keys, before anything runs."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from conftest import TINY_MS_TEXT, TINY_MS_VAE
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad, ignore=shutil.ignore_patterns(part))
+    model = AutoencoderKL(**{**TINY_MS_VAE, **kw}) if part == "vae" else \
+        CLIPTextModel(CLIPTextConfig(**{**TINY_MS_TEXT, "projection_dim": kw.get("hidden_size", 64), **kw}))
+    model.save_pretrained(bad / part)
+    with pytest.raises(ValueError) as e:
+        load_ms_folder(bad)
+    assert len(str(e.value).splitlines()) == 1 and f"{bad}/{phrase}" in str(e.value), e.value
+
+
+@pytest.mark.parametrize("part, change", [("unet", {"layers_per_block": 2}), ("unet", {"layers_per_block": 0}),
+                                          ("vae", {"layers_per_block": 2}),
+                                          ("text_encoder", {"num_hidden_layers": 1}),
+                                          ("text_encoder", {"num_hidden_layers": 3}),
+                                          ("text_encoder", {"intermediate_size": 64})])
+def test_a_config_that_disagrees_with_its_weights_is_refused_naming_the_first_tensor(folder, tmp_path, part, change):
+    """Weights with more or fewer tensors than the config's model, or of other shapes: diffusers and transformers
+    load what fits and only warn, so half a UNet could be written out silently. Here it is one ValueError that names
+    the part, how many tensors do not fit, and the first of them, which is one the model or the file really has."""
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    edit_json(bad / part / "config.json", **change)
+    with pytest.raises(ValueError) as e:
+        load_ms_folder(bad)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and msg.startswith(f"{bad / part}: the weights do not fit config.json ("), msg
+    kind, first = msg.split(" (")[1].split()[1].strip(",);"), msg.split("; the first: ")[1].split(" ")[0]
+    with safe_open(str(next((folder / part).glob("*.safetensors"))), "pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    from diffusers import AutoencoderKL, UNet3DConditionModel  # the model the changed config.json describes
+    from transformers import CLIPTextConfig, CLIPTextModel
+    model = (CLIPTextModel(CLIPTextConfig.from_pretrained(bad / part)) if part == "text_encoder" else
+             {"unet": UNet3DConditionModel, "vae": AutoencoderKL}[part].from_config(
+                 UNet3DConditionModel.load_config(bad / part)))
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {"missing": first in wanted and first not in stored, "unexpected": first in stored and first not in wanted,
+            "misshapen": stored.get(first, 0) != wanted.get(first, 0)}[kind], (kind, first)
+
+
+def test_convert_checks_the_lora_before_it_writes_anything(folder, tmp_path, capsys):
+    """python -m ms.convert --ms FOLDER --out OUT --lora BAD: one line, and nothing in OUT, so that the same command
+    with a good LoRA runs next (a teacher left there would make it refuse OUT)."""
+    out = tmp_path / "out"
+    bad = tmp_path / "short_lora.pt"
+    torch.save([torch.zeros(2, 2)] * 3, bad)
+    with pytest.raises(SystemExit) as e:
+        run_cli(lambda: convert.main(["--ms", str(folder), "--out", str(out), "--lora", str(bad)]))
+    assert "list length: 3 tensors" in e.value.code and not out.exists()
+    student, _ = make_student(load_ms_folder(folder)["unet"], 0)
+    add_lora(student, MS_RANK)
+    good = tmp_path / "unet_lora.pt"
+    torch.save(release_lora_list(student), good)
+    convert.main(["--ms", str(folder), "--out", str(out), "--lora", str(good)])
+    assert sorted(p.name for p in out.iterdir()) == ["teacher.safetensors", "turbo.safetensors"]
 
 
 def test_convert_writes_checkpoints_that_sample_py_samples(folder, tmp_path, capsys):
@@ -161,7 +245,8 @@ def test_train_py_distils_an_ms_teacher_with_lora(folder, tmp_path):
 def test_train_py_distils_an_ms_teacher_with_both_real_rewards(folder, tmp_path, monkeypatch):
     """--preset ms's path at toy size: a converted MS teacher, a rank-4 LoRA student, and HPSv2.1 and ViCLIP read
     from files in the release's formats by the real loaders (their architectures swapped for tiny ones at 224 px),
-    2 steps through train.py; both reward terms are logged."""
+    2 steps through train.py on the toy world's 8-frame clips at 32 px (at 16 px its shapes leave the frame within 8
+    frames: train.py refuses that); both reward terms are logged."""
     hps, viclip = tmp_path / "HPS_v2.1_compressed.pt", tmp_path / "ViClip-InternVid-10M-FLT.pth"
     torch.save({"state_dict": open_clip.CLIP(**CLIP_224).state_dict()}, hps)
     torch.save({"model": ViCLIP(VICLIP_224).state_dict()}, viclip)
@@ -171,7 +256,7 @@ def test_train_py_distils_an_ms_teacher_with_both_real_rewards(folder, tmp_path,
     w = tmp_path / "weights"
     convert.convert(folder, w, train={**convert.MS_TRAIN, "frames": 8, "height": 16, "width": 16})
     train.main(["--preset", "ms", "--teacher", str(w / "teacher.safetensors"), "--hps", str(hps), "--viclip",
-                str(viclip), "--lora-rank", "4", "--turbo-steps", "2", "--size", "16", "--height", "0", "--width",
+                str(viclip), "--lora-rank", "4", "--turbo-steps", "2", "--size", "32", "--height", "0", "--width",
                 "0", "--frames", "8", "--precision", "fp32", "--out", str(tmp_path / "run"), "--save-every", "100",
                 "--val-every", "0", "--grad-ckpt-reward", *TRAIN_CPU])
     log = load_models(tmp_path / "run" / "turbo.safetensors", build=build_models)["meta"]["stats"]["log"]

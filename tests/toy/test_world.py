@@ -1,6 +1,7 @@
 """The toy world follows toy/world.py's docstring, and the judge that every accuracy figure rests on is right on real
 clips."""
 import numpy as np
+import pytest
 
 from toy.world import (DIRECTIONS, SHAPES, ToyWorld, all_captions, correct, judge, judge_videos, parse_caption,
                        render_clip, shape_mask, shape_size, split_captions)
@@ -86,3 +87,20 @@ def test_first_stage_study_reads_every_shape_at_14_px():
     res = first_stage_study(pxs=(14,), per_caption=1, noise=(0.0,))[14]
     assert set(res) == {"real", "sigma 0"} and res["real"] == {s: 1.0 for s in SHAPES}
     assert min(res["sigma 0"].values()) >= 0.95, res
+
+
+def test_max_frames_is_where_a_shape_stops_fitting():
+    """train.py and toy/prepare.py refuse --frames past max_frames at parse time: up to it every shape crosses the
+    frame in every direction; one frame more and some start range is empty (numpy's 'low >= high')."""
+    from toy.world import max_frames
+
+    rng = np.random.default_rng(0)
+    for size in (32, 64):
+        most = max_frames(size)
+        assert most >= 8                                   # the toy's 8 frames fit at every size it trains at
+        for shape in SHAPES:
+            for direction in DIRECTIONS:
+                assert render_clip("red", shape, direction, rng, size=size, frames=most).shape[0] == most
+        with pytest.raises(ValueError):
+            for shape in SHAPES:
+                render_clip("red", shape, "left", rng, size=size, frames=most + 1)

@@ -10,6 +10,7 @@ import math
 import re
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -387,3 +388,50 @@ def test_a_path_flag_takes_the_file_or_its_hugging_face_folder(tmp_path):
     assert find_file(tmp_path, "HPS_v2.1_compressed.pt") == tmp_path            # not found: left for the caller
     cfg = resolve_release_files(SimpleNamespace(hps=str(tmp_path / "hub"), viclip="", vc2=None))
     assert cfg.hps == str(snap / "HPS_v2.1_compressed.pt") and cfg.viclip == ""
+
+
+def bad_extra_files(d, unet_sd):
+    """{what: path}: files that are not a T2V-Turbo LoRA list nor a merged student UNet, each of another kind."""
+    d.mkdir()
+    torch.save([torch.zeros(64, 64)] * 4, d / "full.pt")
+    files = {name: d / f"{name.replace(' ', '_')}.pt" for name in (
+        "cut short", "random bytes", "empty", "runs code", "a list of 3", "a dict", "a value not a tensor",
+        "a tensor missing", "a tensor misshapen")}
+    files["cut short"].write_bytes((d / "full.pt").read_bytes()[:9000])
+    files["random bytes"].write_bytes(bytes(range(256)) * 40)
+    files["empty"].write_bytes(b"")
+    torch.save({"x": RunsCode(str(d / "side_effect"))}, files["runs code"])
+    torch.save([torch.zeros(2, 2)] * 3, files["a list of 3"])
+    torch.save({"lora_up.weight": torch.zeros(2, 2)}, files["a dict"])
+    teacher = {"model.diffusion_model." + k: v for k, v in unet_sd.items()}
+    first = next(iter(teacher))
+    torch.save({**teacher, first: "not a tensor"}, files["a value not a tensor"])
+    torch.save({k: v for k, v in teacher.items() if k != first}, files["a tensor missing"])
+    torch.save({**teacher, first: torch.zeros(3)}, files["a tensor misshapen"])
+    return files
+
+
+@pytest.mark.parametrize("flag", ["lora", "merged_unet"])
+def test_a_bad_lora_or_merged_unet_is_refused_before_anything_is_written(tmp_path, tiny, flag):
+    """--lora and --merged-unet are loaded and checked in full before teacher.safetensors is written: every bad
+    file is one ValueError whose first line (what the CLI prints) names the file and, for a state dict, the first
+    tensor that does not fit; OUT stays empty and a pickle that would run code never runs."""
+    ckpt = {"model.diffusion_model." + k: v for k, v in tiny["unet_sd"].items()}
+    ckpt.update({"first_stage_model." + k: v for k, v in tiny["vae_sd"].items()})
+    ckpt.update({"cond_stage_model." + k: v for k, v in tiny["text_sd"].items()})
+    ckpt.update(vc2_buffers())
+    torch.save({"state_dict": ckpt}, tmp_path / "model.ckpt")
+    configs = dict(unet_config=tiny["unet_config"], text_config=tiny["text_config"], ae_config=tiny["ae_config"])
+    files = bad_extra_files(tmp_path / "bad", tiny["unet_sd"])
+    first = "model.diffusion_model." + next(iter(tiny["unet_sd"]))
+    names = {"a value not a tensor": f"{first} is a str, not a tensor", "a tensor missing": "first: missing: ",
+             "a tensor misshapen": "first: shape: "}
+    for what, path in files.items():
+        if flag == "lora" and what in names:
+            continue                                     # (state dicts: --merged-unet's kind of file)
+        with pytest.raises(ValueError) as e, warnings.catch_warnings():
+            warnings.simplefilter("ignore")              # (the w_proj policy's warning comes first for a LoRA)
+            convert.convert(tmp_path / "model.ckpt", tmp_path / "out", **{flag: path}, **configs)
+        line = str(e.value).splitlines()[0]
+        assert str(path) in line and names.get(what, "") in line, (what, line)
+        assert not (tmp_path / "out").exists() and not (tmp_path / "bad" / "side_effect").exists(), what

@@ -1,0 +1,152 @@
+"""Where the main job's time goes: torch.profiler over `python train.py`'s own code, the student steps of
+Algorithm 1 (train.distill) and the closing comparison (toy/evaluate.py: closing_comparison), each region named
+by what it is in the paper. Nothing here changes what runs: hooks only put a named range around each model call.
+
+    python -m benchmarks profile          # 20 student steps, then the closing comparison on 1 caption per model
+
+Each `profile_*_share` is a region's time over the total (the steps', or the comparison's); what no region
+covers is `other` (Python, small tensor ops between the calls, the loss, the EMA update). A region that runs
+inside another (the student UNet's forward inside the reward path's backward, say) is counted where it starts:
+the backward pass is its own region, so the four UNet regions are forward passes only.
+"""
+
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+import train
+from machinery.checkpoint import load_models, read_meta
+from toy import evaluate
+from toy.world import TOY_MODELS
+
+REGIONS = ("unet student f_theta (eq. 5)", "unet teacher cond+uncond (eq. 7)", "unet target f_theta^- (eq. 6)",
+           "text tower", "first stage encode", "first stage decode (eqs. 8-9)", "image reward (eq. 8)",
+           "video reward (eq. 9)", "backward", "optimizer step", "data")
+
+
+class Timer:
+    """Wall seconds per named region; a region entered while another runs is not counted again (so the shares
+    add up to at most 1)."""
+
+    def __init__(self):
+        self.seconds, self.depth = defaultdict(float), 0
+
+    @contextmanager
+    def region(self, name):
+        if self.depth:
+            yield
+            return
+        self.depth += 1
+        t0 = time.perf_counter()
+        try:
+            with torch.profiler.record_function(name):
+                yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+            self.depth -= 1
+
+    def wrap(self, obj, method, name):
+        """obj.method(...) runs inside region `name` (an instance attribute shadows the class's method)."""
+        fn = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            with self.region(name):
+                return fn(*args, **kwargs)
+        setattr(obj, method, timed)
+
+
+def label_teacher(timer, teacher):
+    """The loaded teacher dict's text tower and first stage."""
+    timer.wrap(teacher["text"], "encode_text", "text tower")
+    timer.wrap(teacher["ae"], "encode", "first stage encode")
+    timer.wrap(teacher["ae"], "decode", "first stage decode (eqs. 8-9)")
+
+
+@contextmanager
+def labelled_training(timer):
+    """While it is open, train.py's distill runs with every model call, the backward, the optimizer step and the
+    data inside its named region (module attributes patched, restored on exit)."""
+    saved = {k: getattr(train, k) for k in ("make_networks", "distill", "reward_models", "open_data")}
+    backward, step = torch.Tensor.backward, torch.optim.AdamW.step
+
+    def make_networks(cfg, run, unet):
+        student, params, target, teacher_unet = saved["make_networks"](cfg, run, unet)
+        # full fine-tuning (the toy preset): three networks; the student's forward is its __call__ in cd_loss
+        for module, name in ((student, "unet student f_theta (eq. 5)"), (teacher_unet, "unet teacher cond+uncond "
+                             "(eq. 7)"), (target, "unet target f_theta^- (eq. 6)")):
+            timer.wrap(module, "forward", name)
+        return student, params, target, teacher_unet
+
+    def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
+        label_teacher(timer, teacher)
+        for model, name in ((image_reward, "image reward (eq. 8)"), (video_reward, "video reward (eq. 9)")):
+            if model is not None:
+                timer.wrap(model, "forward", name)
+        timer.wrap(data, "batch", "data")
+        return saved["distill"](cfg, run, data, teacher, image_reward, video_reward)
+
+    def timed_backward(self, *a, **k):
+        with timer.region("backward"):
+            return backward(self, *a, **k)
+
+    def timed_step(self, *a, **k):
+        with timer.region("optimizer step"):
+            return step(self, *a, **k)
+    train.make_networks, train.distill = make_networks, distill
+    torch.Tensor.backward, torch.optim.AdamW.step = timed_backward, timed_step
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(train, k, v)
+        torch.Tensor.backward, torch.optim.AdamW.step = backward, step
+
+
+def shares(timer, total, prefix):
+    out = {f"{prefix}_{k.split(' (')[0].replace(' ', '_').replace('+', '_').replace('^-', '_minus')}_share":
+           timer.seconds.get(k, 0.0) / total for k in REGIONS if k in timer.seconds}
+    out[f"{prefix}_other_share"] = 1 - sum(timer.seconds.values()) / total
+    return out
+
+
+def bench_profile(steps=20, warmup=3):
+    """The student step (toy preset, shipped models, 8 clips, both rewards), region by region, and the closing
+    comparison (teacher 50 steps + CFG, student 4 steps) on 1 video per caption of its 16."""
+    timer = Timer()
+    with tempfile.TemporaryDirectory() as d:
+        # warm-up steps first (allocation, kernel choice), in their own run, then the measured run
+        train.main(["--turbo-steps", str(warmup), "--compare-per-caption", "0", "--out", f"{d}/warm"])
+        with labelled_training(timer):
+            t0 = time.perf_counter()
+            train.main(["--turbo-steps", str(steps), "--compare-per-caption", "0", "--out", d])
+            run_s = time.perf_counter() - t0
+        per_step = read_meta(Path(d) / "turbo.safetensors")["stats"]["step_seconds"]      # each good step's s
+        steps_s = sum(per_step)
+        out = {"profile_student_step_s": steps_s / len(per_step), "profile_train_run_s": run_s,
+               "profile_train_outside_steps_s": run_s - steps_s}
+        out.update(shares(timer, steps_s, "profile_step"))
+        # the closing comparison, its regions: sampling's UNet calls, decoding, judging and the reward scores
+        ctimer = Timer()
+        models = {"teacher": load_models(TOY_MODELS / "teacher.safetensors", "cpu", dtype=torch.float32),
+                  "T2V-Turbo": load_models(Path(d) / "turbo.safetensors", "cpu", dtype=torch.float32)}
+        for name, m in models.items():
+            ctimer.wrap(m["unet"], "forward", f"unet {name}")
+            ctimer.wrap(m["text"], "encode_text", "text tower")
+            ctimer.wrap(m["ae"], "decode", "first stage decode")
+        t0 = time.perf_counter()
+        evaluate.toy_comparison(models, TOY_MODELS, per_caption=1)
+        total = time.perf_counter() - t0
+    out["profile_compare_s"] = total
+    for k, v in ctimer.seconds.items():
+        out[f"profile_compare_{k.replace(' ', '_').replace('-', '_')}_share"] = v / total
+    out["profile_compare_other_share"] = 1 - sum(ctimer.seconds.values()) / total
+    return out
+
+
+if __name__ == "__main__":
+    for k, v in bench_profile().items():
+        print(f"{k}: {v:.4g}")
