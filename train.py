@@ -150,23 +150,19 @@ def check_config(cfg, error):
                  CHOICES)
     if not 0 < cfg.w_min <= cfg.w_max:
         error("need 0 < --w-min <= --w-max")
-    if not 0 <= cfg.lora_dropout < 1 or cfg.compare_per_caption < 0:
-        error("need 0 <= --lora-dropout < 1 and --compare-per-caption >= 0")
-    # every float is finite (cli_config); then each number's range, the first one outside named
-    check_numbers(cfg, error, {
+    check_numbers(cfg, error, {  # every float is finite (cli_config); each number in its range, the first not named
         "turbo_lr": "(0, inf)", "target_decay": "[0, 1)", "huber_c": "(0, inf)", "beta_img": "[0, inf)",
         "beta_vid": "[0, inf)", "turbo_w": "[0, inf)", "temporal_dropout": "[0, 1)", "max_grad_norm": "(0, inf)",
         "warmup": "[0, inf)", "lora_rank": "[0, inf)", "reward_frames": "[1, inf)", "turbo_sample_steps": "[1, inf)",
         "max_bad_steps": "[1, inf)", "height": "[0, inf)", "width": "[0, inf)", "fps": "[1, inf)",
-        "threads": "[0, inf)", "val_every": "[0, inf)"})
+        "threads": "[0, inf)", "val_every": "[0, inf)", "lora_dropout": "[0, 1)", "compare_per_caption": "[0, inf)"})
     check_optim(cfg, error)                                 # --optim adamw8bit: bitsandbytes installed?
     if not (cfg.data or cfg.cache) and (cfg.height or cfg.size) != (cfg.width or cfg.size):
         error("the toy world is square: use --size, not --height/--width")
-    if not (cfg.data or cfg.cache) and cfg.frames > max_frames(cfg.height or cfg.size):  # the toy world's clips
-        most = max_frames(cfg.height or cfg.size)   # (else every clip fails in render_clip with "low >= high")
+    most = max_frames(cfg.height or cfg.size)        # the toy world's clips (else render_clip: "low >= high")
+    if not (cfg.data or cfg.cache) and cfg.frames > most:
         error(f"--frames {cfg.frames}: the toy world's shapes leave a {cfg.height or cfg.size} px frame within "
-              f"{cfg.frames} frames; give {f'--frames {most} or fewer' if most else 'a larger --size'}, or real "
-              f"video (--data/--captions)")
+              f"{cfg.frames} frames; give --frames {most} or fewer, or real video (--data/--captions)")
     resolve_release_files(cfg)                              # --hps FOLDER: the file in it (or in its HF snapshot)
     check_train_data(cfg, teacher_path(cfg), error)         # --data/--captions, --cache, --data-workers
     teacher = teacher_path(cfg)

@@ -54,7 +54,7 @@ CLI_CASES = [
                "{vocab}", *TRAIN_CPU], 2, "--internvideo2 takes the place of --viclip"),
     ("train", ["--toy-models", "{toy_models}", "--internvideo2", "{missing}", "--bert-vocab", "{vocab}", *TRAIN_CPU], 2,
      "no video reward model at {missing}"),
-    ("train", ["--toy-models", "{toy_models}", "--lora-dropout", "1", *TRAIN_CPU], 2, "0 <= --lora-dropout < 1"),
+    ("train", ["--toy-models", "{toy_models}", "--lora-dropout", "1", *TRAIN_CPU], 2, "--lora-dropout 1: must be in [0, 1)"),
     ("train", ["--toy-models", "{toy_models}", "--turbo-lr", "fast", *TRAIN_CPU], 2, "--turbo-lr: invalid float value"),
     ("train", ["--toy-models", "{toy_models}", "--out", "{state_dir}", "--resume", *TRAIN_CPU], 1,
      "which was trained with other values: --turbo-lr 0.0001 (saved: 0.5). Give the saved values"),
