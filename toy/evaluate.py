@@ -1,14 +1,16 @@
-"""The toy world's evaluator: sample a checkpoint on seen and held-out captions and judge every video by pixels.
+"""The toy world's evaluator: sample a checkpoint on seen and held-out captions and score every video by pixels.
 
 For each caption set it writes the samples exactly as `sample.py` does (a folder with prompts.jsonl) and scores
-them with toy.world.judge: a video counts as correct when its colour, shape and direction all match the caption,
-and shape is also reported per shape of the caption (a circle drawn as a square shows up by name).
+them two ways, neither learned: the toy VBench (toy/vbench.py: the paper's Table 1 measure, VBench's quality,
+semantic and total scores over its dimensions, each from the world's spec) and toy.world.judge: a video counts as
+correct when its colour, shape and direction all match the caption, and shape is also reported per shape of the
+caption (a circle drawn as a square shows up by name).
 The seen set is the 76 training captions, the held-out set the 8 captions no model ever saw in training.
 
     python -m toy.evaluate --ckpt runs/toy/turbo.safetensors    # 76 x 4 seen + 8 x 16 held out: runs/toy/eval_turbo
     python -m toy.evaluate --ckpt toy/assets/teacher.safetensors --per-seen 1 --per-heldout 8 --out runs/toy/eval
-    python -m toy.evaluate --table runs/toy    # every checkpoint found there -> runs/toy/results.md, compare.gif,
-                                               # curves.png
+    python -m toy.evaluate --table runs/toy    # every checkpoint found there -> runs/toy/results.md (the toy's
+                                               # Table 1: toy VBench; then judge and rewards), compare.gif, curves.png
     python -m toy.evaluate --table runs/toy --train    # from scratch: trains what is missing first (the toy table)
     python -m toy.evaluate --table runs/toy --tune-guidance    # each method at its own best guidance (below)
     python -m toy.evaluate --first-stage     # the first stage alone, per shape, at shapes of 10, 12 and 14 px
@@ -40,14 +42,16 @@ from encoders import LinearAutoencoder, toy_linear_ae
 from machinery.checkpoint import find_checkpoint, load_models, load_reward, read_meta
 from machinery.cli import Parser, check_device, check_numbers, run_cli
 from machinery.videoio import mean_se, read_samples, save_grid, to_uint8
+from toy.vbench import DIMENSIONS as VBENCH_DIMENSIONS, vbench, vbench_dirs
 from toy.world import (SHAPE_PX, SHAPES, TOY_MODELS, ToyWorld, correct, judge_dir, judge_videos, parse_caption,
                        render_clip, shape_mask, split_captions, to_tensor)
 
 
 def evaluate(ckpt, out, per_seen=4, per_heldout=16, steps=None, guidance=None, seed=1000, device="cpu",
              px=SHAPE_PX):
-    """-> {'seen': {...}, 'heldout': {...}} with the shares of correct videos and seconds per video; px: the shape
-    size the judge expects (a model of a world with other shapes, e.g. a teacher of the 10 px world)."""
+    """-> {'seen': {...}, 'heldout': {...}} with the shares of correct videos, the toy VBench ('vbench': each score
+    and dimension, mean and SE) and seconds per video; px: the shape size the judge and the toy VBench expect (a
+    model of a world with other shapes, e.g. a teacher of the 10 px world)."""
     results = {}
     for split, per in (("seen", per_seen), ("heldout", per_heldout)):
         if per == 0:
@@ -67,7 +71,8 @@ def evaluate(ckpt, out, per_seen=4, per_heldout=16, steps=None, guidance=None, s
             argv += ["--guidance", str(guidance)]
         t0 = time.time()
         sample.main(argv)
-        results[split] = {**judge_dir(d, px), "seconds_per_video": (time.time() - t0) / (per * len(caps))}
+        seconds = (time.time() - t0) / (per * len(caps))                     # sampling and writing, not scoring
+        results[split] = {**judge_dir(d, px), "vbench": vbench_dirs([d], px), "seconds_per_video": seconds}
     return results
 
 
@@ -123,9 +128,10 @@ def quick_captions():
 
 @torch.no_grad()
 def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, grid=None):
-    """models: {name: load_models(...) dict} -> {name: {'judge_seen', 'judge_heldout', 'image', 'video',
-    's_per_video', 'steps'}}. Every model samples the same captions from the same seeds at its own default steps
-    and guidance (teacher: 50-step DDIM + CFG; student: 4 steps); `grid`: a GIF, two rows per model (seen, held out)."""
+    """models: {name: load_models(...) dict} -> {name: {'vbench' (toy VBench of all its videos), 'judge_seen',
+    'judge_heldout', 'image', 'video', 's_per_video', 'steps'}}. Every model samples the same captions from the same
+    seeds at its own default steps and guidance (teacher: 50-step DDIM + CFG; student: 4 steps); `grid`: a GIF, two
+    rows per model (seen, held out)."""
     rewards = load_reward_files(reward_dir)            # reward_dir/reward_{image,video}.safetensors, None if absent
     seen, held = quick_captions()
     prompts = [c for c in seen + held for _ in range(per_caption)]
@@ -137,7 +143,8 @@ def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, g
         seconds = (time.time() - t0) / len(prompts)
         right = [correct(v, p)["all"] for v, p in zip(videos, prompts)]
         seen, held = right[:n_seen], right[n_seen:]
-        results[name] = {"judge_seen": float(np.mean(seen)), "judge_heldout": float(np.mean(held)),
+        results[name] = {"vbench": vbench(videos, prompts), "judge_seen": float(np.mean(seen)),
+                         "judge_heldout": float(np.mean(held)),
                          "judge_seen_se": share_se(sum(seen), len(seen)),
                          "judge_heldout_se": share_se(sum(held), len(held)), "n_seen": len(seen),
                          "n_heldout": len(held), **score_videos(videos, prompts, rewards.get("image"),
@@ -149,21 +156,28 @@ def toy_comparison(models, reward_dir, device="cpu", per_caption=1, seed=1000, g
     return results
 
 
+def fmt(r, k):
+    """r[k] with its standard error r[k + '_se']: '0.912 ± 0.004' ('-' for None, no ± where the SE is None)."""
+    se = r.get(k + "_se")
+    return "-" if r.get(k) is None else f"{r[k]:.3f}" + ("" if se is None else f" ± {se:.3f}")
+
+
 def compare_line(results):
-    """One line, each number with its standard error: 'teacher 50 steps: judge seen 0.875 ± 0.089 (16 videos),
-    held out 0.750 ± 0.102 (16), image reward 0.912 ± 0.004, video reward 0.850 ± 0.006, 1.95 s/video | ...'."""
-    def fmt(r, k):
-        se = r.get(k + "_se")
-        return "-" if r.get(k) is None else f"{r[k]:.3f}" + ("" if se is None else f" ± {se:.3f}")
-    return " | ".join(f"{name} {r['steps']} steps: judge seen {fmt(r, 'judge_seen')} ({r['n_seen']} videos), held out "
-                      f"{fmt(r, 'judge_heldout')} ({r['n_heldout']}), image reward {fmt(r, 'image')}, video reward "
-                      f"{fmt(r, 'video')}, {r['s_per_video']:.2f} s/video" for name, r in results.items())
+    """One line, each number with its standard error: 'teacher 50 steps: toy VBench total 0.912 ± 0.004, quality
+    0.901 ± 0.005, semantic 0.957 ± 0.010 (32 videos), 1.95 s/video; judge seen 0.875 ± 0.089 (16 videos), held out
+    0.750 ± 0.102 (16), image reward 0.912 ± 0.004, video reward 0.850 ± 0.006 | ...'."""
+    return " | ".join(f"{name} {r['steps']} steps: toy VBench total {fmt(r['vbench'], 'total')}, quality "
+                      f"{fmt(r['vbench'], 'quality')}, semantic {fmt(r['vbench'], 'semantic')} ({r['vbench']['n']} "
+                      f"videos), {r['s_per_video']:.2f} s/video; judge seen {fmt(r, 'judge_seen')} ({r['n_seen']} "
+                      f"videos), held out {fmt(r, 'judge_heldout')} ({r['n_heldout']}), image reward "
+                      f"{fmt(r, 'image')}, video reward {fmt(r, 'video')}" for name, r in results.items())
 
 
 def closing_comparison(teacher, student, name, reward_dir, per_caption=2, device="cpu", t0=None):
     """How train.py ends on the toy: the teacher's 50-step samples against the student's 4-step ones (checkpoint
-    files), same captions and seeds; prints one line (compare_line) and writes compare_<name>.gif beside the
-    student, two rows per model (seen, held out)."""
+    files), same captions and seeds; prints one line (compare_line: toy VBench, seconds per video, judge, rewards)
+    and writes compare_<name>.gif beside the student, two rows per model (seen, held out): the very videos the line
+    scores."""
     label = {"turbo": "T2V-Turbo", "vcm": "VCM"}.get(name, name)
     grid = Path(student).parent / f"compare_{name}.gif"
     models = {"teacher": load_models(teacher, device, dtype=torch.float32),
@@ -259,15 +273,18 @@ def train_missing(run_dir, toy_models, extra=()):
 
 
 def table(run_dir, toy_models, per_seen=4, per_heldout=16, device="cpu", tune=False):
-    """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: method | steps | guidance |
-    UNet evaluations per video | s/video | image reward | video reward | judge seen | judge held out, plus
-    run_dir/compare.gif (same prompts and seeds, one row per method) and run_dir/curves.png (training curves).
+    """Evaluates every checkpoint of a run folder (ROWS) and writes run_dir/results.md: first the paper's Table 1 on
+    the toy, method | steps | guidance | UNet evaluations per video | s/video | toy VBench total, quality, semantic
+    (all videos), total on seen and on held-out captions, each mean ± SE over videos, and every toy VBench dimension;
+    then method | steps | guidance | UNet evaluations per video | s/video | image reward | video reward | judge seen |
+    judge held out, the judge per attribute and per shape; plus run_dir/compare.gif (same prompts and seeds, one row
+    per method) and run_dir/curves.png (training curves).
     Guidance: each checkpoint's default (its training config: toy teacher CFG 5, students w 4), or with tune=True
     each checkpoint's best on validation seeds (tune_guidance, once per checkpoint at its default step count: 50
     teacher, 4 student; kept in run_dir/guidance.json and reused while the checkpoint, the reward models and the
     grid are unchanged). The teacher and the reward models are read from toy_models (toy/prepare.py's folder)."""
     run_dir, toy_models = Path(run_dir), Path(toy_models)
-    rows, per_attr, per_shape, grid_rows, labels = [], [], [], [], []
+    rows, per_attr, per_shape, grid_rows, labels, vb_rows, vb_dims = [], [], [], [], [], [], []
     tuned_path = run_dir / "guidance.json"
     tuned = json.loads(tuned_path.read_text()) if tune and tuned_path.exists() else {}
     reward_files = sorted(toy_models.glob("reward_*.safetensors"))
@@ -287,24 +304,40 @@ def table(run_dir, toy_models, per_seen=4, per_heldout=16, device="cpu", tune=Fa
         res = evaluate(ckpt, d, per_seen, per_heldout, steps, guidance, device=device)
         evals = steps if student else 2 * steps               # CFG: a conditional and an unconditional call
         rw = reward_scores([d / s for s in res], toy_models)
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"
+        vb = vbench_dirs([d / s for s in res])                # every video, seen and held out: the table's scores
+        num = lambda v: "-" if v is None else f"{v:.3f}"
         knob = f"{'w' if student else 'CFG'} {guidance:g}"
-        rows.append(f"| {label} | {steps} | {knob} | {evals} | {res['seen']['seconds_per_video']:.3f} | "
-                    f"{fmt(rw['image'])} | {fmt(rw['video'])} | {res['seen']['all']:.3f} | {res['heldout']['all']:.3f} |")
+        head = f"| {label} | {steps} | {knob} | {evals} | {res['seen']['seconds_per_video']:.3f} | "
+        vb_rows.append(head + " | ".join([fmt(vb, k) for k in ("total", "quality", "semantic")]
+                                         + [fmt(res[s]["vbench"], "total") for s in ("seen", "heldout")]) + " |")
+        vb_dims.append(f"| {label} | {steps} | " + " | ".join(fmt(vb, k) for k in VBENCH_DIMENSIONS) + " |")
+        rows.append(head + f"{num(rw['image'])} | {num(rw['video'])} | {res['seen']['all']:.3f} | "
+                    f"{res['heldout']['all']:.3f} |")
         per_attr.append(f"| {label} | {steps} | " + " | ".join(
             f"{res[s][k]:.2f}" for s in ("seen", "heldout") for k in ("colour", "shape", "direction")) + " |")
         per_shape.append(f"| {label} | {steps} | " + " | ".join(
             shape_cell(res[s], shape) for s in ("seen", "heldout") for shape in SHAPES) + " |")
-        (d / "results.json").write_text(json.dumps({**res, "rewards": rw, "guidance": guidance}, indent=1))
-        print(rows[-1], flush=True)
+        (d / "results.json").write_text(json.dumps({**res, "vbench": vb, "rewards": rw, "guidance": guidance},
+                                                   indent=1))
+        print(vb_rows[-1], flush=True)
         if steps in (50, 4):
             grid_rows.append(compare_row(ckpt, steps, guidance, device))
             labels.append(f"{label.strip('*')}, {steps} steps")
-    md = ("| method | steps | guidance | UNet evaluations / video | s / video (CPU) | image reward | video reward | "
+    n = {s: r["vbench"]["n"] for s, r in res.items()} if rows else {}
+    md = (f"Toy VBench (toy/vbench.py), mean ± standard error over videos ({n.get('seen', 0)} seen, "
+          f"{n.get('heldout', 0)} held out):\n\n| method | steps | guidance | UNet evaluations / video | s / video "
+          "(CPU) | total | quality | semantic | total: seen captions | total: held-out captions |\n"
+          "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(vb_rows)
+          + "\n\nToy VBench per dimension (all videos; quality: the first six, semantic: the last three):\n\n"
+          "| method | steps | " + " | ".join(VBENCH_DIMENSIONS) + " |\n|---|---|" + "---|" * len(VBENCH_DIMENSIONS)
+          + "\n" + "\n".join(vb_dims) + "\n\nJudge and the toy reward models (the students were trained on these "
+          "rewards):\n\n"
+          "| method | steps | guidance | UNet evaluations / video | s / video (CPU) | image reward | video reward | "
           "judge: seen captions | judge: held-out captions |\n|---|---|---|---|---|---|---|---|---|\n"
           + "\n".join(rows) + "\n\nPer attribute (share right):\n\n| method | steps | colour seen | shape seen | "
-          "direction seen | colour held out | shape held out | direction held out |\n|---|---|---|---|---|---|---|---|\n"
-          + "\n".join(per_attr) + "\n\nShape right, per shape of the caption (the confusion is in each eval_*/results.json):\n\n"
+          "direction seen | colour held out | shape held out | direction held out |\n"
+          "|---|---|---|---|---|---|---|---|\n" + "\n".join(per_attr)
+          + "\n\nShape right, per shape of the caption (the confusion is in each eval_*/results.json):\n\n"
           "| method | steps | " + " | ".join(f"{shape} {s}" for s in ("seen", "held out") for shape in SHAPES)
           + " |\n|---|---|" + "---|" * 2 * len(SHAPES) + "\n" + "\n".join(per_shape) + "\n")
     (run_dir / "results.md").write_text(md)
@@ -454,6 +487,8 @@ def main(argv=None):
               f"shape {r['shape']:.3f}, direction {r['direction']:.3f})  {r['seconds_per_video']:.3f} s/video")
         print(f"{'':8s} shape right per shape: " + ", ".join(f"{shape} {shape_cell(r, shape)}" for shape in SHAPES)
               + f"; judged as: {r['confusion']}")
+        print(f"{'':8s} toy VBench: " + ", ".join(f"{k} {fmt(r['vbench'], k)}" for k in ("total", "quality",
+                                                                                     "semantic")))
     (out / "results.json").write_text(json.dumps(res, indent=1))
     print(f"wrote {out / 'results.json'}")
     return res
