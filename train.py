@@ -7,8 +7,8 @@ file runs them in Algorithm 1's order (`distill`, lines numbered as the paper's)
     1. load the frozen teacher (its UNet, text tower and first stage) and the two reward models;
     2. distil the student: consistency distillation (turbo.cd_loss, eqs. 5-7) plus the mixed reward feedback on
        its single-step prediction (turbo.reward_terms and turbo.mixed_loss, eqs. 8-10); --rewards none: VCM;
-    3. on the toy world, compare the teacher's 50-step DDIM + CFG samples with the student's 4-step samples on
-       8 seen and 8 held-out captions (judge, both rewards, seconds per video): OUT/compare_<name>.gif and one line.
+    3. on the toy world, compare the teacher's 50-step DDIM + CFG samples with the student's 4-step ones, 2 videos of
+       8 seen and 8 held-out captions (toy VBench, judge, rewards, s/video): OUT/compare_<name>.gif and one line.
 The toy's teacher and reward models ship pre-trained in toy/assets/ (toy/prepare.py). The loop over the steps and
 their micro-batches is written here (`distill`); machinery/loop.py has the plumbing it calls (processes, a step's
 random draws and lr, clipping, resumable states, logging).
@@ -334,6 +334,7 @@ def distill(cfg, run, data, teacher, image_reward=None, video_reward=None):
                 (loss / cfg.grad_accum).backward()
             step_logs.append({"loss": loss.item(), "cd": loss_cd.item(), **{k: v.mean().item() for k, v in
                                                                              rewards.items()}})
+            del loss, loss_cd, f_theta, rewards   # their graphs hold ~0.1 GiB: gone before the next forward pass
         if not clipped(finite, params, cfg.max_grad_norm):  # clip the gradient's norm; a non-finite one: no update
             skip_step(cfg, opt, name, step, bad)
             continue
@@ -381,8 +382,7 @@ def main(argv=None):
         if run.main:
             print(f"{path} exists: comparing it with its teacher (--fresh trains it again)")
     else:
-        try:  # frozen, in eval mode: no temporal dropout in its ODE step (the release's teacher is in train mode,
-            # so its targets carry dropout noise); fp32 weights (the toy files are fp16), --precision bf16: autocast
+        try:  # frozen, in eval mode (TUTORIAL.md section 9, "teacher mode"); fp32 weights (the toy files are fp16)
             teacher = load_models(teacher_path(cfg), run.device, dtype=torch.float32, build=build_models)
         except (ValueError, OSError) as e:
             raise SystemExit(f"train.py: the teacher {teacher_path(cfg)} does not load: {one_line(e)}") from None
