@@ -8,7 +8,8 @@ over the steps, and toy/prepare.py writes the toy teacher's; both call these pie
       replays exactly what the killed one would have done: the step number is the RNG state and the data
       position. Only dropout inside the UNet draws from the global RNG, seeded per (step, micro-batch, process);
     - a step: its lr (warm-up, then constant or cosine: set_lr), its micro-batches under bf16 autocast with their
-      backward passes (accumulate), clipping (clipped), and a non-finite step skipped and counted (skip_step);
+      backward passes (accumulate, toy/prepare.py's; train.py spells its own out in distill, the read-along's
+      loop), clipping (clipped), and a non-finite step skipped and counted (skip_step);
     - resumable states, OUT/<stage>.state-<step>.safetensors, written atomically, the newest `keep` kept
       (save_if_due, resume);
     - tqdm with every loss term, and TensorBoard when it is installed (Progress).
