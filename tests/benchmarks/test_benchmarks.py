@@ -38,3 +38,29 @@ def test_the_ms_step_runs_through_train_py_at_tiny_size(capsys):
     assert set(out) == {"ms_train_step_s", "ms_train_peak_rss_gb", "ms_train_trainable_m"}
     assert out["ms_train_step_s"] > 0 and out["ms_train_trainable_m"] > 0
     assert "ms_train_step_s: " in capsys.readouterr().out
+
+
+def test_the_profile_times_every_region_of_a_student_step_and_of_the_comparison(monkeypatch, toy_models):
+    """`python -m benchmarks profile` on 2 steps of toy models (1 seen and 1 held-out caption in the comparison, the
+    teacher at 2 DDIM steps): every region of Algorithm 1's step is timed (the four UNet passes, the rewards, the
+    backward pass, the optimizer step, the data), the shares are fractions that add up to 1 with `other`, and the
+    comparison times both models' UNets."""
+    import sample
+    from benchmarks.profile import bench_profile
+    from toy import evaluate
+
+    monkeypatch.setattr(evaluate, "quick_captions", lambda: (["a red circle moving left"],
+                                                             evaluate.split_captions("heldout")[:1]))
+    real = sample.sampler_settings
+    monkeypatch.setattr(sample, "sampler_settings", lambda meta, steps=None, guidance=None: real(
+        meta, steps or (None if meta.get("kind") == "turbo" else 2), guidance))
+    out = bench_profile(steps=2, warmup=1, toy_models=toy_models)
+    step = {k: v for k, v in out.items() if k.startswith("profile_step_")}
+    assert set(step) >= {f"profile_step_{r}_share" for r in (
+        "unet_student_f_theta", "unet_teacher_cond_uncond", "unet_target_f_theta", "image_reward", "video_reward",
+        "backward", "optimizer_step", "data", "text_tower", "first_stage_encode", "first_stage_decode", "other")}
+    assert all(0 < v < 1 for v in step.values()), step
+    assert abs(sum(step.values()) - 1) < 1e-9 and out["profile_student_step_s"] > 0
+    compare = {k: v for k, v in out.items() if k.startswith("profile_compare_") and k.endswith("_share")}
+    assert {"profile_compare_unet_teacher_share", "profile_compare_unet_T2V_Turbo_share"} <= set(compare)
+    assert all(0 < v < 1 for v in compare.values()) and abs(sum(compare.values()) - 1) < 1e-9, compare
