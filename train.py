@@ -43,7 +43,7 @@ from machinery.loop import (Progress, all_finite, autocast_for, barrier, check_i
                             skip_step, state_paths, step_draws, sum_over_processes)
 from ms.models import MS_RECIPE, build_models
 from toy.evaluate import closing_comparison, quick_look
-from toy.world import TOY_MODELS, ToyWorld, max_frames
+from toy.world import TOY_MODELS, ToyWorld, frames_problem
 from vc2.data import LatentCache, VideoFolder, cached_latents, check_train_data
 from vc2.internvideo2 import find_vocab
 from vc2.release import load_real_reward, resolve_release_files
@@ -159,10 +159,9 @@ def check_config(cfg, error):
     check_optim(cfg, error)                                 # --optim adamw8bit: bitsandbytes installed?
     if not (cfg.data or cfg.cache) and (cfg.height or cfg.size) != (cfg.width or cfg.size):
         error("the toy world is square: use --size, not --height/--width")
-    most = max_frames(cfg.height or cfg.size)        # the toy world's clips (else render_clip: "low >= high")
-    if not (cfg.data or cfg.cache) and cfg.frames > most:
-        error(f"--frames {cfg.frames}: the toy world's shapes leave a {cfg.height or cfg.size} px frame within "
-              f"{cfg.frames} frames; give --frames {most} or fewer, or real video (--data/--captions)")
+    problem = frames_problem(cfg.frames, cfg.height or cfg.size)        # clips the toy world cannot draw
+    if problem and not (cfg.data or cfg.cache):
+        error(f"{problem}, or real video (--data/--captions)")
     resolve_release_files(cfg)                              # --hps FOLDER: the file in it (or in its HF snapshot)
     check_train_data(cfg, teacher_path(cfg), error)         # --data/--captions, --cache, --data-workers
     teacher = teacher_path(cfg)

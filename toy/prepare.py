@@ -58,8 +58,8 @@ from rewards import toy_image_reward, toy_video_reward
 from tiny_unet3d import UNet3D, toy_unet
 from toy import diffusion
 from toy.evaluate import compare_line, toy_comparison
-from toy.world import (COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, max_frames, parse_caption, render_clip,
-                       split_captions, to_tensor)
+from toy.world import (COLOURS, DIRECTIONS, SHAPES, ToyWorld, caption, frames_problem, parse_caption,
+                       render_clip, split_captions, to_tensor)
 
 
 @dataclass
@@ -125,10 +125,8 @@ def check_config(cfg, error):
     check_numbers(cfg, error, {"text_lr": "(0, inf)", "teacher_lr": "(0, inf)", "ema_decay": "[0, 1)",
                                "temporal_dropout": "[0, 1)", "guidance": "[0, inf)", "max_grad_norm": "(0, inf)",
                                "warmup": "[0, inf)", "max_bad_steps": "[1, inf)"})   # (floats: finite, cli_config)
-    if cfg.frames > max_frames(cfg.size):  # else the teacher stage's first clip fails in render_clip
-        error(f"--frames {cfg.frames}: the toy world's shapes leave a {cfg.size} px frame within {cfg.frames} "
-              f"frames; give --frames {max_frames(cfg.size)} or fewer" if max_frames(cfg.size) else
-              f"--size {cfg.size}: too small for the toy world's shapes to move")
+    if problem := frames_problem(cfg.frames, cfg.size):  # else the teacher stage's first clip fails in render_clip
+        error(problem)
     check_optim(cfg, error)
 
 

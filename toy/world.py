@@ -93,13 +93,29 @@ def half_extent(shape, s):
     return {"square": s / 2, "circle": s / 2 + 0.5, "triangle": (s + 2) / 2}[shape]
 
 
+def centre_range(e, size, travel):
+    """The integer centres c, along one axis, where a shape of half-extent e can start a path of `travel` px towards
+    larger c and stay inside the frame all along (c - e >= 0, c + travel + e <= size) -> (lo, hi); empty if lo > hi."""
+    return int(np.ceil(e)), int(np.floor(size - e - travel))
+
+
 def max_frames(size=32, px=SHAPE_PX):
     """The most frames a clip of `size` px can have: every shape must cross the frame without leaving it, moving
-    1/16 of the frame a frame (render_clip's start range is empty past it): 9 at 32 px and at 256 px."""
+    1/16 of the frame a frame: 9 at 24 to 256 px (0 when none fits, below 4 px)."""
     s, speed = shape_size(size, px), size / 16
-    fits = lambda frames: all(np.floor(size - half_extent(shape, s) - speed * (frames - 1)) >= np.ceil(
-        half_extent(shape, s)) for shape in SHAPES)
+    fits = lambda frames: all(lo <= hi for lo, hi in (centre_range(half_extent(shape, s), size, speed * (frames - 1))
+                                                      for shape in SHAPES))
     return max((f for f in range(1, 64) if fits(f)), default=0)
+
+
+def frames_problem(frames, size=32, px=SHAPE_PX):
+    """None when the toy world can draw clips of `frames` frames at `size` px, else the one line that says so
+    (train.py and toy/prepare.py refuse --frames with it, before render_clip would fail on an empty start range)."""
+    most = max_frames(size, px)
+    if frames <= most:
+        return None
+    fix = f"give --frames {most} or fewer" if most else "give a larger --size"
+    return f"--frames {frames}: the toy world's shapes leave a {size} px frame within {frames} frames; {fix}"
 
 
 def render_clip(colour, shape, direction, rng, size=32, frames=8, px=SHAPE_PX):
@@ -107,10 +123,9 @@ def render_clip(colour, shape, direction, rng, size=32, frames=8, px=SHAPE_PX):
     s, speed = shape_size(size, px), size / 16  # 2 px per frame at 32 px
     dx, dy = DIRECTIONS[direction]
     e, travel = half_extent(shape, s), speed * (frames - 1)
-    lo = int(np.ceil(e))
 
-    def start_range(d):  # centres c with c - e >= 0 and c + e <= size over the whole path
-        hi = int(np.floor(size - e - (travel if d != 0 else 0)))
+    def start_range(d):  # along an axis the shape moves by d (-1, 0, 1): a path towards smaller c starts `travel` up
+        lo, hi = centre_range(e, size, travel if d != 0 else 0)
         return (lo + (travel if d < 0 else 0), hi + (travel if d < 0 else 0))
 
     (x0, x1), (y0, y1) = start_range(dx), start_range(dy)

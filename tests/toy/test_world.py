@@ -92,12 +92,13 @@ def test_first_stage_study_reads_every_shape_at_14_px():
 def test_max_frames_is_where_a_shape_stops_fitting():
     """train.py and toy/prepare.py refuse --frames past max_frames at parse time: up to it every shape crosses the
     frame in every direction; one frame more and some start range is empty (numpy's 'low >= high')."""
-    from toy.world import max_frames
+    from toy.world import frames_problem, max_frames
 
     rng = np.random.default_rng(0)
     for size in (32, 64):
         most = max_frames(size)
         assert most >= 8                                   # the toy's 8 frames fit at every size it trains at
+        assert frames_problem(most, size) is None and f"give --frames {most} or fewer" in frames_problem(most + 1, size)
         for shape in SHAPES:
             for direction in DIRECTIONS:
                 assert render_clip("red", shape, direction, rng, size=size, frames=most).shape[0] == most
